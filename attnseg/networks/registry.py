@@ -1,0 +1,97 @@
+"""Named networks: ``build_network(name, **config)`` and the list shown by ``attnseg models``.
+
+Each entry is a network class plus the preset arguments that make the named variant, and where the
+variant comes from. Configuration keys a network does not accept are an error, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from attnseg.errors import ConfigError
+from attnseg.networks.nets.attention_unet import AttentionUNet
+from attnseg.networks.nets.unet import UNet
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    cls: Callable[..., nn.Module]
+    description: str
+    preset: dict[str, Any] = field(default_factory=dict)
+    spatial_dims: tuple[int, ...] = (2, 3)
+
+    def accepts(self, key: str) -> bool:
+        return key in inspect.signature(self.cls).parameters
+
+
+NETWORKS: dict[str, NetworkSpec] = {}
+
+
+def register_network(spec: NetworkSpec) -> None:
+    if spec.name in NETWORKS:
+        raise ValueError(f"network {spec.name!r} is already registered")
+    NETWORKS[spec.name] = spec
+
+
+def get_spec(name: str) -> NetworkSpec:
+    if name not in NETWORKS:
+        raise ConfigError(f"unknown network {name!r}; choose one of: {', '.join(NETWORKS)}")
+    return NETWORKS[name]
+
+
+def build_network(name: str, **config: Any) -> nn.Module:
+    """Build a registered network; ``config`` overrides the preset's arguments."""
+    spec = get_spec(name)
+    unknown = sorted(k for k in config if not spec.accepts(k))
+    if unknown:
+        raise ConfigError(f"network {name!r} does not take {', '.join(unknown)}")
+    dims = config.get("spatial_dims", spec.preset.get("spatial_dims", 2))
+    if dims not in spec.spatial_dims:
+        raise ConfigError(f"network {name!r} supports spatial_dims {spec.spatial_dims}, got {dims}")
+    return spec.cls(**{**spec.preset, **config})
+
+
+register_network(
+    NetworkSpec(
+        "unet",
+        UNet,
+        "U-Net baseline, same widths and fused deep supervision as the attention model (paper's U-Net)",
+    )
+)
+register_network(
+    NetworkSpec(
+        "attention_unet",
+        AttentionUNet,
+        "Attention U-Net, grid gates, 2 heads, decoder gating (authors' current code)",
+    )
+)
+register_network(
+    NetworkSpec(
+        "attention_unet_single",
+        AttentionUNet,
+        "Attention U-Net, grid gates, 1 head per level (authors' single-attention model)",
+        preset={"gate_heads": 1},
+    )
+)
+register_network(
+    NetworkSpec(
+        "attention_unet_global",
+        AttentionUNet,
+        "Attention U-Net, one global gating signal from the bottleneck (authors' earlier code, paper's 6.40 M)",
+        preset={"gating": "global"},
+    )
+)
+register_network(
+    NetworkSpec(
+        "attention_unet_additive",
+        AttentionUNet,
+        "Attention U-Net, same-resolution additive gates, 1 head (popular re-implementations)",
+        preset={"gate_style": "additive", "gate_heads": 1},
+    )
+)
