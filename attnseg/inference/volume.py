@@ -1,0 +1,106 @@
+"""Run a network over a whole (preprocessed) image: slice by slice for 2D models, by sliding window for
+3D models, with optional mirroring test-time augmentation.
+
+This is the numeric core shared by validation during training and by ``attnseg predict``; it works
+on tensors only (no files, no preprocessing).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+
+def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every subset of the spatial axes of a (B, C, *S) batch: 4 flips in 2D, 8 in 3D (identity included)."""
+    axes = range(2, 2 + spatial_dims)
+    return [combo for r in range(spatial_dims + 1) for combo in itertools.combinations(axes, r)]
+
+
+class _Probabilities(nn.Module):
+    """Softmax of the model's logits, averaged over mirrored copies when ``mirror`` is on."""
+
+    def __init__(self, model: nn.Module, spatial_dims: int, mirror: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.flips = mirror_axes(spatial_dims) if mirror else [()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for axes in self.flips:
+            logits = self.model(x.flip(axes) if axes else x)
+            probs = torch.softmax(logits.float(), dim=1)
+            probs = probs.flip(axes) if axes else probs
+            total = probs if total is None else total + probs
+        return total / len(self.flips)
+
+
+@torch.inference_mode()
+def predict_volume(
+    model: nn.Module,
+    image: torch.Tensor,
+    spatial_dims: int,
+    slice_axis: int = 2,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int = 8,
+    overlap: float = 0.5,
+    mirror: bool = False,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Class probabilities (K, *S), float32 on the CPU, for one image (C, *S).
+
+    Args:
+        model: a network in eval mode returning logits (B, K, *S').
+        image: (C, X, Y) or (C, X, Y, Z), already preprocessed.
+        spatial_dims: the network's (2 or 3). A 2D network on a 3D image runs on every slice along
+            ``slice_axis`` (0, 1 or 2, spatial), ``batch_size`` slices at a time.
+        patch_size: window size for sliding-window inference with Gaussian blending; None runs
+            whole slices (2D) or the whole image (3D) in one pass.
+        overlap: window overlap fraction.
+        mirror: average over every mirrored copy of the input (4 in 2D, 8 in 3D).
+        autocast_dtype: run the network under autocast with this dtype (CUDA mixed precision).
+    """
+    model.eval()
+    device = torch.device(device)
+    predictor = _Probabilities(model, spatial_dims, mirror)
+    image_dims = image.dim() - 1
+    if image_dims == spatial_dims:
+        return _run(predictor, image.unsqueeze(0), patch_size, batch_size, overlap, device, autocast_dtype)[0]
+    if spatial_dims == 2 and image_dims == 3:
+        slices = image.movedim(slice_axis + 1, 0)  # (N, C, H, W)
+        parts = [
+            _run(predictor, slices[start : start + batch_size], patch_size, batch_size, overlap, device, autocast_dtype)
+            for start in range(0, slices.shape[0], batch_size)
+        ]
+        return torch.cat(parts, dim=0).movedim(0, slice_axis + 1)
+    raise ValueError(f"a {spatial_dims}D network cannot run on a {image_dims}D image of shape {tuple(image.shape)}")
+
+
+def _run(
+    predictor: nn.Module,
+    batch: torch.Tensor,
+    patch_size: Sequence[int] | None,
+    batch_size: int,
+    overlap: float,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    batch = batch.to(device, torch.float32)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        if patch_size is None:
+            probs = predictor(batch)
+        else:
+            probs = sliding_window_inference(
+                batch,
+                roi_size=list(patch_size),
+                sw_batch_size=batch_size,
+                predictor=predictor,
+                overlap=overlap,
+                mode="gaussian",
+            )
+    return probs.float().cpu()

@@ -1,0 +1,156 @@
+"""The model directory: where training leaves everything that prediction needs later.
+
+    MODEL_DIR/
+      config.yaml           the effective training configuration
+      network.json          network name and every constructor argument (channels and classes included)
+      plan.json             the preprocessing the model expects (attnseg.data.plan.Plan)
+      labels.json           class name -> label value
+      weights.safetensors   the selected weights (best validation, else last), with provenance metadata
+      metadata.json         package version, git revision, torch version, date
+      checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
+      log.csv, progress.png, tensorboard/
+
+Training writes it and inference reads it; neither imports the other. Weights are never unpickled:
+safetensors for the weights, ``torch.load(weights_only=True)`` for the resume state.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from attnseg import __version__
+from attnseg.errors import AttnsegError
+from attnseg.fileio import atomic_path, write_json, write_text
+from attnseg.networks.registry import build_network
+
+
+class ModelDirError(AttnsegError):
+    """A model directory is missing, incomplete or corrupt."""
+
+
+def git_revision() -> str | None:
+    """The commit of the attnseg source tree, when it is a git checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def provenance() -> dict[str, str | None]:
+    return {
+        "attnseg_version": __version__,
+        "git_revision": git_revision(),
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class ModelDir:
+    CONFIG = "config.yaml"
+    NETWORK = "network.json"
+    PLAN = "plan.json"
+    LABELS = "labels.json"
+    WEIGHTS = "weights.safetensors"
+    METADATA = "metadata.json"
+    CHECKPOINT = "checkpoint/last.pt"
+    LOG = "log.csv"
+    PROGRESS = "progress.png"
+    TENSORBOARD = "tensorboard"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ModelDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # writing (training) ----------------------------------------------------------------------
+
+    def write_description(
+        self, config_yaml: str, network: dict[str, Any], plan: dict[str, Any], labels: dict[str, int]
+    ) -> None:
+        """Everything but the weights; rewritten on every (re)start of a run."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.file(self.CONFIG), config_yaml, overwrite=True)
+        write_json(self.file(self.NETWORK), network, overwrite=True)
+        write_json(self.file(self.PLAN), plan, overwrite=True)
+        write_json(self.file(self.LABELS), labels, overwrite=True)
+        write_json(self.file(self.METADATA), provenance(), overwrite=True)
+
+    def save_weights(self, model: nn.Module, extra_metadata: dict[str, Any] | None = None) -> None:
+        metadata = {k: str(v) for k, v in {**provenance(), **(extra_metadata or {})}.items() if v is not None}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(self.file(self.WEIGHTS), overwrite=True) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        with atomic_path(self.file(self.CHECKPOINT), overwrite=True) as tmp:
+            torch.save(state, tmp)
+
+    # reading (inference, resume) -------------------------------------------------------------
+
+    def _read_json(self, name: str) -> Any:
+        path = self.file(name)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as error:
+            raise ModelDirError(
+                f"{path}: missing; is {self.path} a model directory written by `attnseg train`?"
+            ) from error
+        except json.JSONDecodeError as error:
+            raise ModelDirError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+
+    def network_spec(self) -> dict[str, Any]:
+        return self._read_json(self.NETWORK)
+
+    def plan(self) -> dict[str, Any]:
+        return self._read_json(self.PLAN)
+
+    def labels(self) -> dict[str, int]:
+        return self._read_json(self.LABELS)
+
+    def build_network(self, weights: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+        spec = self.network_spec()
+        model = build_network(spec["name"], **spec["kwargs"])
+        if weights:
+            self.load_weights(model)
+        return model.to(device).eval()
+
+    def load_weights(self, model: nn.Module) -> None:
+        path = self.file(self.WEIGHTS)
+        if not path.exists():
+            raise ModelDirError(f"{path}: missing; the run has not finished an epoch yet")
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors raises several types for a damaged file
+            raise ModelDirError(f"{path}: cannot read the weights ({error})") from error
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise ModelDirError(f"{path}: weights do not fit the network in {self.NETWORK} ({first})") from error
+
+    def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        path = self.file(self.CHECKPOINT)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:
+            raise ModelDirError(f"{path}: cannot read the resume checkpoint ({error})") from error

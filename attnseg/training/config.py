@@ -1,0 +1,209 @@
+"""The training configuration: one validated schema, defaults in one place.
+
+A YAML file (every key optional) plus command-line overrides (``--set optimizer.lr=3e-4``) give the
+effective configuration. Unknown keys and wrong types are errors that name the key; the network's
+own arguments are checked against its constructor's signature, so a typo in ``network.gate_heads``
+fails before anything is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal, get_type_hints
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from attnseg.errors import ConfigError
+from attnseg.networks.registry import get_spec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NetworkConfig(BaseModel):
+    """``name`` picks a network from ``attnseg models``; every other key goes to its constructor.
+
+    ``in_channels`` and ``out_channels`` are filled in from the dataset.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "attention_unet"
+    spatial_dims: Literal[2, 3] = 2
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"spatial_dims": self.spatial_dims, **(self.model_extra or {})}
+
+
+class AugmentationConfig(_Section):
+    enabled: bool = True
+    flip: bool = True
+    rotate_degrees: float = Field(15.0, ge=0, le=180)
+    scale: float = Field(0.15, ge=0, lt=1, description="random zoom in [1 - scale, 1 + scale]")
+    elastic: bool = False
+    gamma: bool = True
+    noise: bool = True
+    contrast: bool = True
+    probability: float = Field(0.2, ge=0, le=1, description="probability of each random transform")
+
+
+class DataConfig(_Section):
+    dataset: Path | None = None
+    fold: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    patch_size: list[int] | None = Field(None, description="3D patch or 2D slice size; None: from the plan")
+    slice_axis: int | None = Field(None, ge=0, le=2, description="2D models: axis to slice along; None: from the plan")
+    foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of samples centred on foreground")
+    num_workers: int = Field(0, ge=0)
+    augmentation: AugmentationConfig = AugmentationConfig()
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.99, ge=0, lt=1, description="SGD only (Nesterov)")
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedulerConfig(_Section):
+    name: Literal["poly", "step", "cosine", "constant"] = "poly"
+    power: float = Field(0.9, gt=0, description="poly: lr * (1 - epoch / epochs) ** power")
+    step_size: int = Field(50, ge=1, description="step: epochs between decays")
+    gamma: float = Field(0.5, gt=0, le=1, description="step: decay factor")
+    min_lr: float = Field(0.0, ge=0, description="cosine: final learning rate")
+
+
+class LossConfig(_Section):
+    name: Literal["ce", "dice", "dice_ce", "focal", "dice_focal", "tversky"] = "dice_ce"
+    include_background: bool = True
+    smooth: float = Field(1e-5, ge=0)
+    class_weights: list[float] | None = None
+    deep_supervision_weights: list[float] | None = Field(
+        None, description="weights of the main and auxiliary outputs; None: 1, 1/2, 1/4, ..."
+    )
+    guided_weight: float = Field(0.25, ge=0, description="multi-scale guided network: latent consistency")
+    reconstruction_weight: float = Field(0.1, ge=0, description="multi-scale guided network: reconstructions")
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(50, ge=1)
+    iterations_per_epoch: int = Field(50, ge=1)
+    val_every: int = Field(1, ge=1, description="validate every N epochs")
+    patience: int | None = Field(None, ge=1, description="early stopping: validations without improvement")
+    grad_clip: float | None = Field(12.0, gt=0, description="max gradient norm; None: no clipping")
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    checkpoint_every: int = Field(1, ge=1, description="write the resume checkpoint every N epochs")
+
+
+class Config(_Section):
+    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = DataConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    loss: LossConfig = LossConfig()
+    training: TrainingConfig = TrainingConfig()
+    output: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_validation_error(error: ValidationError, source: str, prefix: str = "") -> str:
+    problems = []
+    for item in error.errors():
+        key = prefix + (".".join(str(part) for part in item["loc"]) or "(top level)")
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        problems.append(f"{key}: {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML: numbers, booleans, lists...)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.subkey=value")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error.problem})") from error
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {key} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: config file not found") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply overrides, validate everything."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    source = str(path) if path is not None else "config"
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from error
+    validate_network_config(config.network, source)
+    return config
+
+
+def validate_network_config(network: NetworkConfig, source: str = "config") -> None:
+    """Check ``network.*`` keys and types against the chosen network's constructor."""
+    try:
+        spec = get_spec(network.name)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: network.name: {error}") from error
+    if network.spatial_dims not in spec.spatial_dims:
+        raise ConfigError(
+            f"{source}: network.spatial_dims: {network.name} supports {spec.spatial_dims}, got {network.spatial_dims}"
+        )
+    filled_from_data = {"in_channels", "out_channels"}
+    hints = get_type_hints(spec.cls.__init__)
+    fields: dict[str, Any] = {
+        name: (hints.get(name, Any), parameter.default)
+        for name, parameter in inspect.signature(spec.cls).parameters.items()
+        if name not in filled_from_data and name != "spatial_dims"
+    }
+    schema = create_model(
+        f"{network.name}_arguments",
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+        **fields,
+    )
+    extra = dict(network.model_extra or {})
+    for key in filled_from_data & set(extra):
+        raise ConfigError(f"{source}: network.{key} is set from the dataset; remove it")
+    try:
+        schema.model_validate(extra)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source, prefix="network.")) from error

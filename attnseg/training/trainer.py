@@ -1,0 +1,381 @@
+"""The training loop: epochs of random samples, validation on whole cases, checkpoints, logs.
+
+The Trainer knows nothing about files or datasets beyond a map-style torch ``Dataset`` of
+``{"image": (C, *S) float, "label": (*S) int}`` samples and a ``validate(model) -> metrics``
+callable; ``attnseg.training.run`` builds both from a dataset folder.
+
+Reproducibility: each epoch reseeds every generator from (seed, epoch, rank), and the sample order
+comes from a generator seeded the same way. A run resumed from its last checkpoint therefore repeats
+the interrupted epoch exactly, and ends with the same weights as an uninterrupted run (CPU,
+deterministic mode).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from attnseg.errors import AttnsegError, ConfigError
+from attnseg.fileio import write_text
+from attnseg.model_dir import ModelDir, provenance
+from attnseg.training import distributed as dist_utils
+from attnseg.training.config import Config
+from attnseg.training.distributed import DistContext
+from attnseg.training.optim import build_optimizer, build_scheduler
+from attnseg.training.seeding import (
+    derive_seed,
+    reseed_transforms,
+    rng_state,
+    seed_everything,
+    seed_worker,
+    set_rng_state,
+)
+
+Validator = Callable[[nn.Module], dict[str, float]]
+SELECTION_METRIC = "val_dice_mean"
+
+
+class TrainingError(AttnsegError):
+    """Training had to stop (non-finite loss, out of memory, bad data)."""
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides the model/optimizer states; stored in the checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    stale_validations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+class EpochSampler(Sampler[int]):
+    """``num_samples`` indices drawn with replacement from a generator seeded per (seed, epoch);
+    rank r of n takes every n-th of them, so ranks see different samples."""
+
+    def __init__(self, dataset_size: int, num_samples: int, seed: int, context: DistContext) -> None:
+        self.dataset_size = dataset_size
+        self.num_samples = num_samples
+        self.seed = seed
+        self.context = context
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        total = self.num_samples * self.context.world_size
+        indices = torch.randint(self.dataset_size, (total,), generator=generator)
+        return iter(indices[self.context.rank :: self.context.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision on the CPU."""
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise ConfigError(f"training.amp={amp} needs a CUDA device; use 'auto' or 'off' on {device.type}")
+        return None
+    if amp == "off":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+class Trainer:
+    """Train ``model`` with ``loss_fn`` on ``train_data``; validate with ``validate``; write ``model_dir``.
+
+    Args:
+        config: the validated configuration (optimizer, scheduler, training sections are used here).
+        model: the network (on the CPU; moved to the device here).
+        loss_fn: ``loss_fn(model_output, label_batch) -> scalar``.
+        train_data: map-style dataset of sample dicts; indices are drawn with replacement.
+        model_dir: where checkpoints, weights and logs go (only rank 0 writes).
+        validate: returns metrics for the unwrapped model in eval mode; ``val_dice_mean`` selects the best
+            weights. Without it, the last weights are kept.
+        device, context: where to train, and the DDP context (from ``init_distributed``).
+        show_progress: draw the progress bar (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        train_data: Dataset,
+        model_dir: ModelDir,
+        validate: Validator | None = None,
+        device: torch.device | None = None,
+        context: DistContext | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.train_cfg = config.training
+        self.context = context or DistContext()
+        self.device = device or torch.device("cpu")
+        self.model = dist_utils.wrap_model(model.to(self.device), self.context, self.device)
+        self.loss_fn = loss_fn.to(self.device)
+        self.train_data = train_data
+        self.model_dir = model_dir
+        self.validate = validate
+        self.show_progress = show_progress and self.context.is_main
+        self.amp_dtype = autocast_dtype(self.train_cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
+        self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.train_cfg.epochs)
+        self.state = TrainState()
+        self._writer = None
+
+    # public ------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> TrainState:
+        if resume:
+            self._restore()
+        if self.state.epoch == 0 or not resume:
+            self.preflight()
+        try:
+            while self.state.epoch < self.train_cfg.epochs and not self.state.stopped_early:
+                self._run_epoch(self.state.epoch)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+        if self.context.is_main and self.validate is None:
+            self.model_dir.save_weights(self.network, {"epoch": self.state.epoch})
+        return self.state
+
+    @property
+    def network(self) -> nn.Module:
+        return dist_utils.unwrap(self.model)
+
+    def preflight(self) -> None:
+        """One forward/backward pass on one batch before the first epoch, so a misconfigured run fails
+        in seconds: wrong channels or classes, labels out of range, shapes the network rejects."""
+        batch = next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
+        classes = getattr(self.network, "out_channels", None)
+        top = int(batch["label"].max())
+        if classes is not None and top >= classes:
+            raise TrainingError(
+                f"the training labels contain value {top}, "
+                f"but the network predicts {classes} classes (0..{classes - 1})"
+            )
+        self.model.train()
+        loss = self._forward_loss(batch)
+        self._guard_finite(loss, "the pre-flight batch")
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # one epoch ---------------------------------------------------------------------------------
+
+    def _run_epoch(self, epoch: int) -> None:
+        started = time.perf_counter()
+        seed = derive_seed(self.train_cfg.seed, epoch, self.context.rank)
+        seed_everything(seed)
+        reseed_transforms(self.train_data, seed)
+        train_loss = self._train_one_epoch(epoch)
+        dist_utils.sync_buffers(self.model, self.context)
+        self.scheduler.step()
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        last = epoch + 1 == self.train_cfg.epochs
+        if self.validate is not None and ((epoch + 1) % self.train_cfg.val_every == 0 or last):
+            row.update(self._validate_and_select(epoch))
+        row["seconds"] = time.perf_counter() - started
+        self.state.history.append(row)
+        self.state.epoch = epoch + 1
+        if self.context.is_main:
+            if (epoch + 1) % self.train_cfg.checkpoint_every == 0 or last or self.state.stopped_early:
+                self.model_dir.save_checkpoint(self._checkpoint())
+            self._write_logs(row)
+            self._print_summary(row)
+
+    def _train_one_epoch(self, epoch: int) -> float:
+        self.model.train()
+        total, steps = 0.0, 0
+        loader = self._loader(epoch, self.train_cfg.iterations_per_epoch * self.config.data.batch_size)
+        bar = tqdm(
+            loader,
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{self.train_cfg.epochs}",
+            disable=not self.show_progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for iteration, batch in enumerate(bar):
+            loss = self._step(batch, epoch, iteration)
+            total, steps = total + loss, steps + 1
+            bar.set_postfix(loss=f"{total / steps:.4f}", eta=self._total_eta(epoch, bar))
+        bar.close()
+        return total / max(steps, 1)
+
+    def _step(self, batch: dict[str, torch.Tensor], epoch: int, iteration: int) -> float:
+        try:
+            loss = self._forward_loss(batch)
+            self._guard_finite(loss, f"epoch {epoch + 1}, iteration {iteration + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.train_cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        except (RuntimeError, MemoryError) as error:
+            if _is_out_of_memory(error):
+                raise TrainingError(self._oom_message()) from error
+            raise
+        return float(loss.detach())
+
+    def _forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        try:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                output = self.model(image)
+                return self.loss_fn(output, label)
+        except (RuntimeError, MemoryError) as error:
+            if _is_out_of_memory(error):
+                raise TrainingError(self._oom_message()) from error
+            raise
+
+    def _guard_finite(self, loss: torch.Tensor, where: str) -> None:
+        finite = bool(torch.isfinite(loss.detach()).item())
+        if dist_utils.all_ranks_true(finite, self.context, self.device):
+            return
+        checkpoint = self.model_dir.file(ModelDir.CHECKPOINT)
+        kept = f"the last good checkpoint is kept in {checkpoint}" if checkpoint.exists() else "no checkpoint written"
+        raise TrainingError(
+            f"the loss became {float(loss.detach())} at {where}; {kept}. Lower optimizer.lr, keep "
+            "training.grad_clip on, or check the data for NaN/inf values (attnseg dataset check)"
+        )
+
+    def _oom_message(self) -> str:
+        data = self.config.data
+        patch = f", data.patch_size={data.patch_size}" if data.patch_size else ""
+        return (
+            f"out of memory on {self.device} with data.batch_size={data.batch_size}{patch}; lower data.batch_size "
+            "or data.patch_size (or use training.amp=auto on a GPU)"
+        )
+
+    def _total_eta(self, epoch: int, bar: tqdm) -> str:
+        elapsed = bar.format_dict.get("elapsed", 0.0)
+        done = bar.n or 1
+        per_epoch = elapsed / done * bar.total if bar.total else 0.0
+        remaining = per_epoch * (self.train_cfg.epochs - epoch) - elapsed
+        return tqdm.format_interval(max(remaining, 0))
+
+    def _loader(self, epoch: int, num_samples: int) -> DataLoader:
+        seed = derive_seed(self.train_cfg.seed, epoch + 1, 7919)  # same order on every rank, then sharded
+        workers = self.config.data.num_workers
+        return DataLoader(
+            self.train_data,
+            batch_size=self.config.data.batch_size,
+            sampler=EpochSampler(len(self.train_data), num_samples, seed, self.context),
+            num_workers=workers,
+            worker_init_fn=seed_worker if workers else None,
+            generator=torch.Generator().manual_seed(derive_seed(seed, self.context.rank)),
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+        )
+
+    # validation and model selection --------------------------------------------------------------
+
+    def _validate_and_select(self, epoch: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        improved = False
+        if self.context.is_main:
+            metrics = self.validate(self.network.eval())
+            score = metrics.get(SELECTION_METRIC, math.nan)
+            improved = not math.isnan(score) and score > self.state.best_metric
+            if improved:
+                self.state.best_metric, self.state.best_epoch = score, epoch + 1
+                self.state.stale_validations = 0
+                self.model_dir.save_weights(self.network, {"epoch": epoch + 1, SELECTION_METRIC: score})
+            else:
+                self.state.stale_validations += 1
+        patience = self.train_cfg.patience
+        stop = patience is not None and self.state.stale_validations >= patience
+        self.state.stopped_early = dist_utils.broadcast_flag(stop, self.context, self.device)
+        return metrics
+
+    # checkpoints and logs --------------------------------------------------------------------------
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": asdict(self.state),
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "provenance": {**provenance(), "world_size": self.context.world_size},
+        }
+
+    def _restore(self) -> None:
+        checkpoint = self.model_dir.load_checkpoint(map_location=self.device)
+        if checkpoint is None:
+            raise TrainingError(f"{self.model_dir.file(ModelDir.CHECKPOINT)}: nothing to resume from")
+        self.network.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState(**checkpoint["state"])
+        set_rng_state(checkpoint["rng"])
+
+    def _write_logs(self, row: dict[str, float]) -> None:
+        self._write_csv()
+        from attnseg.visualize.curves import plot_progress
+
+        plot_progress(self.state.history, self.model_dir.file(ModelDir.PROGRESS))
+        writer = self._tensorboard()
+        for key, value in row.items():
+            if key != "epoch":
+                writer.add_scalar(key.replace("_", "/", 1), value, int(row["epoch"]))
+        writer.flush()
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.state.history:
+            columns += [k for k in row if k not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(self.state.history)
+        write_text(self.model_dir.file(ModelDir.LOG), buffer.getvalue(), overwrite=True)
+
+    def _tensorboard(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.model_dir.file(ModelDir.TENSORBOARD)))
+        return self._writer
+
+    def _print_summary(self, row: dict[str, float]) -> None:
+        parts = [f"epoch {int(row['epoch'])}/{self.train_cfg.epochs}", f"loss {row['train_loss']:.4f}"]
+        if SELECTION_METRIC in row:
+            parts.append(
+                f"val dice {row[SELECTION_METRIC]:.4f} (best {self.state.best_metric:.4f} @{self.state.best_epoch})"
+            )
+        parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s"]
+        if self.state.stopped_early:
+            parts.append(f"early stop: no improvement in {self.train_cfg.patience} validations")
+        tqdm.write("  ".join(parts))

@@ -1,0 +1,154 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attnseg.model_dir import ModelDir
+from attnseg.training.trainer import TrainingError
+from tests.training.synthetic import make_trainer
+
+SCRIPT = Path(__file__).parent / "synthetic.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_learns_and_writes_the_model_dir(tmp_path):
+    trainer = make_trainer(tmp_path, ["training.epochs=6", "training.iterations_per_epoch=8"])
+    state = trainer.fit()
+    assert state.epoch == 6
+    assert state.best_metric > 0.7  # discs on noise are easy
+    first, last = state.history[0]["train_loss"], state.history[-1]["train_loss"]
+    assert last < first
+    for name in (ModelDir.WEIGHTS, ModelDir.CHECKPOINT, ModelDir.LOG, ModelDir.PROGRESS):
+        assert (tmp_path / name).exists(), name
+    with open(tmp_path / ModelDir.LOG) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert {"train_loss", "lr", "val_dice_mean", "seconds"} <= set(rows[0])
+    assert any((tmp_path / ModelDir.TENSORBOARD).iterdir())
+    assert (tmp_path / ModelDir.PROGRESS).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_checkpoint_holds_everything_and_loads_without_pickle(tmp_path):
+    make_trainer(tmp_path, ["training.epochs=1"]).fit()
+    checkpoint = torch.load(tmp_path / ModelDir.CHECKPOINT, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "state", "rng", "config", "provenance"} <= set(checkpoint)
+    assert checkpoint["state"]["epoch"] == 1
+    assert checkpoint["config"]["optimizer"]["lr"] == 0.01
+    assert checkpoint["provenance"]["attnseg_version"]
+    weights = load_file(str(tmp_path / ModelDir.WEIGHTS))
+    assert weights.keys() == checkpoint["model"].keys()
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    make_trainer(tmp_path / "a").fit()
+    make_trainer(tmp_path / "b").fit()
+    _assert_same_weights(_weights(tmp_path / "a" / ModelDir.CHECKPOINT), _weights(tmp_path / "b" / ModelDir.CHECKPOINT))
+    make_trainer(tmp_path / "c", ["training.seed=1"]).fit()
+    other = _weights(tmp_path / "c" / ModelDir.CHECKPOINT)
+    assert not all(torch.equal(v, other[k]) for k, v in _weights(tmp_path / "a" / ModelDir.CHECKPOINT).items())
+
+
+def _run(out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), *extra], env=env)
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
+    settings = ["--set", "training.epochs=4", "--set", "training.iterations_per_epoch=30"]
+    reference = _run(tmp_path / "reference", *settings)
+    assert reference.wait(timeout=300) == 0
+
+    victim = _run(tmp_path / "victim", *settings)
+    log = tmp_path / "victim" / ModelDir.LOG
+    deadline = time.time() + 240
+    while not log.exists() or len(log.read_text().splitlines()) < 3:  # header + 2 epochs done
+        assert victim.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into the third epoch
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert torch.load(tmp_path / "victim" / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] in (2, 3)
+
+    resumed = _run(tmp_path / "victim", *settings, "--resume")
+    assert resumed.wait(timeout=300) == 0
+    _assert_same_weights(
+        _weights(tmp_path / "reference" / ModelDir.CHECKPOINT), _weights(tmp_path / "victim" / ModelDir.CHECKPOINT)
+    )
+
+
+def test_torchrun_two_ranks_stay_in_sync_and_only_rank0_writes(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(SCRIPT), str(out), "--dump-weights", "--set", "training.epochs=2",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same_weights(
+        torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
+    )
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("rank"))
+    assert written == sorted(["checkpoint", "log.csv", "progress.png", "tensorboard", "weights.safetensors"])
+    assert len(list((out / "tensorboard").iterdir())) == 1  # one event file: rank 0's
+    checkpoint = torch.load(out / ModelDir.CHECKPOINT, weights_only=True)
+    assert checkpoint["provenance"]["world_size"] == 2
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, ["training.epochs=3"])
+    trainer.fit()
+    saved = _weights(tmp_path / ModelDir.CHECKPOINT)
+
+    class ExplodingLoss(torch.nn.Module):
+        def forward(self, output, target):
+            return output.logits.sum() * float("nan")
+
+    again = make_trainer(tmp_path, ["training.epochs=5"])
+    again.loss_fn = ExplodingLoss()
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 4, iteration 1; the last good checkpoint"):
+        again.fit(resume=True)
+    _assert_same_weights(saved, _weights(tmp_path / ModelDir.CHECKPOINT))
+
+
+def test_preflight_rejects_labels_beyond_the_classes(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train_data.samples[0]["label"][0, 0] = 5
+    for sample in trainer.train_data.samples:
+        sample["label"][0, 0] = 5
+    with pytest.raises(TrainingError, match="contain value 5, but the network predicts 2 classes"):
+        trainer.fit()
+    assert not (tmp_path / ModelDir.CHECKPOINT).exists()
+
+
+def test_early_stopping(tmp_path):
+    trainer = make_trainer(tmp_path, ["training.epochs=10", "training.patience=2"])
+    trainer.validate = lambda model: {"val_dice_mean": 0.5}
+    state = trainer.fit()
+    assert state.stopped_early and state.epoch == 3 and state.best_epoch == 1
+
+
+def test_amp_precision_is_refused_on_cpu(tmp_path):
+    from attnseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"training\.amp=bf16 needs a CUDA device"):
+        make_trainer(tmp_path, ["training.amp=bf16"])
