@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 from attnseg.fileio import atomic_path
 
@@ -16,7 +13,8 @@ from attnseg.fileio import atomic_path
 def plot_progress(history: Sequence[dict[str, float]], path: str | Path) -> None:
     """Write a two-panel figure: training loss and validation Dice (left), learning rate (right)."""
     epochs = [row["epoch"] for row in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    left, right = figure.subplots(1, 2)
     left.plot(epochs, [row["train_loss"] for row in history], label="train loss", color="tab:blue")
     left.set_xlabel("epoch")
     left.set_ylabel("loss")
@@ -38,4 +36,3 @@ def plot_progress(history: Sequence[dict[str, float]], path: str | Path) -> None
     right.set_title("schedule")
     with atomic_path(path, overwrite=True) as tmp:
         figure.savefig(tmp, dpi=100, format="png")
-    plt.close(figure)
