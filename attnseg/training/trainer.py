@@ -62,8 +62,9 @@ class TrainState:
 
 
 class EpochSampler(Sampler[int]):
-    """``num_samples`` indices drawn with replacement from a generator seeded per (seed, epoch);
-    rank r of n takes every n-th of them, so ranks see different samples."""
+    """``num_samples`` indices per rank from a generator seeded per (seed, epoch): a random permutation
+    when the dataset is large enough (each index at most once), else draws with replacement.
+    Rank r of n takes every n-th index, so ranks see different samples."""
 
     def __init__(self, dataset_size: int, num_samples: int, seed: int, context: DistContext) -> None:
         self.dataset_size = dataset_size
@@ -74,7 +75,10 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
         total = self.num_samples * self.context.world_size
-        indices = torch.randint(self.dataset_size, (total,), generator=generator)
+        if self.dataset_size >= total:
+            indices = torch.randperm(self.dataset_size, generator=generator)[:total]
+        else:
+            indices = torch.randint(self.dataset_size, (total,), generator=generator)
         return iter(indices[self.context.rank :: self.context.world_size].tolist())
 
     def __len__(self) -> int:
@@ -187,7 +191,10 @@ class Trainer:
         started = time.perf_counter()
         seed = derive_seed(self.train_cfg.seed, epoch, self.context.rank)
         seed_everything(seed)
-        reseed_transforms(self.train_data, seed)
+        if hasattr(self.train_data, "set_epoch"):  # datasets that draw their own samples per epoch
+            self.train_data.set_epoch(epoch)
+        else:
+            reseed_transforms(self.train_data, seed)
         train_loss = self._train_one_epoch(epoch)
         dist_utils.sync_buffers(self.model, self.context)
         self.scheduler.step()
