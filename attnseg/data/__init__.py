@@ -1,0 +1,1 @@
+"""Medical image data: geometry-aware I/O, dataset layouts and checks, plans, preprocessing, sampling."""
