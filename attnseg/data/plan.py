@@ -239,7 +239,11 @@ def plan_dataset(
     spacing = _target_spacing(fp) if target_spacing is None else _checked_spacing(target_spacing, image_dims)
     axis = None
     if spatial_dims == 2 and image_dims == 3:
-        axis = _slice_axis(spacing) if slice_axis is None else slice_axis
+        axis = slice_axis
+        if axis is None:
+            kept = [a for a, s in enumerate(spacing) if s is None]
+            # an axis the caller left unresampled is the slicing axis; else the data's coarsest one
+            axis = kept[0] if len(kept) == 1 else _slice_axis(np.median(fp.spacings(), axis=0))
         if axis not in (0, 1, 2):
             raise ConfigError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
         if target_spacing is None:
@@ -290,10 +294,10 @@ def _target_spacing(fp: Fingerprint) -> tuple[float, ...]:
     return tuple(float(s) for s in target)
 
 
-def _slice_axis(spacing: Sequence[float | None]) -> int:
-    values = [s if s is not None else -1.0 for s in spacing]
-    coarsest = max(values)
-    return max(a for a, s in enumerate(values) if math.isclose(s, coarsest, rel_tol=1e-3))
+def _slice_axis(spacing: Sequence[float]) -> int:
+    """The coarsest axis; among equals the last (axial for the usual (x, y, z) scans)."""
+    coarsest = max(spacing)
+    return max(a for a, s in enumerate(spacing) if math.isclose(s, coarsest, rel_tol=1e-3))
 
 
 def _patch_size(

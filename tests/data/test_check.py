@@ -197,3 +197,20 @@ def test_cli_dataset_help_teaches(capsys):
         main(["dataset", "prepare", "--help"])
     text = capsys.readouterr().out
     assert "mni152-tissue" in text and "ctchest" in text and "not clinical benchmarks" in text
+
+
+def test_decathlon_dataset_is_checked_with_its_four_d_images(tmp_path):
+    rng = np.random.default_rng(0)
+    g = Geometry.create([1.0, 1.0, 1.5])
+    training = []
+    for i in range(2):
+        image, label = synthetic_case((8, 8, 6), rng)
+        write_image(tmp_path / "imagesTr" / f"t_{i}.nii.gz", np.stack([image, image]), g)
+        write_image(tmp_path / "labelsTr" / f"t_{i}.nii.gz", label[None], g)
+        training.append({"image": f"./imagesTr/t_{i}.nii.gz", "label": f"./labelsTr/t_{i}.nii.gz"})
+    training.append({"image": "./imagesTr/t_9.nii.gz", "label": "./labelsTr/t_9.nii.gz"})
+    spec = {"modality": {"0": "T1", "1": "T2"}, "labels": {"0": "background", "1": "tumour"}, "training": training}
+    (tmp_path / "dataset.json").write_text(json.dumps(spec))
+    errors, report = _errors(tmp_path)
+    assert errors == [f"error: {tmp_path / 'imagesTr' / 't_9.nii.gz'}: listed in dataset.json but missing"]
+    assert report.summary()["cases_read"] == 2

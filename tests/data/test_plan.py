@@ -39,6 +39,11 @@ def test_plan_3d_and_overrides(make_nnunet):
     )
     assert custom.target_spacing == (1.6, 1.6, None) and custom.slice_axis == 0 and custom.patch_size == (32, 32)
     assert custom.normalization[0].scheme == "none"
+    # the axis left unresampled is the slicing axis, even where the others tie
+    coarse = plan_dataset(root, spatial_dims=2, target_spacing=[2.0, 2.0, None])
+    assert coarse.slice_axis == 2 and coarse.patch_size == (16, 16)
+    isotropic = plan_dataset(root, spatial_dims=2, target_spacing=[1.0, 1.0, 1.0])
+    assert isotropic.slice_axis == 2  # the data's coarsest axis
 
 
 def test_ct_normalisation_statistics_are_the_foreground_ones(make_nnunet):
