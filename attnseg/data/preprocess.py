@@ -17,6 +17,8 @@ overshoot at edges; the difference is below what training notices.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,9 +357,6 @@ def preprocess_dataset(
 
 
 def _save_case(out: Path, case: PreprocessedCase) -> None:
-    import os
-    import tempfile
-
     def atomic_save(name: str, writer) -> None:
         handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out)
         os.close(handle)
