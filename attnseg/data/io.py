@@ -1,0 +1,462 @@
+"""Read and write medical images with their geometry.
+
+Every image is an :class:`Image`: an array ``(C, X, Y[, Z])``, channel first, in the file's voxel order
+as read (no reorientation), and the :class:`~attnseg.data.geometry.Geometry` of its grid (LPS world).
+
+Formats and the library that handles each:
+
+==================  ===============================  ==============================================
+format              extensions                        library
+==================  ===============================  ==============================================
+NIfTI-1             ``.nii``, ``.nii.gz``             nibabel (the header affine, read as stored)
+NRRD                ``.nrrd``, ``.seg.nrrd``          SimpleITK (segment names kept in ``meta``)
+MetaImage           ``.mha``, ``.mhd`` (+ raw file)   SimpleITK
+PNG / TIFF (2D)     ``.png``, ``.tif``, ``.tiff``     SimpleITK (spacing only: no origin/direction)
+DICOM series        a folder of slices                pydicom (slice checks) + SimpleITK/GDCM pixels
+==================  ===============================  ==============================================
+
+Writes are atomic (written under a temporary folder next to the target, then renamed into place),
+refuse to overwrite unless asked, and are verified: the header written is read back and must give the
+requested geometry (to 1e-6 mm, plus float32 rounding for NIfTI-1, whose header stores float32),
+otherwise the write fails with a :class:`~attnseg.errors.DataError` saying which format to use instead
+(PNG cannot store an origin, for instance). DICOM series are read, not written: write masks for DICOM
+scans as NIfTI or NRRD, which keep the scan's geometry.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attnseg.data.geometry import Geometry
+from attnseg.errors import DataError
+
+# Longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz".
+EXTENSIONS: dict[str, str] = {
+    ".seg.nrrd": "NRRD",
+    ".nii.gz": "NIfTI",
+    ".nii": "NIfTI",
+    ".nrrd": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
+    ".png": "PNG",
+    ".tiff": "TIFF",
+    ".tif": "TIFF",
+}
+SUPPORTED_HELP = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, or a DICOM folder"
+# Tolerance of the read-back check after a write: 1e-6 absolute, plus 1e-6 relative for NIfTI's float32.
+_WRITE_ATOL = 1e-6
+_WRITE_RTOL = 1e-6
+
+
+@dataclass
+class Image:
+    """An image array ``(C, X, Y[, Z])`` with its geometry; ``meta`` holds format extras (segment names...)."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != self.geometry.ndim + 1:
+            raise ValueError(
+                f"array of shape {self.array.shape} does not match a {self.geometry.ndim}-D geometry "
+                "(expected channel-first (C, X, Y[, Z]))"
+            )
+
+    @property
+    def channels(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.array.shape[1:])
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.geometry.ndim
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "<array>"
+
+
+def file_ending(path: str | Path) -> str:
+    """The recognised extension of ``path`` (``'.nii.gz'``, ``'.seg.nrrd'``...), or raise :class:`DataError`."""
+    name = Path(path).name.lower()
+    for ending in EXTENSIONS:
+        if name.endswith(ending):
+            return ending
+    suffix = "".join(Path(path).suffixes[-2:]) or "(none)"
+    raise DataError(f"{path}: unsupported file type '{suffix}'; supported: {SUPPORTED_HELP}")
+
+
+def strip_ending(path: str | Path) -> str:
+    """The file name without its recognised extension: ``case_0000.nii.gz`` -> ``case_0000``."""
+    name = Path(path).name
+    return name[: len(name) - len(file_ending(path))]
+
+
+def is_image_file(path: Path) -> bool:
+    """A regular, non-hidden file with a supported extension (the raw half of a .mhd pair is not)."""
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    try:
+        file_ending(path)
+    except DataError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------
+def read_image(path: str | Path, *, spatial_dims: int | None = None, multichannel: bool = True) -> Image:
+    """Read an image file or a DICOM series folder.
+
+    Args:
+        path: a file with a supported extension, or a folder holding one DICOM series.
+        spatial_dims: if given, the image must have this many spatial dimensions (2 or 3).
+        multichannel: if False, a file with several channels (a 4-D NIfTI, a vector image, RGB) is an
+            error: nnU-Net stores each channel of a case in its own file (``_0000``, ``_0001``...).
+
+    Raises:
+        DataError: missing or unreadable file (truncated or corrupt gzip included), unsupported type,
+            or a dimensionality other than the one asked for; the message names the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from attnseg.data.dicom import read_dicom_series
+
+        image = read_dicom_series(path)
+    else:
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        ending = file_ending(path)
+        image = _read_nifti(path) if EXTENSIONS[ending] == "NIfTI" else _read_sitk(path, ending)
+    _check_dims(image, spatial_dims, multichannel)
+    return image
+
+
+def read_case(
+    paths: Sequence[str | Path],
+    *,
+    spatial_dims: int | None = None,
+    one_channel_per_file: bool = True,
+    atol: float = 1e-4,
+) -> Image:
+    """Read the channel files of one case (nnU-Net ``_0000``, ``_0001``...) into one ``(C, ...)`` image.
+
+    Each file must hold one channel (unless ``one_channel_per_file`` is False and there is one file); all
+    must share shape and geometry (to ``atol`` mm), else :class:`DataError` naming the file that differs.
+    """
+    if not paths:
+        raise DataError("a case needs at least one image file")
+    if len(paths) == 1 and not one_channel_per_file:
+        return read_image(paths[0], spatial_dims=spatial_dims)
+    images = [read_image(p, spatial_dims=spatial_dims, multichannel=False) for p in paths]
+    if len(images) == 1:
+        return images[0]
+    first = images[0]
+    for other in images[1:]:
+        if other.spatial_shape != first.spatial_shape:
+            raise DataError(
+                f"{other.path}: shape {other.spatial_shape} differs from {first.path} {first.spatial_shape}; "
+                "all channels of a case must share one grid"
+            )
+        diffs = other.geometry.differences(first.geometry, atol=atol)
+        if diffs:
+            raise DataError(f"{other.path}: geometry differs from {first.path} ({'; '.join(diffs)})")
+    array = np.concatenate([np.asarray(im.array, dtype=np.result_type(*[i.array for i in images])) for im in images])
+    return Image(array=array, geometry=first.geometry, path=first.path, meta={"channel_files": [str(p) for p in paths]})
+
+
+def _check_dims(image: Image, spatial_dims: int | None, multichannel: bool) -> None:
+    if not multichannel and image.channels > 1:
+        shape = " x ".join(str(s) for s in (*image.spatial_shape, image.channels))
+        raise DataError(
+            f"{image.name}: {image.spatial_dims + 1}-D image ({shape}) where a {image.spatial_dims}-D image "
+            "with one channel was expected; store each channel in its own file (_0000, _0001, ...)"
+        )
+    if spatial_dims is not None and image.spatial_dims != spatial_dims:
+        raise DataError(
+            f"{image.name}: {image.spatial_dims}-D image of shape {image.spatial_shape} where a "
+            f"{spatial_dims}-D image was expected"
+        )
+
+
+def _unreadable(path: Path, kind: str, error: BaseException) -> DataError:
+    reason = str(error).strip().splitlines()
+    # SimpleITK prefixes its messages with source locations; keep the last, informative line.
+    reason_text = reason[-1] if reason else type(error).__name__
+    if "sitk::ERROR" in reason_text:
+        reason_text = reason_text.split("sitk::ERROR:", 1)[1].strip()
+    hint = " (is the file truncated or corrupt?)" if path.name.lower().endswith(".gz") or kind != "NIfTI" else ""
+    return DataError(f"{path}: cannot read {kind} file: {reason_text[:200]}{hint}")
+
+
+def _read_nifti(path: Path) -> Image:
+    import nibabel as nib
+
+    try:
+        nifti = _load_nifti(path)
+        data = np.asanyarray(nifti.dataobj)
+        affine = nifti.affine
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as error:
+        raise _unreadable(path, "NIfTI", error) from error
+    if data.ndim == 2:  # a 2-D NIfTI: its grid is the first two columns of the 4x4 affine
+        keep = [0, 1, 3]
+        geometry = Geometry.from_ras_affine(affine[np.ix_(keep, keep)])
+        array = data[None]
+    elif data.ndim == 3:
+        geometry, array = Geometry.from_ras_affine(affine), data[None]
+    elif data.ndim == 4:  # (X, Y, Z, T): the Decathlon stores modalities along the 4th axis
+        geometry, array = Geometry.from_ras_affine(affine), np.moveaxis(data, -1, 0)
+    elif data.ndim == 5 and data.shape[3] == 1:  # (X, Y, Z, 1, C): NIfTI's vector intent
+        geometry, array = Geometry.from_ras_affine(affine), np.moveaxis(data[:, :, :, 0], -1, 0)
+    else:
+        raise DataError(f"{path}: NIfTI of shape {data.shape} is not an image attnseg can use (2-D, 3-D or 4-D)")
+    return Image(array=np.ascontiguousarray(array), geometry=geometry, path=path)
+
+
+def _load_nifti(path: Path):
+    """nibabel image; a .gz is decompressed whole first so that its CRC is checked (nibabel stops reading
+    at the last voxel, before the gzip trailer, so a corrupt but complete-looking stream would pass)."""
+    import nibabel as nib
+
+    if not path.name.lower().endswith(".gz"):
+        return nib.load(str(path))
+    with gzip.open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        return nib.Nifti1Image.from_bytes(data)
+    except (nib.filebasedimages.ImageFileError, ValueError):
+        return nib.Nifti2Image.from_bytes(data)
+
+
+def _read_sitk(path: Path, ending: str) -> Image:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        itk_image = reader.Execute()
+        data = sitk.GetArrayFromImage(itk_image)  # (Z, Y, X[, C]): reversed axes, components last
+    except RuntimeError as error:
+        raise _unreadable(path, EXTENSIONS[ending], error) from error
+    array, geometry = _from_sitk(itk_image, data)
+    meta: dict[str, Any] = {}
+    if ending == ".seg.nrrd":
+        meta["segments"] = _segments_from_metadata(itk_image)
+    return Image(array=array, geometry=geometry, path=path, meta=meta)
+
+
+def _from_sitk(itk_image: Any, data: np.ndarray) -> tuple[np.ndarray, Geometry]:
+    """SimpleITK image + its array view -> channel-first ``(C, X, Y[, Z])`` array and geometry."""
+    dim = itk_image.GetDimension()
+    vector = itk_image.GetNumberOfComponentsPerPixel() > 1
+    spacing = itk_image.GetSpacing()
+    origin = itk_image.GetOrigin()
+    direction = np.asarray(itk_image.GetDirection()).reshape(dim, dim)
+    if dim == 4:  # a 4-D scalar image (NRRD/MHA): the 4th axis becomes channels
+        if vector:
+            raise DataError("4-D vector images are not supported")
+        array = np.transpose(data, (0, 3, 2, 1))  # (T, Z, Y, X) -> (T, X, Y, Z)
+        return np.ascontiguousarray(array), Geometry.create(spacing[:3], origin[:3], direction[:3, :3])
+    if vector:
+        array = np.moveaxis(data, -1, 0)  # components first
+        array = np.transpose(array, (0, *range(dim, 0, -1)))
+    else:
+        array = np.transpose(data, tuple(range(dim - 1, -1, -1)))[None]
+    return np.ascontiguousarray(array), Geometry.create(spacing, origin, direction)
+
+
+def _segments_from_metadata(itk_image: Any) -> dict[str, int]:
+    """Segment name -> label value from a Slicer .seg.nrrd header (layer 0 segments)."""
+    keys = set(itk_image.GetMetaDataKeys())
+    segments: dict[str, int] = {}
+    index = 0
+    while f"Segment{index}_LabelValue" in keys:
+        name_key = f"Segment{index}_Name"
+        name = itk_image.GetMetaData(name_key) if name_key in keys else f"Segment_{index + 1}"
+        segments[name] = int(itk_image.GetMetaData(f"Segment{index}_LabelValue"))
+        index += 1
+    return segments
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+def write_image(
+    path: str | Path,
+    array: np.ndarray,
+    geometry: Geometry,
+    *,
+    overwrite: bool = False,
+    segment_names: Mapping[str, int] | None = None,
+) -> Path:
+    """Write ``array`` ``(C, X, Y[, Z])`` (a torch tensor on the CPU is fine) with ``geometry``.
+
+    One channel gives a scalar image; several give a 4-D NIfTI (the Decathlon layout) or a vector image
+    in the other formats. ``segment_names`` (name -> label value) names the segments of a ``.seg.nrrd``.
+
+    Raises:
+        DataError: the file exists and ``overwrite`` is False; the extension is unsupported; the format
+            cannot hold the array (PNG: 2-D, 8/16-bit) or cannot store the geometry.
+    """
+    path = Path(path)
+    ending = file_ending(path)
+    array = _writable_array(np.asarray(array), geometry, path)
+    targets = [path]
+    if ending == ".mhd":  # the pixel data lives beside the header
+        targets += [path.with_name(path.name[: -len(ending)] + ext) for ext in (".zraw", ".raw")]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise DataError(f"{target} exists; pass overwrite=True (--overwrite on the command line) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        temporary = staging / path.name
+        if EXTENSIONS[ending] == "NIfTI":
+            _write_nifti(temporary, array, geometry)
+        else:
+            _write_sitk(temporary, array, geometry, ending, segment_names)
+        _verify_geometry(temporary, geometry, path, ending)
+        # Data files first, the header last: a reader never sees a header without its data.
+        written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
+        for item in written:
+            os.replace(item, path.parent / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _writable_array(array: np.ndarray, geometry: Geometry, path: Path) -> np.ndarray:
+    if array.ndim != geometry.ndim + 1:
+        raise DataError(
+            f"{path}: array of shape {array.shape} does not fit a {geometry.ndim}-D geometry; "
+            "pass channel-first (C, X, Y[, Z])"
+        )
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    if array.dtype.kind in "iu" and array.dtype.itemsize == 8:
+        # Many tools cannot read 64-bit integer images; use the smallest type that holds the values.
+        lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        for candidate in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= lo and hi <= info.max:
+                return array.astype(candidate)
+    return array
+
+
+def _write_nifti(path: Path, array: np.ndarray, geometry: Geometry) -> None:
+    import nibabel as nib
+
+    ras = geometry.ras_affine
+    if geometry.ndim == 2:  # embed the 2-D grid in a 3-D affine with a unit third axis
+        full = np.eye(4)
+        full[np.ix_([0, 1, 3], [0, 1, 3])] = ras
+        ras = full
+    data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    nifti = nib.Nifti1Image(data, ras)
+    nifti.header.set_xyzt_units("mm")
+    nifti.set_sform(ras, code=1)
+    nifti.set_qform(ras, code=1)  # rotation part only: shears live in the sform, which readers prefer
+    nib.save(nifti, str(path))
+
+
+def _write_sitk(
+    path: Path, array: np.ndarray, geometry: Geometry, ending: str, segment_names: Mapping[str, int] | None
+) -> None:
+    import SimpleITK as sitk
+
+    kind = EXTENSIONS[ending]
+    if kind in ("PNG", "TIFF") and geometry.ndim != 2:
+        raise DataError(f"{path.name}: {kind} holds 2-D images, got a {geometry.ndim}-D array; use .nii.gz or .nrrd")
+    if kind == "PNG" and array.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{path.name}: PNG holds 8- or 16-bit unsigned integers, got {array.dtype}; use .tif or .nrrd")
+    channels = array.shape[0]
+    reversed_axes = tuple(range(array.ndim - 1, 0, -1))  # (X, Y, Z) -> (Z, Y, X) as SimpleITK expects
+    if channels == 1:
+        itk_image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array[0], [a - 1 for a in reversed_axes])))
+    else:
+        data = np.transpose(array, (*reversed_axes, 0))
+        itk_image = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=True)
+    itk_image.SetSpacing([float(s) for s in geometry.spacing])
+    itk_image.SetOrigin([float(o) for o in geometry.origin])
+    itk_image.SetDirection([float(v) for v in geometry.direction_matrix.ravel()])
+    if ending == ".seg.nrrd" and channels == 1:
+        _add_segment_metadata(itk_image, array[0], segment_names)
+    try:
+        sitk.WriteImage(itk_image, str(path), useCompression=kind != "PNG")
+    except RuntimeError as error:
+        raise _unreadable(path, kind, error) from error
+
+
+def _add_segment_metadata(itk_image: Any, labels: np.ndarray, segment_names: Mapping[str, int] | None) -> None:
+    """The Slicer segmentation fields (slicerio / 3D Slicer read them): one segment per non-zero label value."""
+    if segment_names is not None:
+        segments = {name: int(value) for name, value in segment_names.items() if int(value) != 0}
+    else:
+        segments = {f"Segment_{int(v)}": int(v) for v in np.unique(labels) if v != 0}
+    extent = " ".join(f"0 {s - 1}" for s in labels.shape)
+    itk_image.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
+    itk_image.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")
+    for index, (name, value) in enumerate(segments.items()):
+        itk_image.SetMetaData(f"Segment{index}_ID", f"Segment_{value}")
+        itk_image.SetMetaData(f"Segment{index}_Name", name)
+        itk_image.SetMetaData(f"Segment{index}_LabelValue", str(value))
+        itk_image.SetMetaData(f"Segment{index}_Layer", "0")
+        itk_image.SetMetaData(f"Segment{index}_Extent", extent)
+
+
+def _verify_geometry(written: Path, geometry: Geometry, target: Path, ending: str) -> None:
+    """Read the header just written and insist it gives back the requested geometry."""
+    stored = read_geometry(written)
+    if not stored.allclose(geometry, atol=_WRITE_ATOL, rtol=_WRITE_RTOL):
+        diffs = "; ".join(stored.differences(geometry, atol=_WRITE_ATOL)) or "precision"
+        raise DataError(
+            f"{target}: {EXTENSIONS[ending]} cannot store this image's geometry (stored {diffs}); "
+            "write .nii.gz, .nrrd or .mha instead"
+        )
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """The geometry of an image file from its header alone (no pixel data read)."""
+    path = Path(path)
+    ending = file_ending(path)
+    if EXTENSIONS[ending] == "NIfTI":
+        import nibabel as nib
+
+        try:
+            nifti = nib.load(str(path))
+        except (OSError, EOFError, zlib.error, ValueError) as error:
+            raise _unreadable(path, "NIfTI", error) from error
+        if len(nifti.shape) == 2:
+            keep = [0, 1, 3]
+            return Geometry.from_ras_affine(nifti.affine[np.ix_(keep, keep)])
+        return Geometry.from_ras_affine(nifti.affine)
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise _unreadable(path, EXTENSIONS[ending], error) from error
+    dim = min(reader.GetDimension(), 3)
+    direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:dim, :dim]
+    return Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)

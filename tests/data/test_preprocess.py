@@ -1,0 +1,158 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnseg.data.dataset import load_dataset
+from attnseg.data.geometry import Geometry
+from attnseg.data.io import Image, read_image, write_image
+from attnseg.data.plan import ChannelNormalization, Plan, plan_dataset
+from attnseg.data.preprocess import (
+    CaseProperties,
+    load_preprocessed,
+    normalize,
+    preprocess_case,
+    preprocess_dataset,
+    restore_prediction,
+    restore_probabilities,
+)
+from attnseg.errors import DataError
+
+from .conftest import rotation, synthetic_case
+
+
+def _case(shape=(20, 18, 12), spacing=(0.8, 0.8, 2.0), classes=3, seed=0):
+    image, label = synthetic_case(shape, np.random.default_rng(seed), classes)
+    g = Geometry.create(spacing, [-30.0, 12.0, 7.5], rotation([0.1, -0.2, 0.3]))
+    return Image(image[None], g), Image(label[None], g)
+
+
+def _plan(spatial_dims=2, target=(0.8, 0.8, None), scheme="zscore", **extra):
+    norm = ChannelNormalization(scheme, mean=120.0, std=20.0, lower=90.0, upper=160.0) if scheme == "ct" else None
+    return Plan(
+        spatial_dims=spatial_dims,
+        image_dims=3,
+        target_spacing=target,
+        slice_axis=2 if spatial_dims == 2 else None,
+        patch_size=(32, 32) if spatial_dims == 2 else (16, 16, 16),
+        normalization=[norm or ChannelNormalization(scheme)],
+        labels={"background": 0, "organ": 1, "lesion": 2},
+        channel_names=["CT" if scheme == "ct" else "MR"],
+        **extra,
+    )
+
+
+def _dice(a, b, k):
+    a, b = a == k, b == k
+    return 2 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def test_round_trip_is_exact_without_resampling(tmp_path):
+    image, label = _case()
+    pre = preprocess_case(image, _plan(), label, case_id="c0")
+    assert pre.image.dtype == np.float32 and pre.image.shape == (1, 18, 16, 10)  # cropped to the non-zero box
+    assert pre.label.shape == (18, 16, 10) and pre.label.dtype == np.uint8
+    assert pre.properties.bbox == ((1, 19), (1, 17), (1, 11))
+    # identity "prediction": the preprocessed label as a class map, then as one-hot probabilities
+    restored = restore_prediction(pre.label, pre.properties)
+    np.testing.assert_array_equal(restored, label.array)
+    one_hot = np.eye(3, dtype=np.float32)[pre.label].transpose(3, 0, 1, 2)
+    np.testing.assert_array_equal(restore_prediction(one_hot, pre.properties), label.array)
+    np.testing.assert_array_equal(restore_prediction(torch.from_numpy(one_hot), pre.properties), label.array)
+    # written with the input's geometry, the mask has exactly the input's grid
+    mask = read_image(write_image(tmp_path / "mask.nrrd", restored, image.geometry))
+    assert mask.spatial_shape == image.spatial_shape and mask.geometry.allclose(image.geometry, atol=1e-6)
+
+
+def test_round_trip_with_resampling_keeps_the_anatomy():
+    image, label = _case(shape=(40, 36, 30))
+    pre = preprocess_case(image, _plan(target=(1.6, 1.6, None)), label)
+    assert pre.image.shape[1:] == (19, 17, 28)  # 38 x 34 cropped, halved in-plane; slices untouched
+    restored = restore_prediction(pre.label, pre.properties)
+    assert restored.shape == label.array.shape
+    for k, least in ((1, 0.9), (2, 0.85)):  # the lesion has a radius of 5 voxels, 2.5 after resampling
+        assert _dice(restored[0], label.array[0], k) > least
+        # no shift: the centre of each class stays within a quarter voxel
+        before, after = np.argwhere(label.array[0] == k).mean(0), np.argwhere(restored[0] == k).mean(0)
+        np.testing.assert_allclose(after, before, atol=0.25)
+    # 3D plan: every axis resampled
+    pre3 = preprocess_case(image, _plan(3, target=(1.6, 1.6, 1.0)), label)
+    assert pre3.image.shape[1:] == (19, 17, 56)
+    assert _dice(restore_prediction(pre3.label, pre3.properties)[0], label.array[0], 1) > 0.9
+
+
+def test_restore_probabilities_fills_background_outside_the_crop():
+    image, label = _case()
+    pre = preprocess_case(image, _plan(), label)
+    one_hot = np.eye(3, dtype=np.float32)[pre.label].transpose(3, 0, 1, 2)
+    probs = restore_probabilities(one_hot, pre.properties)
+    assert probs.shape == (3, *image.spatial_shape)
+    np.testing.assert_array_equal(probs.argmax(0), label.array[0])
+    np.testing.assert_array_equal(probs[:, 0, 0, 0], [1.0, 0.0, 0.0])
+
+
+def test_tiny_lesion_survives_resampling():
+    """A lesion of a few voxels (well below 0.1% of the volume) is not lost by label resampling."""
+    shape = (60, 60, 20)
+    image = np.full(shape, 100.0, np.float32)
+    label = np.zeros(shape, np.uint8)
+    label[30:32, 30:32, 10:12] = 2  # 8 voxels of 72,000
+    g = Geometry.create([0.5, 0.5, 2.0])
+    pre = preprocess_case(Image(image[None], g), _plan(target=(0.75, 0.75, None)), Image(label[None], g))
+    assert (pre.label == 2).sum() > 0
+    assert 2 in pre.class_locations and len(pre.class_locations[2]) == (pre.label == 2).sum()
+
+
+def test_normalisation_formulas():
+    x = np.array([[[0.0, 0.0], [50.0, 200.0]]], dtype=np.float32)
+    ct = normalize(x, [ChannelNormalization("ct", mean=100.0, std=50.0, lower=20.0, upper=150.0)])
+    np.testing.assert_allclose(ct[0], (np.clip(x[0], 20, 150) - 100) / 50)
+    z = normalize(x, [ChannelNormalization("zscore")])
+    np.testing.assert_allclose(z[0], (x[0] - x[0].mean()) / x[0].std(), rtol=1e-6)
+    masked = normalize(x, [ChannelNormalization("zscore", use_nonzero_mask=True)])
+    np.testing.assert_allclose(masked[0], [[0, 0], [-1, 1]], atol=1e-6)  # statistics of the non-zero voxels only
+    np.testing.assert_allclose(normalize(x, [ChannelNormalization("rescale")])[0], x[0] / 200)
+
+
+def test_properties_json_round_trip():
+    image, label = _case()
+    pre = preprocess_case(image, _plan(), label)
+    back = CaseProperties.from_dict(json.loads(json.dumps(pre.properties.to_dict())))
+    assert back == pre.properties
+
+
+def test_preprocess_errors():
+    image, label = _case()
+    with pytest.raises(DataError, match="2 channel"):
+        preprocess_case(Image(np.concatenate([image.array] * 2), image.geometry), _plan(), label)
+    bad = image.array.copy()
+    bad[0, 5, 5, 5] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite"):
+        preprocess_case(Image(bad, image.geometry, path=None), _plan(), label)
+    wrong = label.array.copy()
+    wrong[0, 0, 0, 0] = 7
+    with pytest.raises(DataError, match=r"label values \[7\] are not among the plan's labels"):
+        preprocess_case(image, _plan(), Image(wrong, label.geometry))
+    with pytest.raises(DataError, match="label geometry differs"):
+        preprocess_case(image, _plan(), Image(label.array, label.geometry.shifted([1, 0, 0])))
+    with pytest.raises(DataError, match="2-D image where the plan expects 3-D"):
+        preprocess_case(Image(image.array[..., 0], Geometry.create([1.0, 1.0])), _plan())
+    pre = preprocess_case(image, _plan(), label)
+    with pytest.raises(DataError, match="is not the preprocessed grid"):
+        restore_prediction(np.zeros((3, 4, 4, 4), np.float32), pre.properties)
+
+
+def test_preprocess_dataset_on_disk(tmp_path, make_nnunet):
+    root = make_nnunet(cases=3)
+    ds = load_dataset(root)
+    plan = plan_dataset(ds, spatial_dims=2)
+    out = preprocess_dataset(ds, plan, tmp_path / "pre")
+    cases = load_preprocessed(out)
+    assert [c.id for c in cases] == ds.case_ids
+    assert isinstance(cases[0].image, np.memmap)
+    _, label = ds.read_case(cases[1].id)
+    np.testing.assert_array_equal(restore_prediction(np.asarray(cases[1].label), cases[1].properties), label.array)
+    other = plan_dataset(ds, spatial_dims=3)
+    with pytest.raises(DataError, match="another plan"):
+        preprocess_dataset(ds, other, out)
