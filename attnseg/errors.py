@@ -15,3 +15,7 @@ class ConfigError(AttnsegError, ValueError):
 
 class DataError(AttnsegError, ValueError):
     """An input file or dataset is missing, malformed or inconsistent."""
+
+
+class OutputExistsError(AttnsegError, FileExistsError):
+    """An output exists and overwriting was not requested."""

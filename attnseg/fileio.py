@@ -15,11 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attnseg.errors import AttnsegError
-
-
-class OutputExistsError(AttnsegError, FileExistsError):
-    """The destination exists and overwriting was not requested."""
+from attnseg.errors import OutputExistsError
 
 
 @contextlib.contextmanager
@@ -32,7 +28,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite on the command line) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
@@ -48,15 +44,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
         tmp.write_bytes(data)
+    return Path(path)
 
 
-def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> None:
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text)
+    return Path(path)
 
 
-def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", overwrite)
+def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> Path:
+    return write_text(path, json.dumps(data, indent=2) + "\n", overwrite)

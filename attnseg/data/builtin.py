@@ -27,9 +27,9 @@ import numpy as np
 
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image, read_image, write_image
-from attnseg.data.plan import write_json
 from attnseg.data.splits import save_splits
 from attnseg.errors import DataError
+from attnseg.fileio import write_json
 
 Role = Literal["train", "val"]
 

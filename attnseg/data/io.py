@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from attnseg.data.geometry import Geometry
-from attnseg.errors import DataError
+from attnseg.errors import DataError, OutputExistsError
 
 # Longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz".
 EXTENSIONS: dict[str, str] = {
@@ -323,7 +323,9 @@ def write_image(
     if not overwrite:
         for target in targets:
             if target.exists():
-                raise DataError(f"{target} exists; pass overwrite=True (--overwrite on the command line) to replace it")
+                raise OutputExistsError(
+                    f"{target} exists; pass overwrite=True (--overwrite on the command line) to replace it"
+                )
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

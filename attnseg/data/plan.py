@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 from attnseg.data.check import Fingerprint, fingerprint_dataset
 from attnseg.data.dataset import Dataset, load_dataset
 from attnseg.errors import ConfigError, DataError
+from attnseg.fileio import write_json
 
 Scheme = Literal["ct", "zscore", "rescale", "none"]
 SCHEMES = ("ct", "zscore", "rescale", "none")
@@ -176,24 +175,6 @@ class Plan:
             return cls.from_dict(data)
         except ConfigError as error:
             raise DataError(f"{path}: {error}") from error
-
-
-def write_json(path: str | Path, data: Any, *, overwrite: bool = False) -> Path:
-    """JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise DataError(f"{path} exists; pass overwrite=True (--overwrite on the command line) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,8 +17,6 @@ overshoot at edges; the difference is below what training notices.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +30,9 @@ from attnseg.data.arrays import Box, crop, nonzero_bbox
 from attnseg.data.dataset import Dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image
-from attnseg.data.plan import ChannelNormalization, Plan, write_json
+from attnseg.data.plan import ChannelNormalization, Plan
 from attnseg.errors import DataError
+from attnseg.fileio import atomic_path, write_json
 
 # nnU-Net keeps at most this many voxel positions per class for foreground sampling, but at least 1%.
 LOCATION_SAMPLES = 10_000
@@ -358,15 +357,8 @@ def preprocess_dataset(
 
 def _save_case(out: Path, case: PreprocessedCase) -> None:
     def atomic_save(name: str, writer) -> None:
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-        os.close(handle)
-        try:
-            with open(temporary, "wb") as stream:
-                writer(stream)
-            os.replace(temporary, out / name)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_path(out / name, overwrite=True) as temporary, open(temporary, "wb") as stream:
+            writer(stream)
 
     atomic_save(f"{case.id}_image.npy", lambda s: np.save(s, case.image))
     if case.label is not None:

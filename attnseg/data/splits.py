@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attnseg.data.plan import write_json
 from attnseg.errors import DataError
+from attnseg.fileio import write_json
 
 Split = dict[str, list[str]]
 # nnU-Net's default seed for its 5-fold split.

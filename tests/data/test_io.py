@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import file_ending, read_case, read_geometry, read_image, write_image
-from attnseg.errors import DataError
+from attnseg.errors import DataError, OutputExistsError
 
 from .conftest import rotation, write_dicom_series
 
@@ -111,7 +111,7 @@ def test_png_refuses_a_geometry_it_cannot_store(tmp_path):
 def test_write_refuses_to_overwrite_and_is_atomic(tmp_path, oblique):
     path = write_image(tmp_path / "m.nii.gz", _labels(), oblique)
     before = path.read_bytes()
-    with pytest.raises(DataError, match=r"m.nii.gz exists; pass overwrite=True"):
+    with pytest.raises(OutputExistsError, match=r"m.nii.gz exists; pass overwrite=True"):
         write_image(path, _labels(seed=1), oblique)
     assert path.read_bytes() == before
     write_image(path, _labels(seed=1), oblique, overwrite=True)
@@ -123,7 +123,7 @@ def test_mhd_writes_its_data_file_and_refuses_to_clobber_it(tmp_path, oblique):
     write_image(tmp_path / "m.mhd", _labels(), oblique)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mhd", "m.zraw"]
     (tmp_path / "m.mhd").unlink()
-    with pytest.raises(DataError, match=r"m\.zraw exists"):
+    with pytest.raises(OutputExistsError, match=r"m\.zraw exists"):
         write_image(tmp_path / "m.mhd", _labels(), oblique)
 
 

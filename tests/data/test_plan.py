@@ -7,7 +7,7 @@ from attnseg.data.check import check_dataset
 from attnseg.data.dataset import load_dataset
 from attnseg.data.io import read_image
 from attnseg.data.plan import ChannelNormalization, Plan, plan_dataset, scheme_for_channel
-from attnseg.errors import ConfigError, DataError
+from attnseg.errors import ConfigError, DataError, OutputExistsError
 
 
 def test_plan_2d_defaults(make_nnunet):
@@ -83,7 +83,7 @@ def test_plan_json_round_trip_and_atomic_save(tmp_path, make_nnunet):
     data = json.loads(path.read_text())
     assert data["target_spacing"][2] is None and data["normalization"][0]["scheme"] == "ct"
     assert Plan.load(path) == plan
-    with pytest.raises(DataError, match=r"plan\.json exists"):
+    with pytest.raises(OutputExistsError, match=r"plan\.json exists"):
         plan.save(path)
     plan.save(path, overwrite=True)
     assert sorted(p.name for p in path.parent.iterdir()) == ["plan.json"]

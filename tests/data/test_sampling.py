@@ -10,7 +10,7 @@ from attnseg.data.plan import ChannelNormalization, Plan
 from attnseg.data.preprocess import PreprocessedCase, preprocess_case
 from attnseg.data.sampling import PatchDataset, SliceDataset, split_cases
 from attnseg.data.splits import load_splits, make_splits, save_splits
-from attnseg.errors import DataError
+from attnseg.errors import DataError, OutputExistsError
 
 
 def _plan(spatial_dims=2):
@@ -113,7 +113,7 @@ def test_splits_are_case_level_deterministic_and_disjoint(tmp_path):
         assert not set(s["train"]) & set(s["val"]) and sorted(s["train"] + s["val"]) == ids
     path = save_splits(tmp_path / "splits.json", splits)
     assert load_splits(path, ids) == splits
-    with pytest.raises(DataError, match="exists"):
+    with pytest.raises(OutputExistsError, match="exists"):
         save_splits(path, splits)
     with pytest.raises(DataError, match="unknown cases"):
         load_splits(path, ids[:3])
