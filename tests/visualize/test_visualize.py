@@ -23,7 +23,7 @@ def test_comparison_overlay(tmp_path):
     save_comparison(image, reference, prediction, {"background": 0, "gm": 1, "wm": 2}, path, title="case 1")
     width, height = _png_size(path)
     assert width > 2 * height  # three panels side by side
-    with pytest.raises(OutputExistsError, match="overlay.png exists; pass overwrite=True"):
+    with pytest.raises(OutputExistsError, match=r"overlay\.png exists; pass overwrite=True"):
         save_comparison(image, reference, prediction, {"background": 0, "gm": 1}, path)
 
 
