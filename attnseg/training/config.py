@@ -8,6 +8,7 @@ fails before anything is built.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -15,6 +16,7 @@ from typing import Any, Literal, get_type_hints
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from attnseg.data.augment import AugmentConfig
 from attnseg.errors import ConfigError
 from attnseg.networks.registry import get_spec
 
@@ -37,21 +39,30 @@ class NetworkConfig(BaseModel):
         return {"spatial_dims": self.spatial_dims, **(self.model_extra or {})}
 
 
-class AugmentationConfig(_Section):
-    enabled: bool = True
-    flip: bool = True
-    rotate_degrees: float = Field(15.0, ge=0, le=180)
-    scale: float = Field(0.15, ge=0, lt=1, description="random zoom in [1 - scale, 1 + scale]")
-    elastic: bool = False
-    gamma: bool = True
-    noise: bool = True
-    contrast: bool = True
-    probability: float = Field(0.2, ge=0, le=1, description="probability of each random transform")
+def _augmentation_section() -> type[BaseModel]:
+    """``data.augmentation``: ``enabled`` plus every field of :class:`attnseg.data.augment.AugmentConfig`,
+    with its defaults (one place for them)."""
+    hints = get_type_hints(AugmentConfig)
+    fields: dict[str, Any] = {"enabled": (bool, True)}
+    fields.update({f.name: (hints[f.name], f.default) for f in dataclasses.fields(AugmentConfig)})
+    return create_model("AugmentationConfig", __base__=_Section, **fields)
+
+
+AugmentationConfig = _augmentation_section()
+
+
+def augment_config(section: BaseModel) -> AugmentConfig | None:
+    """The data layer's AugmentConfig for a validated section; None when augmentation is off."""
+    values = section.model_dump()
+    return AugmentConfig(**{k: v for k, v in values.items() if k != "enabled"}) if values.pop("enabled") else None
 
 
 class DataConfig(_Section):
-    dataset: Path | None = None
+    dataset: Path | None = Field(None, description="nnU-Net, Decathlon or paired-folder dataset")
     fold: int = Field(0, ge=0)
+    target_spacing: list[float | None] | None = Field(
+        None, description="resample to this spacing (null keeps an axis); None: the dataset's median"
+    )
     batch_size: int = Field(8, ge=1)
     patch_size: list[int] | None = Field(None, description="3D patch or 2D slice size; None: from the plan")
     slice_axis: int | None = Field(None, ge=0, le=2, description="2D models: axis to slice along; None: from the plan")

@@ -1,0 +1,199 @@
+"""``attnseg train``: from a dataset folder and a configuration to a model directory.
+
+Plan the preprocessing from the dataset's fingerprint, preprocess the fold's cases, sample slices
+(2D networks) or patches (3D networks), train, validate on whole cases, and leave a ModelDir that
+``attnseg predict`` can use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnseg.data import (
+    PatchDataset,
+    Plan,
+    PreprocessedCase,
+    SliceDataset,
+    build_augmentation,
+    load_dataset,
+    load_splits,
+    make_splits,
+    plan_dataset,
+    preprocess_cases,
+    save_splits,
+    split_cases,
+)
+from attnseg.data.dataset import Dataset
+from attnseg.errors import ConfigError, OutputExistsError
+from attnseg.inference.volume import predict_volume
+from attnseg.losses import DeepSupervisedLoss, SegmentationLoss
+from attnseg.metrics.overlap import dice, overlap_counts
+from attnseg.model_dir import ModelDir
+from attnseg.networks.registry import build_network
+from attnseg.training.config import Config, augment_config
+from attnseg.training.distributed import DistContext, cleanup, init_distributed, local_device
+from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
+from attnseg.training.trainer import TrainState, Trainer
+
+SPLITS_FILE = "splits.json"
+
+
+@dataclass
+class PreparedData:
+    dataset: Dataset
+    plan: Plan
+    train_cases: list[PreprocessedCase]
+    val_cases: list[PreprocessedCase]
+
+
+def train(config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainState:
+    """Run one training described by ``config``; returns the final training state."""
+    if config.data.dataset is None:
+        raise ConfigError("data.dataset is not set: pass --dataset PATH or set it in the config")
+    if config.output is None:
+        raise ConfigError("output is not set: pass --output DIR or set it in the config")
+    check_seed(config.training.seed)
+    model_dir = ModelDir(config.output)
+    _check_output(model_dir, resume, overwrite)
+
+    set_deterministic(config.training.deterministic)
+    seed_everything(config.training.seed)
+    context = init_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = local_device(config.training.device, context.local_rank)
+    try:
+        data = prepare_data(config, model_dir if resume else None)
+        model = build_model(config, data.plan)
+        if context.is_main:
+            model_dir.write_description(
+                config.to_yaml(), network_description(config, data.plan), data.plan.to_dict(), data.plan.labels
+            )
+        trainer = Trainer(
+            config,
+            model,
+            build_loss(config),
+            training_samples(config, data, context),
+            model_dir,
+            validate=make_validator(config, data.plan, data.val_cases, device),
+            device=device,
+            context=context,
+            show_progress=show_progress,
+        )
+        return trainer.fit(resume=resume)
+    finally:
+        cleanup(context)
+
+
+def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
+    has_run = model_dir.file(ModelDir.CHECKPOINT).exists() or model_dir.file(ModelDir.WEIGHTS).exists()
+    if has_run and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{model_dir.path} already holds a training run; pass --resume to continue it, "
+            "--overwrite to start again, or choose another --output"
+        )
+
+
+def prepare_data(config: Config, resume_from: ModelDir | None = None) -> PreparedData:
+    """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess."""
+    dataset = load_dataset(config.data.dataset)
+    if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
+        plan = Plan.from_dict(resume_from.plan())
+    else:
+        plan = plan_dataset(
+            dataset,
+            spatial_dims=config.network.spatial_dims,
+            target_spacing=config.data.target_spacing,
+            slice_axis=config.data.slice_axis,
+            patch_size=config.data.patch_size,
+        )
+    split = fold_split(dataset, config.data.fold, config.output)
+    cases = preprocess_cases(dataset, plan, split["train"] + split["val"])
+    train_cases, val_cases = split_cases(cases, split)
+    return PreparedData(dataset, plan, train_cases, val_cases)
+
+
+def fold_split(dataset: Dataset, fold: int, output: Path | None) -> dict[str, list[str]]:
+    """The fold from the dataset's splits.json, or from 5 case-level folds made (and saved beside the
+    model) when the dataset has none."""
+    if dataset.splits_path.exists():
+        splits = load_splits(dataset.splits_path, dataset.case_ids)
+        source = dataset.splits_path
+    else:
+        splits = make_splits(dataset.case_ids, folds=min(5, len(dataset.case_ids)))
+        source = Path(output) / SPLITS_FILE if output is not None else Path(SPLITS_FILE)
+        if output is not None and not source.exists():
+            save_splits(source, splits)
+    if not 0 <= fold < len(splits):
+        raise ConfigError(f"data.fold={fold}, but {source} has folds 0..{len(splits) - 1}")
+    return splits[fold]
+
+
+def network_description(config: Config, plan: Plan) -> dict:
+    kwargs = {**config.network.kwargs(), "in_channels": plan.num_channels, "out_channels": plan.num_classes}
+    return {"name": config.network.name, "kwargs": kwargs}
+
+
+def build_model(config: Config, plan: Plan) -> nn.Module:
+    description = network_description(config, plan)
+    return build_network(description["name"], **description["kwargs"])
+
+
+def build_loss(config: Config) -> nn.Module:
+    loss = config.loss
+    segmentation = SegmentationLoss(
+        loss.name,
+        include_background=loss.include_background,
+        smooth=loss.smooth,
+        class_weights=loss.class_weights,
+    )
+    return DeepSupervisedLoss(segmentation, loss.deep_supervision_weights)
+
+
+def training_samples(config: Config, data: PreparedData, context: DistContext) -> torch.utils.data.Dataset:
+    """Random slices (2D) or patches (3D), as many per epoch as the trainer consumes on all ranks."""
+    plan = data.plan
+    augmentation = augment_config(config.data.augmentation)
+    options = {
+        "random": True,
+        "samples_per_epoch": config.training.iterations_per_epoch * config.data.batch_size * context.world_size,
+        "foreground_fraction": config.data.foreground_fraction,
+        "seed": config.training.seed,
+        "transform": build_augmentation(plan.spatial_dims, augmentation) if augmentation else None,
+    }
+    if plan.spatial_dims == 2:
+        return SliceDataset.from_plan(data.train_cases, plan, **options)
+    return PatchDataset.from_plan(data.train_cases, plan, **options)
+
+
+def make_validator(config: Config, plan: Plan, cases: list[PreprocessedCase], device: torch.device):
+    """Dice per class on whole validation cases (on the preprocessed grid): 2D networks run every
+    slice and the slices are reassembled into the volume; 3D networks run by sliding window."""
+    if not cases:
+        return None
+    names = {index: name for index, name in enumerate(plan.class_names) if index > 0}
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        scores: dict[str, list[float]] = {name: [] for name in names.values()}
+        for case in cases:
+            probabilities = predict_volume(
+                model,
+                torch.from_numpy(np.asarray(case.image)),
+                plan.spatial_dims,
+                slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
+                patch_size=plan.patch_size if plan.spatial_dims == 3 else None,
+                batch_size=max(config.data.batch_size, 1),
+                device=device,
+            )
+            prediction = probabilities.argmax(0).numpy()
+            for index, name in names.items():
+                counts = overlap_counts(prediction == index, np.asarray(case.label) == index)
+                scores[name].append(dice(counts))
+        metrics = {f"val_dice_{name}": float(np.nanmean(values)) for name, values in scores.items()}
+        metrics["val_dice_mean"] = float(np.nanmean(list(metrics.values())))
+        return metrics
+
+    return validate
