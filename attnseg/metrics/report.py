@@ -195,7 +195,8 @@ def evaluate_cases(
                 case.prediction, case.reference, classes, spacing, nsd_tolerance_mm, include_background=True
             )
         except DataError as error:
-            raise DataError(f"case {case_id!r}: {error}") from error
+            files = ", ".join(f for f in (case.prediction_file, case.reference_file) if f)
+            raise DataError(f"case {case_id!r}" + (f" ({files})" if files else "") + f": {error}") from error
         report.cases.append(CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file))
     if not report.cases:
         raise DataError("no case to evaluate")

@@ -147,8 +147,8 @@ def test_outputs_are_not_overwritten_unless_asked(cases: list, tmp_path: Path) -
 
 
 def test_errors_name_the_case(cases: list) -> None:
-    bad = EvaluationCase("d", np.zeros((14, 14, 13), np.uint8), cube(2, 12), SPACING)
-    with pytest.raises(DataError, match="case 'd': prediction shape"):
+    bad = EvaluationCase("d", np.zeros((14, 14, 13), np.uint8), cube(2, 12), SPACING, "p/d.nii.gz", "r/d.nii.gz")
+    with pytest.raises(DataError, match=r"case 'd' \(p/d.nii.gz, r/d.nii.gz\): prediction shape"):
         evaluate_cases([*cases, bad], LABELS)
     with pytest.raises(DataError, match="case 'a' is given twice"):
         evaluate_cases([cases[0], cases[0]], LABELS)
