@@ -18,30 +18,40 @@ from typing import Any
 from attnseg.errors import OutputExistsError
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
-
-    The temporary file keeps the destination's suffixes (``x.nii.gz`` -> ``.x.<random>.nii.gz``) so
-    writers that pick a format by extension still work. On error the temporary file is removed and
-    the destination is untouched.
-    """
+def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` as a Path; raises if it is a folder, or exists and ``overwrite`` is False."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; give a file name to write")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite on the command line) to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an unused temporary path beside ``path``; on success rename it onto ``path``.
+
+    The temporary name keeps the destination's suffixes (``x.nii.gz`` -> ``.x.<random>.tmp.nii.gz``) so
+    writers that pick a format by extension still work. The writer creates the file itself, so it gets
+    the usual permissions. On error the temporary file is removed and the destination is untouched.
+    """
+    path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    handle, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    temporary.unlink()  # reserved a unique name; mkstemp's owner-only mode must not reach the output
     try:
-        yield tmp
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        check_writable(path, overwrite)  # again: another process may have created it meanwhile
+        os.replace(temporary, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
@@ -52,9 +62,11 @@ def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
-def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> Path:
-    return write_text(path, json.dumps(data, indent=2) + "\n", overwrite)
+def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False, allow_nan: bool = True) -> Path:
+    """JSON with a trailing newline. ``allow_nan=True`` writes NaN as the bare token ``NaN`` (what
+    nnU-Net's summary.json does); strict consumers want ``allow_nan=False``, which raises instead."""
+    return write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n", overwrite)

@@ -38,7 +38,7 @@ from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
 from attnseg.training.distributed import DistContext, cleanup, init_distributed, local_device
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
-from attnseg.training.trainer import TrainState, Trainer
+from attnseg.training.trainer import Trainer, TrainState
 
 SPLITS_FILE = "splits.json"
 

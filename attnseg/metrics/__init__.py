@@ -1,0 +1,56 @@
+"""Segmentation metrics with physical spacing, per case and per class, and the reports built on them.
+
+* :mod:`~attnseg.metrics.overlap`: Dice, IoU, precision, recall, volume similarity from voxel counts;
+* :mod:`~attnseg.metrics.surface`: HD95, ASSD, NSD on boundary voxels, distances in mm (MONAI);
+* :mod:`~attnseg.metrics.binary`: everything for one class in one case, and the empty-mask policy;
+* :mod:`~attnseg.metrics.report`: many cases, summary.json (nnU-Net v2 keys), CSV and Markdown.
+"""
+
+from attnseg.metrics.binary import (
+    DEFAULT_NSD_TOLERANCE_MM,
+    METRIC_KEYS,
+    ClassMetrics,
+    binary_metrics,
+    label_metrics,
+)
+from attnseg.metrics.overlap import OverlapCounts, overlap_counts
+from attnseg.metrics.report import (
+    CSV_COLUMNS,
+    CaseResult,
+    EvaluationCase,
+    EvaluationReport,
+    case_csv,
+    evaluate_cases,
+    markdown_table,
+    summary_dict,
+    write_case_csv,
+    write_markdown,
+    write_summary_json,
+)
+from attnseg.metrics.surface import SurfaceDistances, assd, hd95, nsd, surface_distances
+
+__all__ = [
+    "CSV_COLUMNS",
+    "DEFAULT_NSD_TOLERANCE_MM",
+    "METRIC_KEYS",
+    "CaseResult",
+    "ClassMetrics",
+    "EvaluationCase",
+    "EvaluationReport",
+    "OverlapCounts",
+    "SurfaceDistances",
+    "assd",
+    "binary_metrics",
+    "case_csv",
+    "evaluate_cases",
+    "hd95",
+    "label_metrics",
+    "markdown_table",
+    "nsd",
+    "overlap_counts",
+    "summary_dict",
+    "surface_distances",
+    "write_case_csv",
+    "write_markdown",
+    "write_summary_json",
+]

@@ -1,0 +1,323 @@
+"""Evaluation reports over many cases: per-case per-class metrics, nnU-Net-style summary.json, CSV, Markdown.
+
+The arrays come from the caller (the data layer reads the files and checks their geometry); this
+module computes, aggregates and writes. Aggregation follows nnU-Net v2's
+``compute_metrics_on_folder``: per class, the NaN-ignoring mean of each metric over cases; the
+foreground mean is the mean of those class means over every class but label 0. With our empty-mask
+policy the NaNs are the distances (and precision or recall) of the flagged cases, which the means
+therefore skip; the reports say how many were skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from attnseg.errors import DataError
+from attnseg.fileio import write_json, write_text
+from attnseg.metrics.binary import (
+    DEFAULT_NSD_TOLERANCE_MM,
+    METRIC_KEYS,
+    ClassMetrics,
+    check_labels,
+    check_spacing,
+    label_metrics,
+)
+
+EMPTY_POLICY_TEXT = (
+    "both empty: Dice/IoU/Precision/Recall/VolumeSimilarity/NSD 1, HD95/ASSD 0; "
+    "one empty: Dice/IoU/VolumeSimilarity 0, the 0/0 one of Precision/Recall NaN, HD95/ASSD/NSD NaN, "
+    "flagged in 'empty'; means skip NaN"
+)
+CSV_COLUMNS = ("case_id", "label", "label_value", "empty", *METRIC_KEYS, "prediction_file", "reference_file")
+# The columns of the Markdown table: report key -> header (the NSD header gets the tolerance).
+_TABLE_METRICS = {
+    "Dice": "Dice",
+    "IoU": "IoU",
+    "Precision": "Precision",
+    "Recall": "Recall",
+    "VolumeSimilarity": "VS",
+    "HD95": "HD95 (mm)",
+    "ASSD": "ASSD (mm)",
+    "NSD": "NSD",
+}
+
+
+@dataclass(frozen=True)
+class EvaluationCase:
+    """One case to evaluate: label maps ``(X, Y[, Z])`` (or ``(1, X, Y[, Z])``) and the voxel size in mm."""
+
+    case_id: str
+    prediction: np.ndarray
+    reference: np.ndarray
+    spacing: Sequence[float]
+    prediction_file: str | None = None
+    reference_file: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The metrics of one case, ``{class name: ClassMetrics}`` in the order of the labels."""
+
+    case_id: str
+    metrics: dict[str, ClassMetrics]
+    spacing: tuple[float, ...]
+    prediction_file: str | None = None
+    reference_file: str | None = None
+
+
+@dataclass
+class EvaluationReport:
+    """Per-case per-class results and their aggregates.
+
+    Attributes:
+        labels: the evaluated classes, name -> label value.
+        nsd_tolerance_mm: the NSD tolerance used.
+        cases: one CaseResult per case, in the order given.
+    """
+
+    labels: dict[str, int]
+    nsd_tolerance_mm: float
+    cases: list[CaseResult] = field(default_factory=list)
+
+    def values(self, name: str, key: str) -> np.ndarray:
+        """The per-case values of metric ``key`` for class ``name``."""
+        return np.array([float(c.metrics[name].get(key)) for c in self.cases], dtype=np.float64)
+
+    def mean(self) -> dict[str, dict[str, float]]:
+        """``{class name: {metric: NaN-ignoring mean over cases}}`` (NaN when no case defines it)."""
+        return {
+            name: {key: _nan_stat(np.nanmean, self.values(name, key)) for key in METRIC_KEYS} for name in self.labels
+        }
+
+    def std(self) -> dict[str, dict[str, float]]:
+        """``{class name: {metric: sample standard deviation (ddof=1) over the cases that define it}}``."""
+        return {
+            name: {key: _nan_stat(lambda v: np.nanstd(v, ddof=1), self.values(name, key)) for key in METRIC_KEYS}
+            for name in self.labels
+        }
+
+    def defined(self) -> dict[str, dict[str, int]]:
+        """``{class name: {metric: number of cases where it is not NaN}}``."""
+        return {
+            name: {key: int(np.count_nonzero(~np.isnan(self.values(name, key)))) for key in METRIC_KEYS}
+            for name in self.labels
+        }
+
+    def foreground_mean(self) -> dict[str, float]:
+        """``{metric: mean of the class means over the classes whose value is not 0}`` (nnU-Net's definition)."""
+        means = self.mean()
+        foreground = [name for name, value in self.labels.items() if value != 0]
+        return {key: _nan_stat(np.mean, np.array([means[n][key] for n in foreground])) for key in METRIC_KEYS}
+
+    def flagged(self) -> list[dict[str, Any]]:
+        """The (case, class) pairs with exactly one empty side: ``case_id``, ``label``, ``label_value``, ``empty``."""
+        return [
+            {"case_id": c.case_id, "label": name, "label_value": self.labels[name], "empty": m.empty}
+            for c in self.cases
+            for name, m in c.metrics.items()
+            if m.flagged
+        ]
+
+    def empty_counts(self) -> dict[str, dict[str, int]]:
+        """``{class name: {"both": n, "prediction": n, "reference": n}}``: cases per empty-mask outcome."""
+        out = {name: {"both": 0, "prediction": 0, "reference": 0} for name in self.labels}
+        for c in self.cases:
+            for name, m in c.metrics.items():
+                if m.empty != "none":
+                    out[name][m.empty] += 1
+        return out
+
+
+def _nan_stat(fn: Any, values: np.ndarray) -> float:
+    """``fn(values)`` as a float, NaN (without a RuntimeWarning) when no value is defined."""
+    if values.size == 0 or np.all(np.isnan(values)):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # ddof=1 with one defined value
+        return float(fn(values))
+
+
+def _as_case(item: EvaluationCase | Sequence[Any]) -> EvaluationCase:
+    if isinstance(item, EvaluationCase):
+        return item
+    if isinstance(item, Sequence) and 4 <= len(item) <= 6:
+        return EvaluationCase(*item)
+    raise DataError(
+        "each case must be an EvaluationCase or a tuple (case_id, prediction, reference, spacing"
+        f"[, prediction_file, reference_file]), got {type(item).__name__}"
+    )
+
+
+def evaluate_cases(
+    cases: Iterable[EvaluationCase | Sequence[Any]],
+    labels: Mapping[str, int],
+    nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
+    include_background: bool = False,
+    progress: bool = False,
+) -> EvaluationReport:
+    """Evaluate every case, per class.
+
+    Args:
+        cases: EvaluationCase objects, or tuples ``(case_id, prediction, reference, spacing[,
+            prediction_file, reference_file])``; a generator is consumed lazily, one case in memory at a time.
+        labels: class name -> label value; label 0 is skipped unless ``include_background``.
+        nsd_tolerance_mm: the NSD tolerance τ in mm.
+        include_background: also evaluate label 0.
+        progress: show a progress bar over cases (tqdm, on stderr).
+
+    Raises:
+        DataError: no case, a repeated case id, or a case whose arrays or spacing do not fit (the
+            message names the case).
+    """
+    classes = check_labels(labels, include_background)
+    report = EvaluationReport(labels=classes, nsd_tolerance_mm=float(nsd_tolerance_mm))
+    seen: set[str] = set()
+    for item in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
+        case = _as_case(item)
+        case_id = str(case.case_id)
+        if case_id in seen:
+            raise DataError(f"case {case_id!r} is given twice")
+        seen.add(case_id)
+        try:
+            spacing = check_spacing(case.spacing)
+            metrics = label_metrics(
+                case.prediction, case.reference, classes, spacing, nsd_tolerance_mm, include_background=True
+            )
+        except DataError as error:
+            files = ", ".join(f for f in (case.prediction_file, case.reference_file) if f)
+            raise DataError(f"case {case_id!r}" + (f" ({files})" if files else "") + f": {error}") from error
+        report.cases.append(CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file))
+    if not report.cases:
+        raise DataError("no case to evaluate")
+    return report
+
+
+def _json_number(value: Any) -> Any:
+    """Plain Python numbers for json (NaN stays NaN, as in nnU-Net's summary.json)."""
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def summary_dict(report: EvaluationReport) -> dict[str, Any]:
+    """The summary.json content: nnU-Net v2's keys first, then ours.
+
+    * ``foreground_mean``: ``{metric: value}``;
+    * ``mean``: ``{"<label value>": {metric: value}}`` (keys are the label values as strings, as nnU-Net);
+    * ``metric_per_case``: ``[{"prediction_file", "reference_file", "case_id", "spacing",
+      "metrics": {"<label value>": {metric: value, ..., "empty": ...}}}]``;
+    * ours: ``std`` and ``n_defined`` (same layout as ``mean``), ``labels`` (name -> value),
+      ``nsd_tolerance_mm``, ``n_cases``, ``empty_counts`` (``{"<label value>": {"both", "prediction",
+      "reference"}}``), ``flagged`` (list from :meth:`EvaluationReport.flagged`), ``empty_policy``.
+    """
+    key_of = {name: str(value) for name, value in report.labels.items()}
+
+    def by_value(per_name: Mapping[str, Any]) -> dict[str, Any]:
+        return {key_of[name]: {k: _json_number(v) for k, v in d.items()} for name, d in per_name.items()}
+
+    per_case = [
+        {
+            "prediction_file": c.prediction_file,
+            "reference_file": c.reference_file,
+            "case_id": c.case_id,
+            "spacing": list(c.spacing),
+            "metrics": {key_of[n]: {k: _json_number(v) for k, v in m.as_dict().items()} for n, m in c.metrics.items()},
+        }
+        for c in report.cases
+    ]
+    return {
+        "foreground_mean": {k: _json_number(v) for k, v in report.foreground_mean().items()},
+        "mean": by_value(report.mean()),
+        "metric_per_case": per_case,
+        "std": by_value(report.std()),
+        "n_defined": by_value(report.defined()),
+        "labels": dict(report.labels),
+        "nsd_tolerance_mm": report.nsd_tolerance_mm,
+        "n_cases": len(report.cases),
+        "empty_counts": by_value(report.empty_counts()),
+        "flagged": report.flagged(),
+        "empty_policy": EMPTY_POLICY_TEXT,
+    }
+
+
+def write_summary_json(report: EvaluationReport, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write :func:`summary_dict` to ``path`` atomically (NaN as the token ``NaN``, as nnU-Net does)."""
+    return write_json(path, summary_dict(report), overwrite=overwrite, allow_nan=True)
+
+
+def case_rows(report: EvaluationReport) -> list[dict[str, Any]]:
+    """One row per (case, class) with the :data:`CSV_COLUMNS`."""
+    return [
+        {
+            "case_id": c.case_id,
+            "label": name,
+            "label_value": report.labels[name],
+            **m.as_dict(),
+            "prediction_file": c.prediction_file or "",
+            "reference_file": c.reference_file or "",
+        }
+        for c in report.cases
+        for name, m in c.metrics.items()
+    ]
+
+
+def case_csv(report: EvaluationReport) -> str:
+    """The per-case CSV as text: a header of :data:`CSV_COLUMNS`, one row per (case, class); NaN as ``nan``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(case_rows(report))
+    return buffer.getvalue()
+
+
+def write_case_csv(report: EvaluationReport, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write :func:`case_csv` to ``path`` atomically."""
+    return write_text(path, case_csv(report), overwrite=overwrite)
+
+
+def _cell(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(report: EvaluationReport) -> str:
+    """Mean ± sample std per class and metric over the cases, a foreground-mean row, and the empty-mask counts.
+
+    Distances are in mm with 2 decimals, the rest with 3. The ``empty P/R/both`` column counts the
+    cases whose prediction, reference or both had no voxel of the class; the flagged ones (P, R) are
+    left out of the distance means.
+    """
+    means, stds, empties = report.mean(), report.std(), report.empty_counts()
+    headers = {**_TABLE_METRICS, "NSD": f"NSD@{report.nsd_tolerance_mm:g}mm"}
+    digits = {k: 2 if k in ("HD95", "ASSD") else 3 for k in headers}
+    lines = [
+        "| class | " + " | ".join(headers.values()) + " | empty P/R/both |",
+        "|---|" + "---|" * (len(headers) + 1),
+    ]
+    for name in report.labels:
+        cells = [_cell(means[name][k], stds[name][k], digits[k]) for k in headers]
+        e = empties[name]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {e['prediction']}/{e['reference']}/{e['both']} |")
+    foreground = report.foreground_mean()
+    cells = [_cell(foreground[k], float("nan"), digits[k]) for k in headers]
+    lines.append("| foreground mean | " + " | ".join(cells) + " | |")
+    return "\n".join(lines) + f"\n\n{len(report.cases)} cases. Empty masks: {EMPTY_POLICY_TEXT}.\n"
+
+
+def write_markdown(report: EvaluationReport, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write :func:`markdown_table` to ``path`` atomically."""
+    return write_text(path, markdown_table(report), overwrite=overwrite)
