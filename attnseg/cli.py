@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from attnseg import __version__
 from attnseg.errors import AttnsegError, ConfigError
@@ -101,7 +102,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from attnseg.demo import run_demo
 
-    return run_demo()
+    return run_demo(args.output, epochs=args.epochs, overwrite=args.overwrite)
 
 
 def cmd_dataset_check(args: argparse.Namespace) -> int:
@@ -185,6 +186,236 @@ def _add_dataset_verbs(verbs: argparse._SubParsersAction) -> None:
     prepare.set_defaults(func=cmd_dataset_prepare)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from attnseg.training.config import load_config
+    from attnseg.training.run import train
+
+    overrides = list(args.set)
+    for flag, key in TRAIN_SHORTCUTS.items():
+        value = getattr(args, flag)
+        if value is not None and value is not False:
+            overrides.append(f"{key}={value}")
+    config = load_config(args.config, overrides)
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    state = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
+    best = f"best validation Dice {state.best_metric:.4f} at epoch {state.best_epoch}" if state.best_epoch else ""
+    print(f"finished {state.epoch} epoch(s){'; ' + best if best else ''}; model directory: {config.output}")
+    return 0
+
+
+# command-line flag -> configuration key it overrides
+TRAIN_SHORTCUTS = {
+    "dataset": "data.dataset",
+    "output": "output",
+    "fold": "data.fold",
+    "network": "network.name",
+    "spatial_dims": "network.spatial_dims",
+    "epochs": "training.epochs",
+    "seed": "training.seed",
+    "deterministic": "training.deterministic",
+    "device": "training.device",
+}
+
+TRAIN_EPILOG = """examples:
+  attnseg train --dataset data/mni152 --output runs/mni --epochs 20
+  attnseg train configs/attention_unet_2d.yaml --dataset data/Dataset001_Liver --output runs/liver_f0 --fold 0
+  attnseg train configs/attention_unet_2d.yaml --set optimizer.lr=3e-4 --set data.batch_size=4 --print-config
+  attnseg train configs/attention_unet_2d.yaml --output runs/liver_f0 --resume     # continue after a crash
+  torchrun --nproc_per_node=4 -m attnseg train configs/attention_unet_3d_paper.yaml --output runs/ct   # 4 GPUs
+
+The configuration is YAML with the sections network, data, optimizer, scheduler, loss, training (see
+--print-config for every key and its default). Unknown keys and wrong types are errors that name the key.
+The output folder becomes a model directory for `attnseg predict`: config.yaml, plan.json, labels.json,
+weights.safetensors (best validation Dice), checkpoint/last.pt (resume), log.csv, progress.png, tensorboard/.
+"""
+
+
+def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
+    train = verbs.add_parser(
+        "train",
+        help="train a network on a dataset folder",
+        description=(
+            "Train a network from the registry on an nnU-Net / Decathlon / paired-folder dataset: plan the "
+            "preprocessing from the dataset's fingerprint, take one fold of its splits.json (5 case-level folds "
+            "are made when it has none), sample slices (2D networks) or patches (3D networks) with foreground "
+            "oversampling and augmentation, and validate on whole cases (slices reassembled into volumes) with "
+            "Dice per class. Mixed precision on CUDA, full precision on the CPU; DDP under torchrun."
+        ),
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("config", nargs="?", type=Path, help="YAML configuration (default: all defaults)")
+    train.add_argument("--dataset", help="dataset folder (data.dataset)")
+    train.add_argument("--output", help="model directory to write (output)")
+    train.add_argument("--fold", type=int, help="fold of splits.json (data.fold)")
+    train.add_argument("--network", help="network name from `attnseg models` (network.name)")
+    train.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2D on slices or 3D on patches")
+    train.add_argument("--epochs", type=int, help="training.epochs")
+    train.add_argument("--seed", type=int, help="training.seed")
+    train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1 (training.device)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any key, e.g. optimizer.lr=3e-4"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start again in an --output that holds a run")
+    train.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from attnseg.inference.predictor import Predictor
+
+    predictor = Predictor(
+        args.model,
+        device=args.device,
+        mirror=args.tta,
+        batch_size=args.batch_size,
+        overlap=args.overlap,
+        largest_component=args.largest_component,
+    )
+    written = predictor.predict_files(
+        args.input,
+        args.output,
+        overwrite=args.overwrite,
+        save_probabilities=args.probabilities,
+        output_ending=args.format,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {len(written)} mask(s) to {args.output}")
+    return 0
+
+
+def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
+    predict = verbs.add_parser(
+        "predict",
+        help="segment new scans with a trained model (or an ensemble)",
+        description=(
+            "Segment every image in INPUT with the model directory written by `attnseg train`: the model's "
+            "preprocessing (resampling, normalisation, cropping) is applied and undone, so each mask has exactly "
+            "its scan's shape, spacing, origin and direction. 2D models run slice by slice in batches, 3D models "
+            "by sliding window with Gaussian blending. Several -m give an ensemble (probabilities averaged on the "
+            "scan's grid). Masks are written atomically; existing files are kept unless --overwrite."
+        ),
+        epilog=(
+            "INPUT is an image file, a folder of image files (nnU-Net names CASE_0000, CASE_0001 are grouped into one "
+            "multi-channel case), or a DICOM series folder (its mask is written as .nrrd).\n"
+            "examples:\n"
+            "  attnseg predict -m runs/mni -i data/mni152/imagesTr -o predictions\n"
+            "  attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities\n"
+            "  attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("-m", "--model", action="append", required=True, help="model directory (repeat to ensemble)")
+    predict.add_argument("-i", "--input", nargs="+", required=True, help="image file(s), folder(s) or DICOM folder(s)")
+    predict.add_argument("-o", "--output", required=True, help="folder for the masks")
+    predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower in 2D)")
+    predict.add_argument("--probabilities", action="store_true", help="also write CASE_probabilities (K channels)")
+    predict.add_argument(
+        "--largest-component", action="store_true", help="keep only the largest connected component of each class"
+    )
+    predict.add_argument("--format", help="output ending, e.g. .nii.gz or .nrrd (default: the input's)")
+    predict.add_argument("--batch-size", type=int, default=16, help="slices or windows per forward pass (default 16)")
+    predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 3D (default 0.5)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
+    predict.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from attnseg.evaluate import evaluate_folders, find_labels, reference_folder, write_reports
+    from attnseg.metrics import markdown_table
+
+    labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
+    if labels is None:
+        labels = find_labels(reference_folder(Path(args.reference)))
+    report, problems = evaluate_folders(
+        args.predictions, args.reference, labels, args.nsd_tolerance, progress=not args.no_progress
+    )
+    if report is None:
+        print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    paths = write_reports(report, args.output or args.predictions, overwrite=args.overwrite)
+    print(markdown_table(report))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="compare predicted masks with reference masks (Dice, IoU, HD95, ASSD, NSD...)",
+        description=(
+            "Pair the masks in PRED and GT by case name, check that every case is on both sides with the same "
+            "shape and geometry, then compute per case and per class: Dice, IoU, precision, recall, volume "
+            "similarity, HD95, ASSD and NSD (distances in mm, from the files' spacing). Writes summary.json "
+            "(nnU-Net's keys), cases.csv and summary.md, and prints the table (mean +- std per class). Empty masks: "
+            "both empty gives Dice 1 and distances 0; one empty gives Dice 0 and NaN distances, flagged. Exit "
+            "status 1, with the list of problems, when cases are missing or geometries disagree."
+        ),
+        epilog=(
+            "examples:\n"
+            "  attnseg evaluate predictions data/mni152            # GT: a dataset folder (its labelsTr/)\n"
+            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("predictions", metavar="PRED", help="folder of predicted masks")
+    evaluate.add_argument("reference", metavar="GT", help="folder of reference masks, or a dataset folder")
+    evaluate.add_argument("--labels", help="dataset.json or labels.json naming the classes (default: GT's)")
+    evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from attnseg.export import export_model_dir
+
+    result = export_model_dir(args.model, args.format, args.output, overwrite=args.overwrite)
+    parity = result.parity
+    verdict = "passes" if parity.passed else "FAILS"
+    print(
+        f"wrote {result.model_file} and {result.sidecar_file}; parity with the eager model {verdict}: "
+        f"max |difference| {parity.max_abs_diff:.2e} (tolerance {parity.tolerance:.0e}) on inputs "
+        + ", ".join(str(tuple(s)) for s in parity.input_shapes)
+    )
+    return 0 if parity.passed else 1
+
+
+def _add_export_verb(verbs: argparse._SubParsersAction) -> None:
+    export = verbs.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript, with a parity check and a JSON sidecar",
+        description=(
+            "Export the network of a model directory (eval mode, any batch size, any spatial size: the exported "
+            "graph pads to the network's multiple and crops back), run it in onnxruntime or TorchScript on several "
+            "inputs and compare with the eager model (tolerance 1e-4), and write MODEL.json beside it with what a "
+            "deployment must reproduce: labels, voxel size, normalisation, slice or patch size, slicing axis, "
+            "input and output layout, and the parity result. Exit status 1 if parity fails."
+        ),
+        epilog=(
+            "examples:\n"
+            "  attnseg export -m demo_output/model --format onnx              # demo_output/model/model.onnx(.json)\n"
+            "  attnseg export -m runs/ct --format torchscript -o deploy/ct.pt"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("-m", "--model", required=True, help="model directory written by `attnseg train`")
+    export.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="export format")
+    export.add_argument("-o", "--output", help="file to write (default: MODEL_DIR/model.onnx or model.pt)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    export.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnseg",
@@ -223,15 +454,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser(
         "demo",
-        help="the main job: build each network and run it on real-sized inputs",
+        help="the main job: train, predict, evaluate and draw on a built-in real dataset (~4 min on a CPU)",
         description=(
-            "Build every Attention U-Net variant and the U-Net baseline in 2D (2 x 1 x 256 x 256) and 3D "
-            "(1 x 1 x 160 x 160 x 96, the paper's inference size), run a forward pass, and print output "
-            "shapes, parameter counts and timings. Takes about a minute on 2 CPU cores."
+            "Run the whole pipeline on the built-in mni152-tissue dataset (the MNI ICBM152 2009a T1 template, "
+            "grey and white matter, cut into axial slabs; shipped inside the nilearn wheel, nothing downloaded): "
+            "prepare it, train a 2D Attention U-Net on the training slabs, predict the held-out slabs on their "
+            "original 1 mm grid, evaluate (Dice, IoU, HD95, ASSD, NSD per class) and draw training curves, "
+            "prediction-vs-reference overlays and the attention gates' maps. Takes about 4 minutes on 2 CPU cores "
+            "(less with a GPU) and reaches a mean foreground Dice of about 0.87. It demonstrates the pipeline on "
+            "real anatomy; it is not a clinical benchmark."
         ),
+        epilog=(
+            "outputs (in --output):\n"
+            "  data/mni152-tissue/  the prepared dataset (kept between runs)\n"
+            "  model/               a model directory: attnseg predict -m demo_output/model -i SCAN -o OUT\n"
+            "  predictions/         masks of the held-out slabs\n"
+            "  metrics/             summary.json, cases.csv, summary.md\n"
+            "  pictures/            progress.png, CASE_overlay.png, CASE_attention.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    demo.add_argument("--output", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument("--epochs", type=int, default=24, help="training epochs of 10 iterations (default 24)")
+    demo.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo run")
     demo.set_defaults(func=cmd_demo)
     _add_dataset_verbs(verbs)
+    _add_train_verb(verbs)
+    _add_predict_verb(verbs)
+    _add_evaluate_verb(verbs)
+    _add_export_verb(verbs)
     return parser
 
 

@@ -480,7 +480,8 @@ def sidecar_dict(
     Args:
         result: what :func:`export_onnx` or :func:`export_torchscript` returned.
         labels: class name -> output channel / label value, e.g. ``{"background": 0, "liver": 1}``.
-        spacing: the voxel size in mm the model expects, one per input spatial axis.
+        spacing: the voxel size in mm the model expects, one per input spatial axis (None: any, the
+            plan keeps that axis as it is).
         normalisation: the intensity normalisation the model expects, as the Plan stores it, e.g.
             ``{"scheme": "zscore", "mean": 102.3, "std": 57.1}``.
         patch_size: the spatial size the model was trained on (3D: the sliding-window patch; 2D: the slice).
@@ -500,7 +501,7 @@ def sidecar_dict(
         "spatial_dims": spatial_dims,
         **result.io_spec(),
         "labels": {str(k): int(v) for k, v in labels.items()},
-        "spacing": [float(s) for s in spacing],
+        "spacing": [None if s is None else float(s) for s in spacing],
         "normalisation": dict(normalisation),
         "patch_size": [int(s) for s in patch_size],
         "slice_axis": slice_axis,
@@ -525,7 +526,7 @@ def _check_sidecar(sidecar: Mapping[str, Any]) -> None:
         and all(isinstance(v, int) and not isinstance(v, bool) for v in sidecar["labels"].values()),
         "spacing": isinstance(sidecar["spacing"], Sequence)
         and len(sidecar["spacing"]) == dims
-        and all(isinstance(s, (int, float)) and s > 0 for s in sidecar["spacing"]),
+        and all(s is None or (isinstance(s, (int, float)) and s > 0) for s in sidecar["spacing"]),
         "normalisation": isinstance(sidecar["normalisation"], Mapping),
         "patch_size": isinstance(sidecar["patch_size"], Sequence)
         and len(sidecar["patch_size"]) == dims
@@ -545,3 +546,60 @@ def write_sidecar(path: str | os.PathLike[str], sidecar: Mapping[str, Any], over
         return write_json(path, dict(sidecar), overwrite=overwrite, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"the export sidecar is not plain JSON: {_first_line(error)}") from error
+
+
+# ---------------------------------------------------------------------------------------------- model dirs
+
+EXPORT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+@dataclass
+class ModelDirExport:
+    model_file: Path
+    sidecar_file: Path
+    parity: ParityResult
+
+
+def export_model_dir(
+    model_dir: str | os.PathLike[str],
+    fmt: str,
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> ModelDirExport:
+    """Export the network of a model directory, check parity with the eager model, write the sidecar.
+
+    The example input is one patch (3D) or slice (2D) of the plan's size; batch and spatial sizes stay
+    dynamic. The sidecar records what a deployment must reproduce: labels, the network's voxel size,
+    normalisation, patch/slice size and slicing axis, input/output layout, and the parity result.
+    """
+    from attnseg.data.plan import Plan
+    from attnseg.model_dir import ModelDir
+
+    if fmt not in EXPORT_SUFFIXES:
+        raise ConfigError(f"export format must be one of {', '.join(EXPORT_SUFFIXES)}, got {fmt!r}")
+    directory = ModelDir(model_dir)
+    plan = Plan.from_dict(directory.plan())
+    network = directory.build_network(weights=True)
+    path = Path(output) if output is not None else directory.path / f"model{EXPORT_SUFFIXES[fmt]}"
+    side = sidecar_path(path)
+    check_writable(side, overwrite)
+    example = torch.randn(1, plan.num_channels, *plan.patch_size)
+    exporter = export_onnx if fmt == "onnx" else export_torchscript
+    result = exporter(network, example, path, overwrite=overwrite)
+    checker = onnx_parity if fmt == "onnx" else torchscript_parity
+    parity = checker(network, path, parity_inputs(example, dynamic_batch=True, dynamic_spatial=result.dynamic_spatial))
+    in_plane = [s for axis, s in enumerate(plan.target_spacing) if axis != plan.slice_axis]
+    sidecar = sidecar_dict(
+        result,
+        labels=plan.labels,
+        spacing=in_plane[: plan.spatial_dims],  # None: an axis the plan does not resample
+        normalisation={"channels": [asdict(n) for n in plan.normalization], "channel_names": plan.channel_names},
+        patch_size=plan.patch_size,
+        slice_axis=plan.slice_axis,
+        network=directory.network_spec()["name"],
+        parity=parity,
+        plan=plan.to_dict(),
+        class_values=list(plan.class_values),
+    )
+    write_sidecar(side, sidecar, overwrite=overwrite)
+    return ModelDirExport(path, side, parity)

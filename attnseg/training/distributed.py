@@ -43,15 +43,6 @@ def init_distributed(device: torch.device) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def local_device(requested: str, context_local_rank: int) -> torch.device:
-    """``auto``: this process's GPU under torchrun (LOCAL_RANK), else the CPU."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", context_local_rank)
-        return torch.device("cpu")
-    return torch.device(requested)
-
-
 def wrap_model(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:
     if not context.enabled:
         return model

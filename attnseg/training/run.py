@@ -29,6 +29,7 @@ from attnseg.data import (
     split_cases,
 )
 from attnseg.data.dataset import Dataset
+from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.inference.volume import predict_volume
 from attnseg.losses import DeepSupervisedLoss, SegmentationLoss
@@ -36,7 +37,7 @@ from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
 from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
-from attnseg.training.distributed import DistContext, cleanup, init_distributed, local_device
+from attnseg.training.distributed import DistContext, cleanup, init_distributed
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
 
@@ -64,7 +65,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
     set_deterministic(config.training.deterministic)
     seed_everything(config.training.seed)
     context = init_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    device = local_device(config.training.device, context.local_rank)
+    device = resolve_device(config.training.device, context.local_rank)
     try:
         data = prepare_data(config, model_dir if resume else None)
         model = build_model(config, data.plan)

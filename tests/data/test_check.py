@@ -11,8 +11,7 @@ from attnseg.data.dataset import load_dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import read_image, write_image
 from attnseg.errors import DataError
-
-from .conftest import synthetic_case, write_dicom_series
+from tests.fixtures import synthetic_case, write_dicom_series
 
 
 def _errors(root):

@@ -7,8 +7,7 @@ from attnseg.data.dataset import load_dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import write_image
 from attnseg.errors import DataError
-
-from .conftest import synthetic_case
+from tests.fixtures import synthetic_case
 
 
 def test_nnunet_layout(make_nnunet):

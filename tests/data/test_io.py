@@ -8,8 +8,7 @@ import SimpleITK as sitk
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import file_ending, read_case, read_geometry, read_image, write_image
 from attnseg.errors import DataError, OutputExistsError
-
-from .conftest import rotation, write_dicom_series
+from tests.fixtures import rotation, write_dicom_series
 
 FLOAT64_FORMATS = [".nrrd", ".seg.nrrd", ".mha", ".mhd"]
 ALL_3D_FORMATS = [".nii.gz", ".nii", *FLOAT64_FORMATS]

@@ -112,8 +112,7 @@ def test_plan_refuses_broken_dataset(make_nnunet):
 def test_3d_plan_needs_volumes(tmp_path):
     from attnseg.data.geometry import Geometry
     from attnseg.data.io import write_image
-
-    from .conftest import synthetic_case
+    from tests.fixtures import synthetic_case
 
     image, label = synthetic_case((8, 8), np.random.default_rng(0))
     write_image(tmp_path / "images" / "a.png", image[None].astype(np.uint8), Geometry.create([1.0, 1.0]))

@@ -18,8 +18,7 @@ from attnseg.data.preprocess import (
     restore_probabilities,
 )
 from attnseg.errors import DataError
-
-from .conftest import rotation, synthetic_case
+from tests.fixtures import rotation, synthetic_case
 
 
 def _case(shape=(20, 18, 12), spacing=(0.8, 0.8, 2.0), classes=3, seed=0):

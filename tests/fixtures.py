@@ -1,4 +1,5 @@
-"""Shared fixtures for the data tests: tiny volumes with known, oblique geometry, and tiny datasets on disk."""
+"""Test helpers shared across packages: tiny volumes with known, oblique geometry, tiny datasets on disk,
+and a DICOM series writer. Fixtures built on them live in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import write_image
@@ -22,8 +22,7 @@ def rotation(angles: Sequence[float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-@pytest.fixture
-def oblique() -> Geometry:
+def oblique_geometry() -> Geometry:
     """An oblique, anisotropic grid with an origin that is not float32-representable."""
     return Geometry.create([0.7, 1.3, 2.5], [-98.123456789, 3.3333333333, 17.5], rotation([0.3, -0.7, 1.1]))
 
@@ -49,8 +48,7 @@ def synthetic_case(shape: Sequence[int], rng: np.random.Generator, classes: int 
     return image, label
 
 
-@pytest.fixture
-def make_nnunet(tmp_path: Path) -> Callable[..., Path]:
+def nnunet_builder(tmp_path: Path) -> Callable[..., Path]:
     """Build a tiny nnU-Net v2 raw dataset; returns its folder."""
 
     def build(

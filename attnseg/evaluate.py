@@ -1,0 +1,141 @@
+"""``attnseg evaluate PRED GT``: compare a folder of predicted masks with reference masks.
+
+Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps written by
+``attnseg predict`` are ignored). Before anything is computed every pair is checked: a case missing on
+either side, or a pair whose shape or geometry (spacing, origin, direction) disagree, is a problem;
+all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
+(attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attnseg.data import read_geometry, read_image
+from attnseg.data.dataset import parse_labels
+from attnseg.data.io import is_image_file, strip_ending
+from attnseg.errors import DataError
+from attnseg.fileio import check_writable
+from attnseg.metrics import EvaluationCase, EvaluationReport, evaluate_cases
+from attnseg.metrics.report import write_case_csv, write_markdown, write_summary_json
+
+GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
+REPORT_FILES = {"summary": "summary.json", "cases": "cases.csv", "table": "summary.md"}
+
+
+@dataclass
+class Pairing:
+    pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of masks")
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if is_image_file(path) and not strip_ending(path).endswith("_probabilities"):
+            files[strip_ending(path)] = path
+    return files
+
+
+def reference_folder(reference: Path) -> Path:
+    """A dataset folder means its ``labelsTr/``; any other folder is taken as it is."""
+    labels = reference / "labelsTr"
+    return labels if (reference / "dataset.json").exists() and labels.is_dir() else reference
+
+
+def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, int] | None:
+    """Class names from ``labels_file`` (dataset.json or labels.json), else from a dataset.json beside
+    or above the reference masks; None when there is none (names are made from the values found)."""
+    candidates = [labels_file] if labels_file else [reference / "dataset.json", reference.parent / "dataset.json"]
+    for path in candidates:
+        if path is not None and path.exists():
+            try:
+                spec = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+            return parse_labels(spec if "labels" in spec else {"labels": spec}, path)
+    return None
+
+
+def pair_cases(predictions: Path, reference: Path) -> Pairing:
+    """Pair masks by case name and check that shapes and geometries agree."""
+    predicted, expected = _mask_files(predictions), _mask_files(reference)
+    pairing = Pairing()
+    for case_id in sorted(set(expected) - set(predicted)):
+        pairing.problems.append(f"{expected[case_id]}: no prediction for case '{case_id}' in {predictions}")
+    for case_id in sorted(set(predicted) - set(expected)):
+        pairing.problems.append(f"{predicted[case_id]}: no reference for case '{case_id}' in {reference}")
+    for case_id in sorted(set(predicted) & set(expected)):
+        pred_path, ref_path = predicted[case_id], expected[case_id]
+        try:
+            pred_geometry, ref_geometry = read_geometry(pred_path), read_geometry(ref_path)
+        except DataError as error:
+            pairing.problems.append(str(error))
+            continue
+        differences = pred_geometry.differences(ref_geometry, atol=GEOMETRY_ATOL)
+        if differences:
+            pairing.problems.append(f"{pred_path}: geometry differs from {ref_path} ({'; '.join(differences)})")
+            continue
+        pairing.pairs.append((case_id, pred_path, ref_path))
+    return pairing
+
+
+def _load_pairs(pairs: list[tuple[str, Path, Path]]) -> Iterator[EvaluationCase]:
+    for case_id, pred_path, ref_path in pairs:
+        prediction, reference = read_image(pred_path), read_image(ref_path)
+        if prediction.spatial_shape != reference.spatial_shape:
+            raise DataError(
+                f"{pred_path}: shape {prediction.spatial_shape} differs from {ref_path} {reference.spatial_shape}"
+            )
+        yield EvaluationCase(
+            case_id,
+            np.asarray(prediction.array[0]),
+            np.asarray(reference.array[0]),
+            reference.geometry.spacing,
+            str(pred_path),
+            str(ref_path),
+        )
+
+
+def _labels_from_values(pairs: list[tuple[str, Path, Path]]) -> dict[str, int]:
+    values: set[int] = {0}
+    for _, _, ref_path in pairs:
+        values |= {int(v) for v in np.unique(read_image(ref_path).array)}
+    return {("background" if v == 0 else f"label_{v}"): v for v in sorted(values)}
+
+
+def evaluate_folders(
+    predictions: str | Path,
+    reference: str | Path,
+    labels: dict[str, int] | None = None,
+    nsd_tolerance_mm: float = 1.0,
+    progress: bool = True,
+) -> tuple[EvaluationReport | None, list[str]]:
+    """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match."""
+    reference = reference_folder(Path(reference))
+    pairing = pair_cases(Path(predictions), reference)
+    if pairing.problems:
+        return None, pairing.problems
+    if not pairing.pairs:
+        return None, [f"{predictions}: no masks to evaluate"]
+    labels = labels or _labels_from_values(pairing.pairs)
+    report = evaluate_cases(_load_pairs(pairing.pairs), labels, nsd_tolerance_mm=nsd_tolerance_mm, progress=progress)
+    return report, []
+
+
+def write_reports(report: EvaluationReport, folder: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """summary.json, cases.csv and summary.md in ``folder`` (all checked before any is written)."""
+    paths = {key: Path(folder) / name for key, name in REPORT_FILES.items()}
+    for path in paths.values():
+        check_writable(path, overwrite)
+    write_summary_json(report, paths["summary"], overwrite=overwrite)
+    write_case_csv(report, paths["cases"], overwrite=overwrite)
+    write_markdown(report, paths["table"], overwrite=overwrite)
+    return paths

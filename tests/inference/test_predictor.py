@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from attnseg.cli import main
+from attnseg.data import read_image, write_image
+from attnseg.data.geometry import Geometry
+from attnseg.errors import DataError, OutputExistsError
+from attnseg.inference.predictor import Predictor, find_cases, keep_largest_components
+from tests.fixtures import rotation
+
+
+def _assert_on_grid(mask_path, image_path):
+    mask, image = read_image(mask_path), read_image(image_path)
+    assert mask.spatial_shape == image.spatial_shape
+    assert mask.geometry.allclose(image.geometry, atol=1e-6), mask.geometry.differences(image.geometry)
+    return mask
+
+
+def test_masks_keep_the_input_geometry_exactly(trained_model, tiny_dataset, tmp_path):
+    image = tiny_dataset / "imagesTr" / "case_000_0000.nii.gz"
+    written = Predictor([trained_model]).predict_files(image, tmp_path / "out", progress=False)
+    assert [p.name for p in written] == ["case_000.nii.gz"]
+    mask = _assert_on_grid(written[0], image)
+    assert set(np.unique(mask.array)) <= {0, 1, 2}
+
+
+def test_nrrd_input_with_another_oblique_grid_and_spacing(trained_model, tmp_path):
+    """A scan on a grid the model never saw: different size, spacing and direction, full float64 origin."""
+    geometry = Geometry.create([0.55, 1.9, 3.1], [12.987654321, -40.5, 7.25], rotation([-0.4, 0.2, 0.9]))
+    scan = tmp_path / "scan.nrrd"
+    write_image(scan, (100 + 20 * np.random.default_rng(1).random((1, 23, 11, 7))).astype(np.float32), geometry)
+    written = Predictor([trained_model]).predict_files(scan, tmp_path / "out", progress=False)
+    assert written[0].name == "scan.nrrd"
+    _assert_on_grid(written[0], scan)
+
+
+def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_dataset, tmp_path):
+    image = tiny_dataset / "imagesTr" / "case_001_0000.nii.gz"
+    predictor = Predictor([trained_model, trained_model], mirror=True, largest_component=True)
+    written = predictor.predict_files(image, tmp_path / "out", save_probabilities=True, progress=False)
+    probabilities = read_image(tmp_path / "out" / "case_001_probabilities.nii.gz")
+    assert probabilities.channels == 3
+    np.testing.assert_allclose(probabilities.array.sum(0), 1.0, atol=1e-5)
+    mask = _assert_on_grid(written[0], image)
+    for value in (1, 2):
+        assert ndimage.label(mask.array[0] == value)[1] <= 1  # one component per class at most
+
+
+def test_keep_largest_components():
+    classes = np.zeros((6, 6), dtype=np.int64)
+    classes[0:2, 0:2] = 1  # 4 voxels
+    classes[4:6, 3:6] = 1  # 6 voxels: kept
+    classes[3, 0] = 2  # a single 2 stays
+    kept = keep_largest_components(classes, [1, 2])
+    expected = classes.copy()
+    expected[0:2, 0:2] = 0
+    np.testing.assert_array_equal(kept, expected)
+
+
+def test_single_model_equals_its_own_two_model_ensemble(trained_model, tiny_dataset):
+    image = read_image(tiny_dataset / "imagesTr" / "case_002_0000.nii.gz")
+    one_mask, one_prob = Predictor([trained_model]).predict_image(image)
+    two_mask, two_prob = Predictor([trained_model, trained_model]).predict_image(image)
+    np.testing.assert_allclose(one_prob, two_prob, atol=1e-6)
+    np.testing.assert_array_equal(one_mask, two_mask)
+
+
+def test_existing_masks_are_kept_unless_overwrite(trained_model, tiny_dataset, tmp_path):
+    image = tiny_dataset / "imagesTr" / "case_000_0000.nii.gz"
+    out = tmp_path / "out"
+    Predictor([trained_model]).predict_files(image, out, progress=False)
+    before = (out / "case_000.nii.gz").read_bytes()
+    with pytest.raises(OutputExistsError, match=r"case_000\.nii\.gz exists"):
+        Predictor([trained_model]).predict_files(image, out, progress=False)
+    assert (out / "case_000.nii.gz").read_bytes() == before
+    Predictor([trained_model]).predict_files(image, out, overwrite=True, progress=False)
+
+
+def test_predict_cli_on_a_folder(trained_model, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", "-m", str(trained_model), "-i", str(tiny_dataset / "imagesTr"), "-o", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "wrote 5 mask(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [f"case_{i:03d}.nii.gz" for i in range(5)]
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists; pass overwrite=True" in capsys.readouterr().err
+
+
+def test_find_cases_groups_channels_and_reports_gaps(tmp_path):
+    for name in ("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz"):
+        write_image(tmp_path / name, np.zeros((1, 4, 4, 4), np.float32), Geometry.identity(3))
+    cases = find_cases(tmp_path, num_channels=2)
+    assert [(c.case_id, [p.name for p in c.paths]) for c in cases] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]),
+        ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]),
+    ]
+    (tmp_path / "b_0001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"case 'b': channel files \[0\] found, the model needs 0..1"):
+        find_cases(tmp_path, num_channels=2)
+    with pytest.raises(DataError, match="no such file"):
+        find_cases(tmp_path / "missing.nii.gz", 1)
+
+
+def test_wrong_channel_count_is_a_clear_error(trained_model, tmp_path):
+    scan = tmp_path / "two.nii.gz"
+    write_image(scan, np.zeros((2, 8, 8, 4), np.float32), Geometry.identity(3))
+    with pytest.raises(DataError, match=r"two.nii.gz: 2 channel\(s\), but the model expects 1"):
+        Predictor([trained_model]).predict_image(read_image(scan))

@@ -1,0 +1,76 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from attnseg.cli import main
+from attnseg.data import write_image
+from attnseg.data.geometry import Geometry
+from attnseg.evaluate import evaluate_folders, find_labels, pair_cases
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Two cases: a 4x4x4 cube (reference) vs the same cube shifted by one voxel (prediction)."""
+    geometry = Geometry.create([1.0, 1.0, 2.0], [5.0, -3.0, 1.0])
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for case in ("a", "b"):
+        reference = np.zeros((1, 10, 10, 10), np.uint8)
+        reference[0, 2:6, 2:6, 2:6] = 1
+        write_image(ref / f"{case}.nii.gz", reference, geometry)
+        write_image(pred / f"{case}.nii.gz", np.roll(reference, 1, axis=1), geometry)
+    (tmp_path / "labels.json").write_text(json.dumps({"background": 0, "cube": 1}))
+    return pred, ref, tmp_path / "labels.json"
+
+
+def test_evaluate_folders_hand_computed(folders):
+    pred, ref, labels_file = folders
+    report, problems = evaluate_folders(pred, ref, find_labels(ref, labels_file), progress=False)
+    assert problems == []
+    # a 4x4x4 cube shifted by one voxel along x overlaps 3x4x4: Dice = 2*48 / (64+64) = 0.75
+    means = report.mean()["cube"]
+    assert means["Dice"] == pytest.approx(0.75)
+    assert means["IoU"] == pytest.approx(48 / 80)
+    assert means["HD95"] == pytest.approx(1.0)  # the shift, along x where spacing is 1 mm
+
+
+def test_missing_cases_and_geometry_mismatch_are_listed(folders):
+    pred, ref, _ = folders
+    (pred / "b.nii.gz").unlink()
+    shutil.copy(ref / "a.nii.gz", pred / "extra.nii.gz")
+    other = np.zeros((1, 10, 10, 10), np.uint8)
+    write_image(pred / "a.nii.gz", other, Geometry.create([1.0, 1.0, 3.0], [5.0, -3.0, 1.0]), overwrite=True)
+    report, problems = evaluate_folders(pred, ref, progress=False)
+    assert report is None
+    assert len(problems) == 3
+    assert any("b.nii.gz: no prediction for case 'b'" in p for p in problems)
+    assert any("extra.nii.gz: no reference for case 'extra'" in p for p in problems)
+    assert any("a.nii.gz: geometry differs" in p and "spacing" in p for p in problems)
+
+
+def test_evaluate_cli_writes_reports_and_fails_on_problems(folders, tmp_path, capsys):
+    pred, ref, labels_file = folders
+    out = tmp_path / "reports"
+    assert main(["evaluate", str(pred), str(ref), "--labels", str(labels_file), "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| cube | 0.750 ± 0.000" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"foreground_mean", "mean", "metric_per_case"} <= set(summary)
+    assert summary["mean"]["1"]["Dice"] == pytest.approx(0.75)
+    assert (out / "cases.csv").read_text().count("\n") == 3  # header + 2 cases
+    assert main(["evaluate", str(pred), str(ref), "-o", str(out), "--no-progress"]) == 2  # reports exist
+    (pred / "a.nii.gz").unlink()
+    assert main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "r2"), "--no-progress"]) == 1
+    assert "no prediction for case 'a'" in capsys.readouterr().err
+
+
+def test_pairing_ignores_probability_maps(folders):
+    pred, ref, _ = folders
+    write_image(pred / "a_probabilities.nii.gz", np.zeros((2, 10, 10, 10), np.float32), Geometry.identity(3))
+    assert [case for case, _, _ in pair_cases(pred, ref).pairs] == ["a", "b"]
+
+
+def test_labels_come_from_the_dataset(make_nnunet):
+    tiny_dataset = make_nnunet(cases=1)
+    assert find_labels(tiny_dataset / "labelsTr") == {"background": 0, "organ": 1, "lesion": 2}

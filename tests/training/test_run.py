@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import torch
+import yaml
+
+from attnseg.cli import main
+from attnseg.model_dir import ModelDir
+
+TINY = [
+    "--set", "network.features=[4,8,16]",
+    "--set", "data.batch_size=2",
+    "--set", "training.iterations_per_epoch=2",
+]  # fmt: skip
+
+
+def _train(dataset, output, *extra):
+    return main(["train", "--dataset", str(dataset), "--output", str(output), "--no-progress", *TINY, *extra])
+
+
+def test_print_config_merges_file_flags_and_overrides(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("network:\n  name: attention_unet\n  gate_heads: 1\noptimizer:\n  lr: 0.01\n")
+    assert main(["train", str(config), "--epochs", "7", "--set", "optimizer.lr=3e-4", "--print-config"]) == 0
+    effective = yaml.safe_load(capsys.readouterr().out)
+    assert effective["network"]["gate_heads"] == 1
+    assert effective["optimizer"]["lr"] == 3e-4
+    assert effective["training"]["epochs"] == 7
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lrr=1", "optimizer.lrr: unknown key"),
+        ("network.gate_heads=two", "network.gate_heads: Input should be a valid integer"),
+        ("training.epochs=0", "training.epochs: Input should be greater than or equal to 1"),
+        ("network.name=vnet", "unknown network 'vnet'"),
+    ],
+)
+def test_bad_configuration_fails_before_anything_runs(tmp_path, capsys, override, message):
+    assert main(["train", "--dataset", str(tmp_path), "--output", str(tmp_path / "o"), "--set", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_2d_then_resume_and_refuse_to_clobber(make_nnunet, tmp_path, capsys):
+    dataset = make_nnunet(cases=5)
+    output = tmp_path / "run"
+    assert _train(dataset, output, "--epochs", "2") == 0
+    for name in (ModelDir.CONFIG, ModelDir.NETWORK, ModelDir.PLAN, ModelDir.LABELS, ModelDir.WEIGHTS, "splits.json"):
+        assert (output / name).exists(), name
+    network = json.loads((output / ModelDir.NETWORK).read_text())
+    assert network["kwargs"]["in_channels"] == 1 and network["kwargs"]["out_channels"] == 3
+    splits = json.loads((output / "splits.json").read_text())
+    assert len(splits) == 5 and not set(splits[0]["train"]) & set(splits[0]["val"])
+
+    assert _train(dataset, output, "--epochs", "2") == 2
+    assert "already holds a training run; pass --resume" in capsys.readouterr().err
+    assert _train(dataset, output, "--epochs", "3", "--resume") == 0
+    assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 3
+    assert _train(dataset, output, "--epochs", "1", "--overwrite") == 0
+    assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
+
+
+def test_train_3d_on_patches(make_nnunet, tmp_path):
+    dataset = make_nnunet(cases=4, shape=(20, 18, 12))
+    output = tmp_path / "run3d"
+    extra = ["--spatial-dims", "3", "--epochs", "1", "--set", "data.patch_size=[16,16,8]"]
+    assert _train(dataset, output, *extra) == 0
+    plan = json.loads((output / ModelDir.PLAN).read_text())
+    assert plan["spatial_dims"] == 3 and plan["patch_size"] == [16, 16, 8]
+
+
+def test_wrong_fold_is_a_clear_error(make_nnunet, tmp_path, capsys):
+    dataset = make_nnunet(cases=3)
+    assert _train(dataset, tmp_path / "run", "--fold", "7") == 2
+    assert "data.fold=7" in capsys.readouterr().err
