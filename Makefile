@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/attnseg demo
+	$(BIN)/attnseg demo --overwrite
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
