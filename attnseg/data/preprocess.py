@@ -17,7 +17,7 @@ overshoot at edges; the difference is below what training notices.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,15 +343,8 @@ def preprocess_dataset(
         raise DataError(f"{out}: holds data preprocessed with another plan; pass overwrite=True to replace it")
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_file, plan.to_dict(), overwrite=True)
-    wanted = set(case_ids) if case_ids is not None else None
-    for index, case in enumerate(dataset.cases):
-        if wanted is not None and case.id not in wanted:
-            continue
-        image, label = dataset.read_case(case)
-        if label is None:
-            raise DataError(f"{case.images[0]}: no label; only labelled cases can be preprocessed for training")
-        pre = preprocess_case(image, plan, label, case_id=case.id, seed=index)
-        _save_case(out, pre)
+    for case in _preprocessed(dataset, plan, case_ids):
+        _save_case(out, case)
     return out
 
 
@@ -395,13 +388,16 @@ def load_preprocessed(
 
 def preprocess_cases(dataset: Dataset, plan: Plan, case_ids: Sequence[str] | None = None) -> list[PreprocessedCase]:
     """Preprocess labelled cases in memory (small datasets, tests, the built-in demos)."""
+    return list(_preprocessed(dataset, plan, case_ids))
+
+
+def _preprocessed(dataset: Dataset, plan: Plan, case_ids: Sequence[str] | None) -> Iterator[PreprocessedCase]:
+    """The labelled cases of ``dataset`` (those in ``case_ids``, or all), preprocessed one at a time."""
     wanted = set(case_ids) if case_ids is not None else None
-    out = []
     for index, case in enumerate(dataset.cases):
         if wanted is not None and case.id not in wanted:
             continue
         image, label = dataset.read_case(case)
         if label is None:
             raise DataError(f"{case.images[0]}: no label; only labelled cases can be preprocessed for training")
-        out.append(preprocess_case(image, plan, label, case_id=case.id, seed=index))
-    return out
+        yield preprocess_case(image, plan, label, case_id=case.id, seed=index)
