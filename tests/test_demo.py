@@ -1,0 +1,30 @@
+"""The main job end to end, shortened to two epochs (the full run is `make demo`)."""
+
+import json
+
+from PIL import Image
+
+from attnseg.cli import main
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean foreground Dice on the held-out slabs" in printed
+    assert (out / "data" / "mni152-tissue" / "dataset.json").exists()
+    assert (out / "model" / "weights.safetensors").exists()
+    val = ["mni152_z040", "mni152_z076", "mni152_z112"]
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{v}.nii.gz" for v in val]
+    summary = json.loads((out / "metrics" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2"}  # grey and white matter
+    dice = json.loads((out / "metrics" / "demo.json").read_text())["foreground_dice"]
+    assert 0.0 <= dice <= 1.0
+    pictures = sorted(p.name for p in (out / "pictures").iterdir())
+    assert "progress.png" in pictures
+    assert {f"{v}_overlay.png" for v in val} | {f"{v}_attention.png" for v in val} <= set(pictures)
+    with Image.open(out / "pictures" / f"{val[0]}_overlay.png") as picture:
+        assert picture.width > 2 * picture.height
+
+    assert main(["demo", "--output", str(out), "--epochs", "1"]) == 2  # keeps an earlier run
+    assert "pass --overwrite" in capsys.readouterr().err
