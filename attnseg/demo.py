@@ -125,13 +125,24 @@ def _draw_case(dataset: Dataset, case_id: str, folders: dict[str, Path], predict
     reference = read_image(case.label).array[0]
     prediction = read_image(folders["predictions"] / case.label.name).array[0]
     middle = image.spatial_shape[2] // 2
-    picture = folders["pictures"] / f"{case_id}_overlay.png"
-    title = f"{case_id}, axial slice {middle} (radiological orientation not applied: voxel order)"
+    title = f"{case_id}: axial slice {middle} of the held-out slab"
     save_comparison(
-        image.array[0, :, :, middle], reference[:, :, middle], prediction[:, :, middle], dataset.labels, picture, title
+        _upright(image.array[0, :, :, middle]),
+        _upright(reference[:, :, middle]),
+        _upright(prediction[:, :, middle]),
+        dataset.labels,
+        folders["pictures"] / f"{case_id}_overlay.png",
+        title,
     )
-    maps = _attention_maps(predictor, image.array, middle)
-    save_attention_maps(image.array[0, :, :, middle], maps, folders["pictures"] / f"{case_id}_attention.png", title)
+    maps = {name: _upright(values) for name, values in _attention_maps(predictor, image.array, middle).items()}
+    save_attention_maps(
+        _upright(image.array[0, :, :, middle]), maps, folders["pictures"] / f"{case_id}_attention.png", title
+    )
+
+
+def _upright(axial: np.ndarray) -> np.ndarray:
+    """An axial (X, Y) slice of the RAS template as a picture: X across, Y (anterior) up."""
+    return axial.T[::-1]
 
 
 def _attention_maps(predictor: Predictor, volume: np.ndarray, index: int) -> dict[str, np.ndarray]:

@@ -283,9 +283,10 @@ class Trainer:
         )
 
     def _total_eta(self, epoch: int, bar: tqdm) -> str:
+        """Time left in the whole run: past epochs' mean duration (this epoch's pace before there is one)."""
         elapsed = bar.format_dict.get("elapsed", 0.0)
-        done = bar.n or 1
-        per_epoch = elapsed / done * bar.total if bar.total else 0.0
+        finished = [row["seconds"] for row in self.state.history]
+        per_epoch = sum(finished) / len(finished) if finished else elapsed / max(bar.n, 1) * (bar.total or 1)
         remaining = per_epoch * (self.train_cfg.epochs - epoch) - elapsed
         return tqdm.format_interval(max(remaining, 0))
 

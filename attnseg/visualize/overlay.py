@@ -74,8 +74,13 @@ def save_attention_maps(
     path: str | Path,
     title: str = "",
     overwrite: bool = False,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> None:
-    """The image, then each attention map (already resized to the image) as a heat map over it."""
+    """The image, then each attention map (already resized to the image) as a heat map over it.
+
+    ``value_range`` fixes the colour scale (gate coefficients lie in [0, 1], so one scale compares the
+    levels); ``None`` scales each map to [0, its maximum] (unbounded maps such as position attention).
+    """
     vmin, vmax = _window(image)
     columns = 1 + len(maps)
     figure = Figure(figsize=(3.6 * columns, 4), layout="constrained")
@@ -84,7 +89,8 @@ def save_attention_maps(
     axes[0, 0].set_title("image")
     for axis, (name, values) in zip(axes[0, 1:], maps.items(), strict=True):
         axis.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
-        shown = axis.imshow(values, cmap="jet", alpha=0.5, vmin=0, vmax=max(float(values.max()), 1e-6))
+        low, high = value_range or (0.0, max(float(values.max()), 1e-6))
+        shown = axis.imshow(values, cmap="jet", alpha=0.5, vmin=low, vmax=high)
         axis.set_title(name)
         figure.colorbar(shown, ax=axis, fraction=0.046)
     for axis in axes[0]:
