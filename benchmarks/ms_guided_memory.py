@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="square input sizes")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--limit-gib", type=float, default=12.0, help="refuse cases estimated above this")
-    parser.add_argument("--repeats", type=int, default=1, help="timed steps after the first (median)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps after the first (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--case", nargs=3, metavar=("SIZE", "IMPL", "KV_POOL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

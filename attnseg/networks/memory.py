@@ -8,7 +8,8 @@ pass. The peak of that live set, plus parameters, buffers and gradients, is what
 serve. It sees everything the real pass keeps (activations saved for backward, N x N attention maps of
 a naive position attention, gradients), but not allocator caching, fragmentation or kernel
 workspaces, so measured peaks are somewhat higher (see benchmarks/ms_guided_memory.py for the ratio).
-Optimiser state (2 x parameters for Adam) is the trainer's and is not included.
+Optimiser state (2 x parameters for Adam) is the trainer's and is not included; autocast is not
+modelled (activations are counted in the input's dtype, an upper bound under bf16/fp16 autocast).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from torch.utils._pytree import tree_flatten
 from attnseg.errors import ConfigError
 
 GIB = 2**30
+
+
+_estimating = 0  # > 0 while estimate_step_memory replays a model on the meta device
+
+
+def estimating_memory() -> bool:
+    """True inside ``estimate_step_memory``: modules may then stand in for fused kernels (which the meta
+    device cannot run) with something that keeps the same tensors; FLOP counting on meta is unaffected."""
+    return _estimating > 0
 
 
 class MemoryBudgetError(ConfigError):
@@ -127,11 +137,16 @@ def estimate_step_memory(
         for name, t in (*model.named_parameters(), *model.named_buffers())
     }
     x = torch.empty(input_shape, dtype=dtype, device="meta")
-    with _LiveBytes() as tracker, torch.set_grad_enabled(backward):
-        output = functional_call(model, meta, (x,), forward_kwargs)
-        if backward:
-            tensors = [t for t in _tensors_in(output) if t.requires_grad]
-            if tensors:
-                torch.stack([t.float().sum() for t in tensors]).sum().backward()
-        del output
+    global _estimating
+    _estimating += 1
+    try:
+        with _LiveBytes() as tracker, torch.set_grad_enabled(backward):
+            output = functional_call(model, meta, (x,), forward_kwargs)
+            if backward:
+                tensors = [t for t in _tensors_in(output) if t.requires_grad]
+                if tensors:
+                    torch.stack([t.float().sum() for t in tensors]).sum().backward()
+            del output
+    finally:
+        _estimating -= 1
     return MemoryEstimate(parameters=resident, peak_live=tracker.peak)

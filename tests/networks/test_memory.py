@@ -36,3 +36,13 @@ def test_estimate_does_not_touch_the_model():
     estimate_step_memory(model, (2, 1, 16, 16))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_flop_counting_still_sees_the_attention():
+    """The fused-kernel stand-in is only for memory estimates: FLOP counting on meta (``attnseg profile``)
+    counts the attention products."""
+    from attnseg.profiling import count_gflops
+
+    n, channels = 32 * 32, 16
+    attention_products = 2 * (2 * n * n * channels)  # q·kᵀ (q/k padded to C) and A·v, 2 FLOPs per MAC
+    assert count_gflops(PositionAttention(channels), (1, channels, 32, 32)) * 1e9 >= attention_products

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnseg.networks.memory import estimating_memory
+
 PositionAttentionImpl = Literal["sdpa", "naive"]
 IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "naive")
 
@@ -47,9 +49,9 @@ def position_attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     # The fused kernels also need a unit stride along the channels; (B, N, C) views of conv outputs
     # have stride N there.
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    if q.is_meta:
-        # Memory estimation on the meta device (attnseg.networks.memory): the meta dispatcher would
-        # pick the math path; account for what the fused kernels keep instead.
+    if q.is_meta and estimating_memory():
+        # On the meta device the dispatcher picks the math path, which keeps the N x M map; the memory
+        # estimate must count what the fused kernels keep instead.
         return _FusedAttentionStandIn.apply(q, k, v)
     out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=1.0)
     return out.squeeze(1)

@@ -211,8 +211,8 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         check_input(x, 2, self.in_channels, type(self).__name__)
         size = list(x.shape[2:])
         x = pad_to_multiple(x, self.size_multiple)
-        if self.memory_limit_gib is not None and not self._estimating:
-            self.check_memory(tuple(x.shape), x.dtype)
+        if self.memory_limit_gib is not None and not self._estimating and not torch.compiler.is_compiling():
+            self.check_memory(tuple(x.shape), x.dtype)  # before anything large is allocated
         padded = list(x.shape[2:])
 
         features, fused = self._multiscale_features(x)
