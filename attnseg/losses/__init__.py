@@ -1,5 +1,6 @@
-"""Losses: segmentation losses by name and the deep-supervision wrapper."""
+"""Losses: segmentation losses by name, the deep-supervision wrapper, the guided attention loss."""
 
+from attnseg.losses.guided_attention import GuidedAttentionLoss
 from attnseg.losses.segmentation import LOSSES, DeepSupervisedLoss, SegmentationLoss
 
-__all__ = ["LOSSES", "DeepSupervisedLoss", "SegmentationLoss"]
+__all__ = ["LOSSES", "DeepSupervisedLoss", "GuidedAttentionLoss", "SegmentationLoss"]

@@ -28,3 +28,38 @@ class SegmentationOutput:
     logits: torch.Tensor
     aux_logits: list[torch.Tensor] = field(default_factory=list)
     attention: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class GuidedAttentionOutput:
+    """Output of the multi-scale guided attention network (``MultiScaleGuidedAttentionNet``).
+
+    Scales are ordered finest first (backbone strides 4, 8, 16, 32); steps in order of refinement.
+
+    Attributes:
+        logits: (B, K, H, W) the prediction: the mean of ``refined_logits`` (the eval output).
+        feature_logits: one (B, K, H, W) per scale, the heads on the projected features F'_s.
+        refined_logits: one (B, K, H, W) per scale, the heads on the last step's refined features.
+        latents: ``latents[step][scale]``, the semantic encoder's latent (B, 4d, h/4, w/4).
+        module_inputs: ``module_inputs[step][scale]``, the input [F'_s, F_MS] (step 1) or
+            [F'_s, A_s ⊙ F_MS] (later steps) of the semantic module, (B, d, h, w).
+        reconstructions: ``reconstructions[step][scale]``, its reconstruction, same shape.
+        attention: with ``return_attention=True``, per step t and scale s:
+            ``"step{t}.scale{s}.position"`` and ``"step{t}.scale{s}.channel"`` (outputs of the position
+            and channel attention branches) and ``"step{t}.scale{s}.guided"`` (A_s), each (B, C, h, w)
+            on the attention grid (stride 4), cropped to ceil(H/4) x ceil(W/4).
+        (h, w: the attention grid of the input padded to a multiple of 32.)
+    """
+
+    logits: torch.Tensor
+    feature_logits: list[torch.Tensor] = field(default_factory=list)
+    refined_logits: list[torch.Tensor] = field(default_factory=list)
+    latents: list[list[torch.Tensor]] = field(default_factory=list)
+    module_inputs: list[list[torch.Tensor]] = field(default_factory=list)
+    reconstructions: list[list[torch.Tensor]] = field(default_factory=list)
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def head_logits(self) -> list[torch.Tensor]:
+        """Every supervised head: the feature heads, then the refined heads (8 for 4 scales)."""
+        return [*self.feature_logits, *self.refined_logits]

@@ -15,6 +15,7 @@ from torch import nn
 
 from attnseg.errors import ConfigError
 from attnseg.networks.nets.attention_unet import AttentionUNet
+from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.nets.unet import UNet
 
 
@@ -93,5 +94,23 @@ register_network(
         AttentionUNet,
         "Attention U-Net, same-resolution additive gates, 1 head (popular re-implementations)",
         preset={"gate_style": "additive", "gate_heads": 1},
+    )
+)
+register_network(
+    NetworkSpec(
+        "ms_guided",
+        MultiScaleGuidedAttentionNet,
+        "Multi-scale self-guided attention, ResNet-18 backbone, the paper's head: light, trains on a CPU",
+        preset={"backbone": "resnet18"},
+        spatial_dims=(2,),
+    )
+)
+register_network(
+    NetworkSpec(
+        "ms_guided_faithful",
+        MultiScaleGuidedAttentionNet,
+        "Multi-scale self-guided attention as the authors' code: ResNeXt-101 32x8d, random init, 5 classes",
+        preset={"backbone": "resnext101_32x8d", "share_semantic_module": True, "out_channels": 5},
+        spatial_dims=(2,),
     )
 )

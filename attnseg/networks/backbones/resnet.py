@@ -1,0 +1,271 @@
+"""ResNet and ResNeXt encoders with feature taps at strides 4, 8, 16 and 32, written without torchvision.
+
+The module layout and the parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``,
+``layer2.0.downsample.0``, ...), so an ImageNet state dict saved from torchvision loads as it is
+(``load_pretrained``). Blocks follow torchvision's "ResNet v1.5": in a bottleneck the stride sits on the
+3x3 convolution.
+
+Deviations from torchvision, and why:
+
+* no ``avgpool``/``fc``: a segmentation encoder never uses the classifier, and parameters that receive
+  no gradient break DistributedDataParallel; ``fc.*`` keys in a weights file are ignored;
+* ``in_channels`` is free (scans have 1 or more channels); ``load_pretrained`` adapts the first
+  convolution (see ``adapt_first_conv``);
+* ``width`` scales every stage (64 is torchvision's); smaller widths exist for fast tests and tiny
+  models and cannot load ImageNet weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnseg.errors import DataError
+
+STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4, residual."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    block: type[BasicBlock] | type[Bottleneck]
+    layers: tuple[int, int, int, int]
+    groups: int = 1
+    width_per_group: int = 64
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec(BasicBlock, (2, 2, 2, 2)),
+    "resnet34": BackboneSpec(BasicBlock, (3, 4, 6, 3)),
+    "resnet50": BackboneSpec(Bottleneck, (3, 4, 6, 3)),
+    "resnet101": BackboneSpec(Bottleneck, (3, 4, 23, 3)),
+    "resnext101_32x8d": BackboneSpec(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8),
+}
+
+
+class ResNetBackbone(nn.Module):
+    """A ResNet/ResNeXt encoder returning the outputs of ``layer1..layer4`` (strides 4, 8, 16, 32).
+
+    Args:
+        block, layers, groups, width_per_group: the architecture, as torchvision's ``ResNet``.
+        in_channels: input channels (torchvision: 3).
+        width: channels of the stem; stage ``i`` has ``width * 2**i`` planes (torchvision: 64).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        in_channels: int = 3,
+        groups: int = 1,
+        width_per_group: int = 64,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers must list 4 positive block counts, got {tuple(layers)}")
+        if in_channels < 1 or width < 1:
+            raise ValueError(f"in_channels and width must be positive, got {in_channels} and {width}")
+        if block is Bottleneck and int(width * width_per_group / 64) < 1:
+            raise ValueError(
+                f"width {width} leaves no channels per group; use width >= {math.ceil(64 / width_per_group)}"
+            )
+        self.in_channels = in_channels
+        self.width = width
+        self.groups = groups
+        self.base_width = width_per_group
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.out_channels: tuple[int, ...] = tuple(width * 2**i * block.expansion for i in range(4))
+        self.strides = STRIDES
+        self.reset_parameters()
+
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
+    ) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        self.inplanes = planes * block.expansion
+        layers += [
+            block(self.inplanes, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)
+        ]
+        return nn.Sequential(*layers)
+
+    def reset_parameters(self) -> None:
+        """torchvision's initialisation: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1, bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features of ``layer1..layer4``: (B, out_channels[i], ceil(H / stride_i), ceil(W / stride_i))."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        taps = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            taps.append(x)
+        return taps
+
+    def load_pretrained(self, path: str | Path) -> list[str]:
+        """Load a torchvision-layout state dict (e.g. ImageNet weights) from a local file.
+
+        ``.safetensors`` files are read with safetensors, anything else with
+        ``torch.load(weights_only=True)``; nothing is unpickled and nothing is downloaded. The
+        classifier (``fc.*``) is ignored; the first convolution is adapted to ``in_channels`` with
+        ``adapt_first_conv``. Every other tensor must be present with the right shape.
+
+        Returns the keys of the file that were ignored. Raises ``DataError`` naming the file when it
+        cannot be read or does not match this architecture.
+        """
+        path = Path(path)
+        state = read_state_dict(path)
+        ignored = sorted(k for k in state if k.startswith("fc."))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        if "conv1.weight" in state:
+            state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], self.in_channels)
+        own = self.state_dict()
+        # Old torchvision files predate BN's num_batches_tracked; such a missing counter is harmless.
+        missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+        unexpected = sorted(k for k in state if k not in own)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+            raise DataError(f"{path}: not a torchvision-layout state dict for this backbone: {'; '.join(parts)} keys")
+        for key, value in state.items():
+            if value.shape != own[key].shape:
+                raise DataError(
+                    f"{path}: {key} has shape {tuple(value.shape)}, this backbone needs {tuple(own[key].shape)} "
+                    f"(another architecture or width?)"
+                )
+        self.load_state_dict(state, strict=False)
+        return ignored
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a first-convolution weight (O, S, k, k) trained on S input channels to ``in_channels``.
+
+    Unchanged when the channel counts agree. Otherwise the kernels are summed over the S source
+    channels and spread evenly over the new ones: ``w_c = sum_s w_s / in_channels``. So an input whose
+    channels all equal a grey image g produces exactly the activations the pretrained network gives for
+    the image (g, g, g): for one channel this is the usual "sum over RGB" rule (as timm does), and for
+    C > 1 no channel is favoured.
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"expected a conv weight (O, S, k, k), got shape {tuple(weight.shape)}")
+    if weight.shape[1] == in_channels:
+        return weight
+    grey = weight.sum(dim=1, keepdim=True)
+    return grey.repeat(1, in_channels, 1, 1) / in_channels
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A dict of tensors from a ``.safetensors`` file or a ``torch.save`` file, never unpickling."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any reader failure is a bad file, reported in one line
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path}: cannot read weights: {reason}") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{path}: expected a state dict (names -> tensors), got {type(state).__name__}")
+    return state
+
+
+def build_backbone(name: str, in_channels: int = 3, width: int = 64) -> ResNetBackbone:
+    """A backbone by name: one of ``BACKBONES`` (resnet18/34/50/101, resnext101_32x8d)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
+    spec = BACKBONES[name]
+    return ResNetBackbone(spec.block, spec.layers, in_channels, spec.groups, spec.width_per_group, width)

@@ -1,0 +1,44 @@
+"""The semantic encoder-decoder of the guided attention module (Sinha & Dolz, JBHI 2020;
+``semanticModule`` in the authors' code).
+
+Two encoder levels (double 3x3 conv + norm + ReLU, then max-pool 2), channels d -> 2d -> 4d, give the
+latent z (4d, H/4, W/4); two decoder levels (double 3x3 conv + norm + ReLU, then a 2x2 stride-2
+transposed conv), channels 4d -> 2d -> d, reconstruct the input (d, H, W), no output activation.
+The guided loss compares the latents of consecutive refinement steps; the reconstruction loss compares
+the reconstruction with the module's input.
+
+Deviation: the authors return the latent flattened over the whole batch; we keep its shape (B, 4d,
+H/4, W/4) (the MSE is the same). Both resizes (to the first encoder level, and to the input) are
+no-ops for sizes divisible by 4, as inside the network; they make other sizes work too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnseg.networks.blocks.conv import DoubleConv, NormName, max_pool, resize_to, transposed_conv_layer
+
+
+class SemanticModule(nn.Module):
+    """Encoder-decoder returning (latent, reconstruction); 2D.
+
+    Args:
+        channels: d, the input width (the network uses 2 x its head width, i.e. 128).
+        norm: normalisation of the conv blocks (the authors': batch).
+    """
+
+    def __init__(self, channels: int, norm: NormName = "batch") -> None:
+        super().__init__()
+        d = channels
+        self.enc1 = nn.Sequential(DoubleConv(2, d, 2 * d, norm), max_pool(2))
+        self.enc2 = nn.Sequential(DoubleConv(2, 2 * d, 4 * d, norm), max_pool(2))
+        self.dec2 = nn.Sequential(DoubleConv(2, 4 * d, 2 * d, norm), transposed_conv_layer(2, 2 * d, 2 * d))
+        self.dec1 = nn.Sequential(DoubleConv(2, 2 * d, d, norm), transposed_conv_layer(2, d, d))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc1 = self.enc1(x)
+        latent = self.enc2(enc1)
+        dec2 = resize_to(self.dec2(latent), enc1.shape[2:])
+        reconstruction = resize_to(self.dec1(dec2), x.shape[2:])
+        return latent, reconstruction
