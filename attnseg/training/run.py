@@ -32,9 +32,10 @@ from attnseg.data.dataset import Dataset
 from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.inference.volume import predict_volume
-from attnseg.losses import DeepSupervisedLoss, SegmentationLoss
+from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
 from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
+from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
 from attnseg.training.distributed import DistContext, cleanup, init_distributed
@@ -76,7 +77,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
         trainer = Trainer(
             config,
             model,
-            build_loss(config),
+            build_loss(config, model),
             training_samples(config, data, context),
             model_dir,
             validate=make_validator(config, data.plan, data.val_cases, device),
@@ -143,7 +144,10 @@ def build_model(config: Config, plan: Plan) -> nn.Module:
     return build_network(description["name"], **description["kwargs"])
 
 
-def build_loss(config: Config) -> nn.Module:
+def build_loss(config: Config, model: nn.Module) -> nn.Module:
+    """The configured segmentation loss, wrapped for the network's outputs: deep supervision for the
+    U-Net family, the guided-attention loss (segmentation on every head + latent consistency +
+    reconstruction) for the multi-scale guided network."""
     loss = config.loss
     segmentation = SegmentationLoss(
         loss.name,
@@ -151,6 +155,10 @@ def build_loss(config: Config) -> nn.Module:
         smooth=loss.smooth,
         class_weights=loss.class_weights,
     )
+    if isinstance(model, MultiScaleGuidedAttentionNet):
+        return GuidedAttentionLoss(
+            guided_weight=loss.guided_weight, recon_weight=loss.reconstruction_weight, segmentation=segmentation
+        )
     return DeepSupervisedLoss(segmentation, loss.deep_supervision_weights)
 
 

@@ -75,3 +75,19 @@ def test_wrong_fold_is_a_clear_error(make_nnunet, tmp_path, capsys):
     dataset = make_nnunet(cases=3)
     assert _train(dataset, tmp_path / "run", "--fold", "7") == 2
     assert "data.fold=7" in capsys.readouterr().err
+
+
+def test_train_the_multi_scale_guided_network(make_nnunet, tmp_path):
+    """The guided network trains through the same command, with its own loss (heads + latents + reconstructions)."""
+    dataset = make_nnunet(cases=4, shape=(40, 36, 4))
+    output = tmp_path / "msg"
+    extra = [
+        "--network", "ms_guided", "--epochs", "1",
+        "--set", "network.backbone=resnet18", "--set", "network.backbone_width=8",
+        "--set", "network.head_channels=8", "--set", "loss.name=ce",
+    ]  # fmt: skip
+    assert main(["train", "--dataset", str(dataset), "--output", str(output), "--no-progress",
+                 "--set", "data.batch_size=2", "--set", "training.iterations_per_epoch=2", *extra]) == 0  # fmt: skip
+    network = json.loads((output / ModelDir.NETWORK).read_text())
+    assert network["name"] == "ms_guided" and network["kwargs"]["out_channels"] == 3
+    assert (output / ModelDir.WEIGHTS).exists()
