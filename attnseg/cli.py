@@ -319,7 +319,9 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
         "--largest-component", action="store_true", help="keep only the largest connected component of each class"
     )
     predict.add_argument("--format", help="output ending, e.g. .nii.gz or .nrrd (default: the input's)")
-    predict.add_argument("--batch-size", type=int, default=16, help="slices or windows per forward pass (default 16)")
+    predict.add_argument(
+        "--batch-size", type=int, default=None, help="slices or windows per forward pass (default: 4 on CPU, 16 on GPU)"
+    )
     predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 3D (default 0.5)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     predict.add_argument("--overwrite", action="store_true", help="replace existing masks")

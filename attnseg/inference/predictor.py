@@ -54,7 +54,8 @@ class Predictor:
         model_dirs: one or more directories written by ``attnseg train``; all must share the labels.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
         mirror: mirroring test-time augmentation (4 flips in 2D, 8 in 3D): slower, usually a little better.
-        batch_size: slices (2D) or windows (3D) per forward pass.
+        batch_size: slices (2D) or windows (3D) per forward pass; None: 4 on a CPU (larger batches
+            only add memory traffic there), 16 on a GPU.
         overlap: sliding-window overlap (3D).
         largest_component: keep only the largest connected component of each foreground class.
     """
@@ -64,7 +65,7 @@ class Predictor:
         model_dirs: Sequence[str | Path],
         device: str = "auto",
         mirror: bool = False,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         overlap: float = 0.5,
         largest_component: bool = False,
     ) -> None:
@@ -72,7 +73,7 @@ class Predictor:
             raise ConfigError("give at least one model directory")
         self.device = resolve_device(device)
         self.mirror = mirror
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
         self.overlap = overlap
         self.largest_component = largest_component
         self.models = [self._load(ModelDir(path)) for path in model_dirs]
@@ -87,7 +88,10 @@ class Predictor:
 
     def _load(self, model_dir: ModelDir) -> LoadedModel:
         plan = Plan.from_dict(model_dir.plan())
-        return LoadedModel(model_dir, model_dir.build_network(weights=True, device=self.device), plan)
+        network = model_dir.build_network(weights=True, device=self.device)
+        # channels-last convolutions are about 1.4x faster on CPUs (oneDNN) and suit tensor cores
+        layout = torch.channels_last if plan.spatial_dims == 2 else torch.channels_last_3d
+        return LoadedModel(model_dir, network.to(memory_format=layout), plan)
 
     # one image ---------------------------------------------------------------------------------
 
