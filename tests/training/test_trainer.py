@@ -152,3 +152,15 @@ def test_amp_precision_is_refused_on_cpu(tmp_path):
 
     with pytest.raises(ConfigError, match=r"training\.amp=bf16 needs a CUDA device"):
         make_trainer(tmp_path, ["training.amp=bf16"])
+
+
+def test_out_of_memory_names_the_settings_to_lower(tmp_path):
+    trainer = make_trainer(tmp_path, ["data.batch_size=4"])
+
+    class Exhausted(torch.nn.Module):
+        def forward(self, output, target):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
+
+    trainer.loss_fn = Exhausted()
+    with pytest.raises(TrainingError, match=r"out of memory on cpu with data\.batch_size=4; lower data\.batch_size"):
+        trainer.fit()
