@@ -307,11 +307,14 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "INPUT is an image file, a folder of image files (nnU-Net names CASE_0000, CASE_0001 are grouped into one "
-            "multi-channel case), or a DICOM series folder (its mask is written as .nrrd).\n"
+            "multi-channel case), or a DICOM series folder (its mask is written as .nrrd, or with --format dicom as a "
+            "DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values, not "
+            "DICOM-SEG).\n"
             "examples:\n"
             "  attnseg predict -m runs/mni -i data/mni152/imagesTr -o predictions\n"
             "  attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities\n"
-            "  attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component"
+            "  attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component\n"
+            "  attnseg predict -m runs/ct -i dicom/series1 -o out --format dicom     # out/series1/IM00001.dcm ..."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -323,7 +326,11 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--largest-component", action="store_true", help="keep only the largest connected component of each class"
     )
-    predict.add_argument("--format", help="output ending, e.g. .nii.gz or .nrrd (default: the input's)")
+    predict.add_argument(
+        "--format",
+        help="output ending, e.g. .nii.gz or .nrrd (default: the input's; .nrrd for DICOM), or 'dicom': a DICOM "
+        "series per DICOM input, in its study",
+    )
     predict.add_argument(
         "--batch-size", type=int, default=None, help="slices or windows per forward pass (default: 4 on CPU, 16 on GPU)"
     )

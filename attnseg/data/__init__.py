@@ -25,6 +25,7 @@ _EXPORTS = {
     "Dataset": "dataset",
     "Problem": "dataset",
     "load_dataset": "dataset",
+    "write_dicom_series": "dicom",
     "Geometry": "geometry",
     "Image": "io",
     "read_case": "io",

@@ -1,25 +1,59 @@
-"""DICOM series: a folder of slices -> one :class:`~attnseg.data.io.Image`, after checking the slices.
+"""DICOM series: a folder of slices <-> one :class:`~attnseg.data.io.Image`.
 
-pydicom reads the headers (no pixels) to check that the folder holds one series of parallel slices,
-evenly spaced, none missing and none duplicated; SimpleITK (GDCM) then reads the pixels in slice order,
-applying the rescale slope and intercept, and computes the geometry from the slice positions.
-A missing slice would otherwise silently stretch the anatomy; a duplicated one shifts it.
+Reading: pydicom reads the headers (no pixels) to check that the folder holds one series of parallel
+slices, evenly spaced, none missing and none duplicated; SimpleITK (GDCM) then reads the pixels in slice
+order, applying the rescale slope and intercept, and computes the geometry from the slice positions.
+A missing slice would otherwise silently stretch the anatomy; a duplicated one shifts it. The patient,
+study and frame-of-reference identity of the series is kept in ``image.meta["dicom"]``.
+
+Writing (:func:`write_dicom_series`): one Secondary Capture file per slice, with pydicom, carrying the
+image plane (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, SliceThickness and
+SpacingBetweenSlices) so that viewers and ITK place it in the world. Label masks are written as such a
+plain image series (one label value per pixel), not as a DICOM-SEG object: DICOM-SEG (one binary frame
+per segment, with coded segment descriptions) is out of scope.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnseg.errors import DataError
+from attnseg.errors import DataError, OutputExistsError
+
+if TYPE_CHECKING:
+    from attnseg.data.geometry import Geometry
+    from attnseg.data.io import Image
 
 # Two slices closer than this fraction of the typical step are duplicates; a step this much
 # longer than the typical one means slices are missing; steps must agree to 1% otherwise.
 _DUPLICATE_FRACTION = 0.1
 _GAP_FACTOR = 1.5
 _EVEN_TOLERANCE = 0.01
+# Patient and study attributes that a written series copies from its reference, to join that study.
+_STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
+# What a read keeps in ``meta["dicom"]``: the study, its frame of reference (the world coordinates the
+# geometry lives in) and the series itself.
+_IDENTITY_KEYWORDS = (*_STUDY_KEYWORDS, "FrameOfReferenceUID", "SeriesInstanceUID", "SeriesNumber", "Modality")
 
 
 @dataclass(frozen=True)
@@ -29,10 +63,16 @@ class _Slice:
     orientation: np.ndarray  # ImageOrientationPatient (row cosines, column cosines)
     series: str
     description: str
+    identity: dict[str, str] = field(default_factory=dict)  # _IDENTITY_KEYWORDS present in the header
 
 
-def read_dicom_series(folder: Path):
-    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored)."""
+def read_dicom_series(folder: Path) -> Image:
+    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored).
+
+    ``meta`` holds ``series_description``, the slice ``files`` in order, and ``dicom``: the patient, study,
+    frame-of-reference and series attributes of the first slice (what ``write_dicom_series(reference=)``
+    copies).
+    """
     import SimpleITK as sitk
 
     from attnseg.data.io import Image, _from_sitk
@@ -49,7 +89,11 @@ def read_dicom_series(folder: Path):
             f"{folder}: cannot read the DICOM pixel data ({str(error).strip().splitlines()[-1]})"
         ) from error
     array, geometry = _from_sitk(itk_image, data)
-    meta = {"series_description": ordered[0].description, "files": [s.path.name for s in ordered]}
+    meta = {
+        "series_description": ordered[0].description,
+        "files": [s.path.name for s in ordered],
+        "dicom": dict(ordered[0].identity),
+    }
     return Image(array=array, geometry=geometry, path=folder, meta=meta)
 
 
@@ -78,11 +122,22 @@ def _read_headers(folder: Path) -> list[_Slice]:
                 orientation=np.asarray(header.ImageOrientationPatient, dtype=float),
                 series=str(header.get("SeriesInstanceUID", "")),
                 description=str(header.get("SeriesDescription", "")),
+                identity=_identity(header),
             )
         )
     if not slices:
         raise DataError(f"{folder}: no DICOM slices found among {len(files)} file(s)")
     return slices
+
+
+def _identity(header: Any) -> dict[str, str]:
+    """The non-empty :data:`_IDENTITY_KEYWORDS` of a pydicom header, as strings."""
+    identity = {}
+    for keyword in _IDENTITY_KEYWORDS:
+        value = header.get(keyword)
+        if value is not None and str(value) != "":
+            identity[keyword] = str(value)
+    return identity
 
 
 def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
@@ -123,3 +178,289 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
             "resample the series to even spacing first"
         )
     return ordered
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+# Stored pixels are 8 or 16 bits: integers spanning up to 65536 values are stored exactly; anything else
+# is quantised linearly to 65536 levels through RescaleSlope/RescaleIntercept.
+_LEVELS = 65536
+# Direction columns must be orthonormal to this tolerance: DICOM has no shear and ITK derives the slice
+# axis as row x column.
+_ORTHONORMAL_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """Stored pixel values ``(X, Y, Z)`` and the decimal strings that map them back (stored * slope + intercept)."""
+
+    stored: np.ndarray  # uint8, uint16 or int16
+    slope: str
+    intercept: str
+    low: float  # the range of the values, for the display window
+    high: float
+
+
+def is_series_target(path: str | os.PathLike) -> bool:
+    """``write_image``'s rule for a DICOM series target: a path written with a trailing separator
+    (``"out/case_001/"``), or an existing folder. pathlib drops a trailing slash, so a *new* folder given
+    as a ``Path`` is not recognised: pass ``f"{path}/"`` or call :func:`write_dicom_series`."""
+    text = os.fspath(path)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def check_series_target(folder: str | os.PathLike, overwrite: bool = False, reference: Image | None = None) -> Path:
+    """``folder`` as a Path, if a DICOM series may be written there, else raise.
+
+    A missing or empty folder is fine. A non-empty one is replaced only with ``overwrite`` and only if it
+    holds nothing but DICOM files (a series written before), so that no other file is ever deleted.
+    The ``reference`` series itself is never replaced.
+
+    Raises:
+        OutputExistsError: ``folder`` is a file; it holds files and ``overwrite`` is False; it holds
+            something other than DICOM files; it is the reference series.
+    """
+    from pydicom.misc import is_dicom
+
+    folder = Path(folder)
+    if reference is not None and reference.path is not None and folder.resolve() == Path(reference.path).resolve():
+        raise OutputExistsError(f"{folder} is the reference series itself; write the new series to another folder")
+    if folder.exists() and not folder.is_dir():
+        raise OutputExistsError(f"{folder} is a file; a DICOM series is written as a folder of slices")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    if not overwrite:
+        raise OutputExistsError(f"{folder} exists; pass overwrite=True (--overwrite on the command line) to replace it")
+    for entry in sorted(folder.iterdir()):
+        if not (entry.is_file() and is_dicom(entry)):
+            raise OutputExistsError(
+                f"{folder} holds {entry.name}, which is not a DICOM file; only a folder of DICOM slices is replaced"
+            )
+    return folder
+
+
+def write_dicom_series(
+    folder: str | os.PathLike,
+    array: np.ndarray,
+    geometry: Geometry,
+    *,
+    overwrite: bool = False,
+    reference: Image | None = None,
+    series_description: str = "attnseg",
+) -> Path:
+    """Write a 3-D ``array`` ``(1, X, Y, Z)`` as a DICOM series: one file per slice ``k`` (``IM00001.dcm``...).
+
+    Rows of a slice run along Y and columns along X (``Columns = X``, ``Rows = Y``); slice ``k`` sits at
+    ``geometry.index_to_world([0, 0, k])``. Numbers are written as DICOM decimal strings of up to 16
+    characters, which keeps about 1e-11 mm at a few hundred mm from the origin, so the geometry read back
+    equals ``geometry`` to 1e-6 (checked after writing, by reading the series back with the slice checks
+    of :func:`read_dicom_series`).
+
+    Pixel values: integers (and whole-number floats) spanning at most 65536 values are stored exactly
+    (8 bits for 0..255, else 16 bits, with an integer RescaleIntercept when needed), so label masks
+    round-trip exactly. Other floats are quantised to 65536 levels: step ``(max - min) / 65535``, error at
+    most half a step. The SOP class is Secondary Capture (modality ``OT``): a mask is a plain image series
+    of label values, not DICOM-SEG.
+
+    Args:
+        folder: the series folder; written under a temporary name beside it, then renamed into place.
+        array: ``(1, X, Y, Z)``, channel first (a CPU tensor is fine).
+        geometry: its 3-D grid; the axes must be orthonormal and right-handed (slices stack along
+            row x column), as every geometry read from DICOM is.
+        overwrite: replace an existing series in ``folder`` (see :func:`check_series_target`).
+        reference: an image read from a DICOM series: the new series joins its patient, study and frame
+            of reference (same StudyInstanceUID and FrameOfReferenceUID), so a viewer or PACS shows the
+            mask with the scan. Without it the series gets a new study and frame of reference.
+        series_description: SeriesDescription (at most 64 characters are kept).
+
+    Raises:
+        DataError: not a single-channel 3-D array; sheared or left-handed axes; NaN or infinite values;
+            ``reference`` was not read from DICOM.
+        OutputExistsError: see :func:`check_series_target`.
+    """
+    folder = Path(folder)
+    volume = _series_volume(folder, np.asarray(array), geometry)
+    pixels = _encode_pixels(folder, volume)
+    identity = _reference_identity(folder, reference)
+    check_series_target(folder, overwrite, reference)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(folder, "tmp")
+    staging.mkdir()
+    try:
+        _write_slices(staging, pixels, geometry, identity, series_description)
+        _verify_series(staging, folder, geometry, volume.shape)
+        _move_into_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _series_volume(folder: Path, array: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """The ``(X, Y, Z)`` volume of a ``(1, X, Y, Z)`` array, after checking what DICOM slices can hold."""
+    if geometry.ndim != 3:
+        raise DataError(
+            f"{folder}: a DICOM series holds a 3-D volume, got a {geometry.ndim}-D image; "
+            "write 2-D images as .png, .tif or .nrrd"
+        )
+    if array.ndim != 4:
+        raise DataError(
+            f"{folder}: array of shape {array.shape} does not fit a 3-D geometry; pass channel-first (1, X, Y, Z)"
+        )
+    if array.shape[0] != 1:
+        raise DataError(
+            f"{folder}: a DICOM series holds one channel, got an array of shape {array.shape} with "
+            f"{array.shape[0]} channels; write each channel as its own series, or write .nrrd or .nii.gz"
+        )
+    direction = geometry.direction_matrix
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=_ORTHONORMAL_ATOL):
+        raise DataError(
+            f"{folder}: the image axes are not orthogonal (a sheared grid), which DICOM slices cannot store; "
+            "write .nrrd or .nii.gz"
+        )
+    if np.linalg.det(direction) < 0:
+        raise DataError(
+            f"{folder}: the slice axis points against row x column (a left-handed grid, {geometry.orientation()}), "
+            "which DICOM slices cannot store; flip the array along its last axis (origin at the last slice) "
+            "or write .nrrd"
+        )
+    return array[0]
+
+
+def _encode_pixels(folder: Path, volume: np.ndarray) -> _Pixels:
+    """Stored integers and the rescale that maps them back (exact for integers; see write_dicom_series)."""
+    from pydicom.valuerep import format_number_as_ds
+
+    if volume.dtype == bool:
+        volume = volume.astype(np.uint8)
+    if volume.dtype.kind not in "iuf":
+        raise DataError(f"{folder}: cannot store {volume.dtype} pixels in DICOM")
+    if volume.dtype.kind == "f" and not np.all(np.isfinite(volume)):
+        raise DataError(f"{folder}: NaN or infinite values cannot be stored in DICOM pixels")
+    low, high = (float(volume.min()), float(volume.max())) if volume.size else (0.0, 0.0)
+    whole = volume.dtype.kind in "iu" or bool(np.all(volume == np.round(volume)))
+    if whole and high - low < _LEVELS and abs(low) < 1e15:  # 1e15: an integer intercept fits a 16-character DS
+        for dtype in (np.uint8, np.uint16, np.int16):
+            info = np.iinfo(dtype)
+            if info.min <= low and high <= info.max:
+                return _Pixels(volume.astype(dtype), "1", "0", low, high)
+        shifted = (volume.astype(np.int64) - int(low)).astype(np.uint16)
+        return _Pixels(shifted, "1", str(int(low)), low, high)
+    # Quantise with the slope and intercept as they will be read back from their decimal strings.
+    slope = format_number_as_ds((high - low) / (_LEVELS - 1) or 1.0)
+    intercept = format_number_as_ds(low)
+    stored = np.rint((volume.astype(np.float64) - float(intercept)) / float(slope))
+    return _Pixels(np.clip(stored, 0, _LEVELS - 1).astype(np.uint16), slope, intercept, low, high)
+
+
+def _reference_identity(folder: Path, reference: Image | None) -> dict[str, str]:
+    if reference is None:
+        return {}
+    identity = reference.meta.get("dicom")
+    if not identity:
+        raise DataError(
+            f"{folder}: the reference {reference.name} was not read from a DICOM series, so it has no study to join"
+        )
+    return dict(identity)
+
+
+def _sibling(folder: Path, kind: str) -> Path:
+    """An unused hidden name beside ``folder`` (same file system, so renames are atomic)."""
+    return folder.parent / f".{folder.name}.{uuid.uuid4().hex[:12]}.{kind}"
+
+
+def _write_slices(
+    staging: Path, pixels: _Pixels, geometry: Geometry, identity: dict[str, str], description: str
+) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.valuerep import format_number_as_ds
+
+    shared = _series_dataset(pixels, geometry, identity, description)
+    slices = pixels.stored.shape[2]
+    digits = max(5, len(str(slices)))
+    for k in range(slices):
+        ds = copy.deepcopy(shared)
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in geometry.index_to_world([0, 0, k])]
+        data = np.ascontiguousarray(pixels.stored[:, :, k].T).astype(pixels.stored.dtype.newbyteorder("<")).tobytes()
+        ds.PixelData = data + b"\0" * (len(data) % 2)  # DICOM values have even length
+        ds.save_as(staging / f"IM{k + 1:0{digits}d}.dcm", enforce_file_format=True)
+
+
+def _series_dataset(pixels: _Pixels, geometry: Geometry, identity: dict[str, str], description: str) -> Any:
+    """The attributes every slice of the series shares (all but SOPInstanceUID, position, number, pixels)."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+    from pydicom.valuerep import format_number_as_ds
+
+    from attnseg import __version__
+
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names copied from the reference may not be ASCII
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    for keyword in _STUDY_KEYWORDS:  # type 2: present, empty when unknown
+        setattr(ds, keyword, identity.get(keyword, ""))
+    ds.StudyInstanceUID = identity.get("StudyInstanceUID") or generate_uid()
+    ds.FrameOfReferenceUID = identity.get("FrameOfReferenceUID") or generate_uid()
+    ds.PositionReferenceIndicator = ""
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 1000 + _integer(identity.get("SeriesNumber"))
+    ds.SeriesDescription = description[:64]
+    ds.Modality, ds.ConversionType = "OT", "WSD"  # other; workstation
+    ds.Manufacturer, ds.SoftwareVersions = "attnseg", __version__
+    now = datetime.now()
+    ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    direction, spacing = geometry.direction_matrix, geometry.spacing
+    ds.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [format_number_as_ds(spacing[1]), format_number_as_ds(spacing[0])]  # between rows, columns
+    ds.SliceThickness = ds.SpacingBetweenSlices = format_number_as_ds(spacing[2])
+    ds.Rows, ds.Columns = pixels.stored.shape[1], pixels.stored.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    bits = 8 * pixels.stored.dtype.itemsize
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = int(pixels.stored.dtype.kind == "i")
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = pixels.slope, pixels.intercept, "US"
+    ds.WindowCenter = format_number_as_ds((pixels.low + pixels.high) / 2)
+    ds.WindowWidth = format_number_as_ds(max(pixels.high - pixels.low, 1.0))
+    return ds
+
+
+def _integer(text: str | None) -> int:
+    try:
+        return int(float(text)) if text else 0
+    except ValueError:
+        return 0
+
+
+def _verify_series(staging: Path, folder: Path, geometry: Geometry, shape: tuple[int, ...]) -> None:
+    """Read the slices just written back (slice checks included) and insist on the requested grid."""
+    from attnseg.data.io import _WRITE_ATOL
+
+    written = read_dicom_series(staging)
+    if written.spatial_shape != tuple(shape) or not written.geometry.allclose(geometry, atol=_WRITE_ATOL):
+        diffs = "; ".join(written.geometry.differences(geometry, atol=_WRITE_ATOL)) or f"shape {written.spatial_shape}"
+        raise DataError(f"{folder}: the DICOM series written does not give back this image's grid ({diffs})")
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Rename the finished series onto ``folder``; an existing (empty or replaceable) folder is moved
+    aside first and deleted only once the new series is in place, so a failure leaves the old one."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    old = _sibling(folder, "old")
+    os.rename(folder, old)
+    try:
+        os.rename(staging, folder)
+    except OSError:
+        os.rename(old, folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -12,15 +12,18 @@ NIfTI-1             ``.nii``, ``.nii.gz``             nibabel (the header affine
 NRRD                ``.nrrd``, ``.seg.nrrd``          SimpleITK (segment names kept in ``meta``)
 MetaImage           ``.mha``, ``.mhd`` (+ raw file)   SimpleITK
 PNG / TIFF (2D)     ``.png``, ``.tif``, ``.tiff``     SimpleITK (spacing only: no origin/direction)
-DICOM series        a folder of slices                pydicom (slice checks) + SimpleITK/GDCM pixels
+DICOM series        a folder of slices                pydicom (slice checks, writing) + SimpleITK/GDCM
 ==================  ===============================  ==============================================
 
 Writes are atomic (written under a temporary folder next to the target, then renamed into place),
 refuse to overwrite unless asked, and are verified: the header written is read back and must give the
 requested geometry (to 1e-6 mm, plus float32 rounding for NIfTI-1, whose header stores float32),
 otherwise the write fails with a :class:`~attnseg.errors.DataError` saying which format to use instead
-(PNG cannot store an origin, for instance). DICOM series are read, not written: write masks for DICOM
-scans as NIfTI or NRRD, which keep the scan's geometry.
+(PNG cannot store an origin, for instance).
+
+A DICOM series is written (:func:`~attnseg.data.dicom.write_dicom_series`) when the target path ends with
+a separator (``"out/case_001/"``) or names an existing folder; any other path is a file.
+``reference=`` (the scan read from DICOM) puts the new series in the scan's study.
 """
 
 from __future__ import annotations
@@ -52,7 +55,10 @@ EXTENSIONS: dict[str, str] = {
     ".tiff": "TIFF",
     ".tif": "TIFF",
 }
-SUPPORTED_HELP = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, or a DICOM folder"
+SUPPORTED_HELP = (
+    "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, "
+    "or a DICOM series folder (to write one, end the path with '/')"
+)
 # Tolerance of the read-back check after a write: 1e-6 absolute, plus 1e-6 relative for NIfTI's float32.
 _WRITE_ATOL = 1e-6
 _WRITE_RTOL = 1e-6
@@ -304,16 +310,29 @@ def write_image(
     *,
     overwrite: bool = False,
     segment_names: Mapping[str, int] | None = None,
+    reference: Image | None = None,
 ) -> Path:
     """Write ``array`` ``(C, X, Y[, Z])`` (a torch tensor on the CPU is fine) with ``geometry``.
 
+    The format follows the path: its extension (see :data:`EXTENSIONS`), or a DICOM series when ``path``
+    ends with a separator (``"out/case_001/"``) or is an existing folder (pathlib drops a trailing slash:
+    pass ``f"{folder}/"``, or call :func:`~attnseg.data.dicom.write_dicom_series` directly). A DICOM series
+    holds one 3-D channel; see ``write_dicom_series`` for its pixel encoding and precision.
+
     One channel gives a scalar image; several give a 4-D NIfTI (the Decathlon layout) or a vector image
     in the other formats. ``segment_names`` (name -> label value) names the segments of a ``.seg.nrrd``.
+    ``reference`` (an image read from a DICOM series) gives a DICOM target that series' patient, study and
+    frame of reference; files in other formats carry no study identity and ignore it.
 
     Raises:
-        DataError: the file exists and ``overwrite`` is False; the extension is unsupported; the format
-            cannot hold the array (PNG: 2-D, 8/16-bit) or cannot store the geometry.
+        DataError: the extension is unsupported; the format cannot hold the array (PNG: 2-D, 8/16-bit;
+            DICOM: one 3-D channel) or cannot store the geometry.
+        OutputExistsError: the target exists and ``overwrite`` is False.
     """
+    from attnseg.data.dicom import is_series_target, write_dicom_series
+
+    if is_series_target(path):
+        return write_dicom_series(path, array, geometry, overwrite=overwrite, reference=reference)
     path = Path(path)
     ending = file_ending(path)
     array = _writable_array(np.asarray(array), geometry, path)

@@ -5,6 +5,8 @@ normalise, crop), run the network (2D: batches of slices; 3D: sliding window wit
 blending), optionally with mirroring test-time augmentation, and put the class probabilities back on
 the original grid. Models of an ensemble (folds, or different networks with the same labels) are
 averaged there. The mask is written with the input's geometry, so it overlays the scan in any viewer.
+Masks for DICOM series inputs are ``.nrrd`` files, or, with the output format ``dicom``, DICOM series
+in the scan's own study and frame of reference.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from attnseg.data import Image, Plan, preprocess_case, read_case, read_image, restore_probabilities, write_image
+from attnseg.data.dicom import check_series_target, write_dicom_series
 from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, strip_ending
 from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, DataError
@@ -29,6 +32,8 @@ from attnseg.model_dir import ModelDir
 
 CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
+# The output format that writes each mask as a DICOM series folder (for DICOM series inputs).
+DICOM_FORMAT = "dicom"
 
 
 @dataclass
@@ -152,39 +157,71 @@ class Predictor:
     ) -> list[Path]:
         """Segment every case found in ``inputs`` and write ``OUTPUT/<case><ending>``; returns the masks.
 
-        Every output path is checked before the first case runs, so a refused overwrite costs nothing.
+        ``output_ending`` is a file ending (``.nii.gz``, ``.nrrd``...; default: the input's, ``.nrrd`` for
+        DICOM series) or ``"dicom"``: for DICOM series inputs only, each mask becomes a DICOM series folder
+        ``OUTPUT/<case>`` in the scan's study (see :func:`~attnseg.data.dicom.write_dicom_series`; its
+        probabilities, if asked for, go to ``.nrrd``). Every output path is checked before the first case
+        runs, so a refused overwrite costs nothing.
         """
         cases = find_cases(inputs, self.num_channels)
         output = Path(output)
         plans = [self._output_paths(case, output, output_ending, save_probabilities) for case in cases]
-        for paths in plans:
-            for path in paths:
-                if path is not None:
-                    check_writable(path, overwrite)
+        dicom = output_ending == DICOM_FORMAT
+        for mask_path, probability_path in plans:
+            (check_series_target if dicom else check_writable)(mask_path, overwrite)
+            if probability_path is not None:
+                check_writable(probability_path, overwrite)
         written = []
         for case, (mask_path, probability_path) in tqdm(
             list(zip(cases, plans, strict=True)), desc="predict", unit="case", disable=not progress
         ):
             image = read_image(case.paths[0]) if len(case.paths) == 1 else read_case(case.paths)
             mask, probabilities = self.predict_image(image)
-            write_image(mask_path, mask, image.geometry, overwrite=overwrite)
+            self._write_mask(mask_path, mask, image, overwrite, dicom)
             if probability_path is not None:
                 write_image(probability_path, probabilities, image.geometry, overwrite=overwrite)
             written.append(mask_path)
         return written
+
+    def _write_mask(self, path: Path, mask: np.ndarray, image: Image, overwrite: bool, dicom: bool) -> None:
+        """A file with the image's geometry, or a DICOM series in the image's study (``dicom``)."""
+        if not dicom:
+            write_image(path, mask, image.geometry, overwrite=overwrite)
+            return
+        description = f"attnseg mask ({self.models[0].model_dir.path.resolve().name})"
+        write_dicom_series(
+            path, mask, image.geometry, overwrite=overwrite, reference=image, series_description=description
+        )
 
     @staticmethod
     def _output_paths(
         case: InputCase, output: Path, ending: str | None, save_probabilities: bool
     ) -> tuple[Path, Path | None]:
         ending = ending or case.ending
+        if ending == DICOM_FORMAT:
+            return _dicom_output_paths(case, output, save_probabilities)
         if ending not in EXTENSIONS:
-            raise ConfigError(f"output format {ending!r} is not one of {', '.join(EXTENSIONS)}")
+            raise ConfigError(f"output format {ending!r} is not one of {', '.join(EXTENSIONS)} or {DICOM_FORMAT}")
         probabilities = None
         if save_probabilities:
             probability_ending = ending if ending in VOLUME_ENDINGS else ".nii.gz"
             probabilities = output / f"{case.case_id}_probabilities{probability_ending}"
         return output / f"{case.case_id}{ending}", probabilities
+
+
+def _dicom_output_paths(case: InputCase, output: Path, save_probabilities: bool) -> tuple[Path, Path | None]:
+    """``OUTPUT/<case>`` (a series folder) and ``OUTPUT/<case>_probabilities.nrrd`` for a DICOM series input."""
+    source = case.paths[0]
+    if not source.is_dir():
+        raise ConfigError(
+            f"{source}: output format '{DICOM_FORMAT}' writes masks for DICOM series inputs, in the scan's study; "
+            "this input is a file: choose a file ending such as .nrrd"
+        )
+    folder = output / case.case_id
+    if folder.resolve() == source.resolve():
+        raise ConfigError(f"{folder}: the mask series would replace its own input; choose another output folder")
+    probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
+    return folder, probabilities
 
 
 def keep_largest_components(classes: np.ndarray, foreground: Iterable[int]) -> np.ndarray:
@@ -203,7 +240,8 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
     """The cases in ``inputs``: image files, folders of image files, or DICOM series folders.
 
     Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
-    with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``).
+    with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``
+    unless the output format is ``dicom``).
     """
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     files: list[Path] = []

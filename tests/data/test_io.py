@@ -11,17 +11,18 @@ from attnseg.errors import DataError, OutputExistsError
 from tests.fixtures import rotation, write_dicom_series
 
 FLOAT64_FORMATS = [".nrrd", ".seg.nrrd", ".mha", ".mhd"]
-ALL_3D_FORMATS = [".nii.gz", ".nii", *FLOAT64_FORMATS]
+DICOM_SERIES = "/"  # a target ending with a separator is a DICOM series folder
+ALL_3D_FORMATS = [".nii.gz", ".nii", *FLOAT64_FORMATS, DICOM_SERIES]
 
 
 def _labels(shape=(5, 6, 7), seed=0):
     return np.random.default_rng(seed).integers(0, 4, (1, *shape)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("ending", FLOAT64_FORMATS)
+@pytest.mark.parametrize("ending", [*FLOAT64_FORMATS, DICOM_SERIES])
 def test_oblique_geometry_round_trip_float64_headers(tmp_path, oblique, ending):
     array = _labels()
-    path = write_image(tmp_path / f"mask{ending}", array, oblique)
+    path = write_image(f"{tmp_path}/mask{ending}", array, oblique)
     image = read_image(path)
     assert image.array.shape == array.shape and np.array_equal(image.array, array)
     assert image.geometry.allclose(oblique, atol=1e-6)
@@ -42,8 +43,8 @@ def test_nifti_stores_float32_and_keeps_what_it_read_exactly(tmp_path, oblique, 
 def test_read_write_read_keeps_geometry_to_1e6(tmp_path, ending):
     """The issue's round trip: read a scan, write a mask with its geometry, read the mask."""
     g = Geometry.create([0.9, 1.1, 3.0], [12.5, -40.25, 7.0], rotation([0.2, 0.4, -0.9]))
-    scan = read_image(write_image(tmp_path / f"scan{ending}", (100 * _labels()).astype(np.int16), g))
-    mask = read_image(write_image(tmp_path / f"mask{ending}", (scan.array > 100).astype(np.uint8), scan.geometry))
+    scan = read_image(write_image(f"{tmp_path}/scan{ending}", (100 * _labels()).astype(np.int16), g))
+    mask = read_image(write_image(f"{tmp_path}/mask{ending}", (scan.array > 100).astype(np.uint8), scan.geometry))
     assert mask.geometry.allclose(scan.geometry, atol=1e-6)
     assert mask.spatial_shape == scan.spatial_shape
 

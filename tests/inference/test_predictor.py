@@ -1,13 +1,14 @@
 import numpy as np
+import pydicom
 import pytest
 from scipy import ndimage
 
 from attnseg.cli import main
 from attnseg.data import read_image, write_image
 from attnseg.data.geometry import Geometry
-from attnseg.errors import DataError, OutputExistsError
+from attnseg.errors import ConfigError, DataError, OutputExistsError
 from attnseg.inference.predictor import Predictor, find_cases, keep_largest_components
-from tests.fixtures import rotation
+from tests.fixtures import oblique_geometry, rotation, synthetic_case, write_dicom_series
 
 
 def _assert_on_grid(mask_path, image_path):
@@ -107,3 +108,38 @@ def test_wrong_channel_count_is_a_clear_error(trained_model, tmp_path):
     write_image(scan, np.zeros((2, 8, 8, 4), np.float32), Geometry.identity(3))
     with pytest.raises(DataError, match=r"two.nii.gz: 2 channel\(s\), but the model expects 1"):
         Predictor([trained_model]).predict_image(read_image(scan))
+
+
+def _study_uid(folder):
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in folder.iterdir()}
+
+
+def test_dicom_series_input_gives_nrrd_or_a_dicom_series_in_its_study(trained_model, tmp_path, capsys):
+    """A DICOM scan on the training grid: the default mask is .nrrd; --format dicom writes a series that
+    reads back on the scan's grid and joins the scan's study."""
+    image, _ = synthetic_case((20, 18, 6), np.random.default_rng(3))
+    write_dicom_series(tmp_path / "series1", image.astype(np.int16), oblique_geometry())
+    scan = read_image(tmp_path / "series1")
+    written = Predictor([trained_model]).predict_files(tmp_path / "series1", tmp_path / "nrrd", progress=False)
+    assert [p.name for p in written] == ["series1.nrrd"]
+    nrrd = _assert_on_grid(written[0], scan.path)
+
+    args = ["predict", "-m", str(trained_model), "-i", str(scan.path), "-o", str(tmp_path / "dcm"), "--no-progress"]
+    assert main([*args, "--format", "dicom", "--probabilities"]) == 0
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["series1", "series1_probabilities.nrrd"]
+    series = _assert_on_grid(tmp_path / "dcm" / "series1", scan.path)
+    np.testing.assert_array_equal(series.array, nrrd.array)
+    assert _study_uid(tmp_path / "dcm" / "series1") == _study_uid(scan.path)
+    assert series.meta["dicom"]["FrameOfReferenceUID"] == scan.meta["dicom"]["FrameOfReferenceUID"]
+    assert series.meta["series_description"].startswith("attnseg mask (")
+    capsys.readouterr()
+    assert main([*args, "--format", "dicom"]) == 2  # refuses to overwrite the series
+    assert "series1 exists; pass overwrite=True" in capsys.readouterr().err
+    assert main([*args, "--format", "dicom", "--overwrite"]) == 0
+    nifti = tmp_path / "scan.nii.gz"
+    write_image(nifti, scan.array, scan.geometry)
+    with pytest.raises(ConfigError, match=r"scan.nii.gz: output format 'dicom' writes masks for DICOM series inputs"):
+        Predictor([trained_model]).predict_files(nifti, tmp_path / "x", output_ending="dicom", progress=False)
+    with pytest.raises(ConfigError, match=r"series1: the mask series would replace its own input"):
+        Predictor([trained_model]).predict_files(scan.path, tmp_path, output_ending="dicom", overwrite=True)
+    assert _study_uid(scan.path) == {scan.meta["dicom"]["StudyInstanceUID"]}  # the scan is untouched
