@@ -32,15 +32,22 @@ class DistContext:
         return self.rank == 0
 
 
+def local_rank() -> int:
+    """This process's index on its machine (``torchrun`` sets LOCAL_RANK; 0 without it)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group that ``torchrun`` describes; a single process without it."""
+    """Join the process group that ``torchrun`` describes (NCCL for GPUs, gloo for CPUs); a single
+    process without it."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank())
 
 
 def wrap_model(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:

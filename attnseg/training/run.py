@@ -38,7 +38,7 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
-from attnseg.training.distributed import DistContext, cleanup, init_distributed
+from attnseg.training.distributed import DistContext, cleanup, init_distributed, local_rank
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
 
@@ -65,8 +65,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
 
     set_deterministic(config.training.deterministic)
     seed_everything(config.training.seed)
-    context = init_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    device = resolve_device(config.training.device, context.local_rank)
+    device = resolve_device(config.training.device, local_rank())
+    context = init_distributed(device)
     try:
         data = prepare_data(config, model_dir if resume else None)
         model = build_model(config, data.plan)

@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +95,22 @@ def test_train_the_multi_scale_guided_network(make_nnunet, tmp_path):
     network = json.loads((output / ModelDir.NETWORK).read_text())
     assert network["name"] == "ms_guided" and network["kwargs"]["out_channels"] == 3
     assert (output / ModelDir.WEIGHTS).exists()
+
+
+def test_attnseg_train_under_torchrun(make_nnunet, tmp_path):
+    """The documented multi-process command, on the CPU with gloo: both ranks train, rank 0 writes."""
+    dataset = make_nnunet(cases=4)
+    output = tmp_path / "ddp"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "attnseg", "train", "--dataset", str(dataset), "--output", str(output), "--epochs", "2",
+        "--device", "cpu", "--no-progress", *TINY,
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(output / ModelDir.CHECKPOINT, weights_only=True)
+    assert checkpoint["provenance"]["world_size"] == 2 and checkpoint["state"]["epoch"] == 2
+    assert len(list((output / ModelDir.TENSORBOARD).iterdir())) == 1
+    assert result.stdout.count("finished 2 epoch(s)") == 2  # every rank reports; only rank 0 wrote
