@@ -68,7 +68,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
     device = resolve_device(config.training.device, local_rank())
     context = init_distributed(device)
     try:
-        data = prepare_data(config, model_dir if resume else None)
+        data = prepare_data(config, model_dir if resume else None, write_splits=context.is_main)
         model = build_model(config, data.plan)
         if context.is_main:
             model_dir.write_description(
@@ -99,8 +99,11 @@ def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
         )
 
 
-def prepare_data(config: Config, resume_from: ModelDir | None = None) -> PreparedData:
-    """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess."""
+def prepare_data(config: Config, resume_from: ModelDir | None = None, write_splits: bool = True) -> PreparedData:
+    """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess.
+
+    Under DDP every rank prepares the same data (the splits are deterministic); only rank 0 writes.
+    """
     dataset = load_dataset(config.data.dataset)
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
         plan = Plan.from_dict(resume_from.plan())
@@ -112,15 +115,15 @@ def prepare_data(config: Config, resume_from: ModelDir | None = None) -> Prepare
             slice_axis=config.data.slice_axis,
             patch_size=config.data.patch_size,
         )
-    split = fold_split(dataset, config.data.fold, config.output)
+    split = fold_split(dataset, config.data.fold, config.output if write_splits else None)
     cases = preprocess_cases(dataset, plan, split["train"] + split["val"])
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)
 
 
 def fold_split(dataset: Dataset, fold: int, output: Path | None) -> dict[str, list[str]]:
-    """The fold from the dataset's splits.json, or from 5 case-level folds made (and saved beside the
-    model) when the dataset has none."""
+    """The fold from the dataset's splits.json, or from 5 case-level folds made when the dataset has
+    none (saved as ``output``/splits.json when ``output`` is given)."""
     if dataset.splits_path.exists():
         splits = load_splits(dataset.splits_path, dataset.case_ids)
         source = dataset.splits_path
