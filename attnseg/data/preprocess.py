@@ -331,20 +331,28 @@ def preprocess_dataset(
     *,
     case_ids: Sequence[str] | None = None,
     overwrite: bool = False,
+    skip_existing: bool = False,
 ) -> Path:
     """Preprocess labelled cases into ``out_dir`` (``plan.json``; per case ``ID_image.npy``,
     ``ID_label.npy``, ``ID_locations.npz``, ``ID.json``), for :func:`load_preprocessed` to memory-map.
 
-    An ``out_dir`` made with another plan is refused unless ``overwrite``.
+    An ``out_dir`` made with another plan is refused unless ``overwrite``. With ``skip_existing`` the
+    cases already there (their ``ID.json``, written last, is the mark of a complete case) are kept, so
+    the folder works as a cache that later runs only complete.
     """
     out = Path(out_dir)
     plan_file = out / "plan.json"
-    if plan_file.exists() and not overwrite and json.loads(plan_file.read_text()) != plan.to_dict():
+    same_plan = plan_file.exists() and json.loads(plan_file.read_text()) == plan.to_dict()
+    if plan_file.exists() and not same_plan and not overwrite:
         raise DataError(f"{out}: holds data preprocessed with another plan; pass overwrite=True to replace it")
     out.mkdir(parents=True, exist_ok=True)
     write_json(plan_file, plan.to_dict(), overwrite=True)
-    for case in _preprocessed(dataset, plan, case_ids):
-        _save_case(out, case)
+    wanted = list(case_ids) if case_ids is not None else dataset.case_ids
+    if skip_existing and same_plan:
+        wanted = [case_id for case_id in wanted if not (out / f"{case_id}.json").exists()]
+    if wanted:
+        for case in _preprocessed(dataset, plan, wanted):
+            _save_case(out, case)
     return out
 
 

@@ -68,6 +68,11 @@ class DataConfig(_Section):
     slice_axis: int | None = Field(None, ge=0, le=2, description="2D models: axis to slice along; None: from the plan")
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of samples centred on foreground")
     num_workers: int = Field(0, ge=0)
+    cache: Path | None = Field(
+        None,
+        description="preprocess once into this folder and memory-map it (datasets larger than RAM); "
+        "None: preprocess in memory at every start",
+    )
     augmentation: AugmentationConfig = AugmentationConfig()
 
 

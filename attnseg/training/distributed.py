@@ -79,6 +79,12 @@ def broadcast_flag(flag: bool, context: DistContext, device: torch.device) -> bo
     return bool(value.item() > 0.5)
 
 
+def barrier(context: DistContext) -> None:
+    """Wait for every rank (a no-op without DDP)."""
+    if context.enabled:
+        dist.barrier()
+
+
 def sync_buffers(model: nn.Module, context: DistContext) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics).
 

@@ -21,10 +21,12 @@ from attnseg.data import (
     SliceDataset,
     build_augmentation,
     load_dataset,
+    load_preprocessed,
     load_splits,
     make_splits,
     plan_dataset,
     preprocess_cases,
+    preprocess_dataset,
     save_splits,
     split_cases,
 )
@@ -38,7 +40,7 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
-from attnseg.training.distributed import DistContext, cleanup, init_distributed, local_rank
+from attnseg.training.distributed import DistContext, barrier, cleanup, init_distributed, local_rank
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
 
@@ -68,7 +70,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
     device = resolve_device(config.training.device, local_rank())
     context = init_distributed(device)
     try:
-        data = prepare_data(config, model_dir if resume else None, write_splits=context.is_main)
+        data = prepare_data(config, model_dir if resume else None, context)
         model = build_model(config, data.plan)
         if context.is_main:
             model_dir.write_description(
@@ -99,11 +101,15 @@ def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
         )
 
 
-def prepare_data(config: Config, resume_from: ModelDir | None = None, write_splits: bool = True) -> PreparedData:
-    """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess.
+def prepare_data(
+    config: Config, resume_from: ModelDir | None = None, context: DistContext | None = None
+) -> PreparedData:
+    """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess:
+    in memory, or once into ``data.cache`` (memory-mapped afterwards).
 
     Under DDP every rank prepares the same data (the splits are deterministic); only rank 0 writes.
     """
+    context = context or DistContext()
     dataset = load_dataset(config.data.dataset)
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
         plan = Plan.from_dict(resume_from.plan())
@@ -115,8 +121,15 @@ def prepare_data(config: Config, resume_from: ModelDir | None = None, write_spli
             slice_axis=config.data.slice_axis,
             patch_size=config.data.patch_size,
         )
-    split = fold_split(dataset, config.data.fold, config.output if write_splits else None)
-    cases = preprocess_cases(dataset, plan, split["train"] + split["val"])
+    split = fold_split(dataset, config.data.fold, config.output if context.is_main else None)
+    case_ids = split["train"] + split["val"]
+    if config.data.cache is None:
+        cases = preprocess_cases(dataset, plan, case_ids)
+    else:
+        if context.is_main:
+            preprocess_dataset(dataset, plan, config.data.cache, case_ids=case_ids, skip_existing=True)
+        barrier(context)
+        cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)
 
@@ -193,7 +206,7 @@ def make_validator(config: Config, plan: Plan, cases: list[PreprocessedCase], de
         for case in cases:
             probabilities = predict_volume(
                 model,
-                torch.from_numpy(np.asarray(case.image)),
+                torch.tensor(np.asarray(case.image)),  # a copy: cached cases are read-only memory maps
                 plan.spatial_dims,
                 slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
                 patch_size=plan.patch_size if plan.spatial_dims == 3 else None,

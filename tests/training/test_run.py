@@ -114,3 +114,18 @@ def test_attnseg_train_under_torchrun(make_nnunet, tmp_path):
     assert checkpoint["provenance"]["world_size"] == 2 and checkpoint["state"]["epoch"] == 2
     assert len(list((output / ModelDir.TENSORBOARD).iterdir())) == 1
     assert result.stdout.count("finished 2 epoch(s)") == 2  # every rank reports; only rank 0 wrote
+
+
+def test_disk_cache_gives_the_same_training_as_memory(make_nnunet, tmp_path):
+    dataset = make_nnunet(cases=4)
+    cache = tmp_path / "cache"
+    assert _train(dataset, tmp_path / "memory", "--epochs", "1", "--deterministic") == 0
+    assert _train(dataset, tmp_path / "disk", "--epochs", "1", "--deterministic", "--set", f"data.cache={cache}") == 0
+    assert sorted(p.name for p in cache.glob("*.json")) == ["case_000.json", "case_001.json", "case_002.json",
+                                                           "case_003.json", "plan.json"]  # fmt: skip
+    memory = torch.load(tmp_path / "memory" / ModelDir.CHECKPOINT, weights_only=True)["model"]
+    disk = torch.load(tmp_path / "disk" / ModelDir.CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(memory[k], disk[k]) for k in memory)
+    stamp = (cache / "case_000_image.npy").stat().st_mtime_ns
+    assert _train(dataset, tmp_path / "again", "--epochs", "1", "--set", f"data.cache={cache}") == 0
+    assert (cache / "case_000_image.npy").stat().st_mtime_ns == stamp  # reused, not recomputed
