@@ -342,12 +342,11 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from attnseg.evaluate import evaluate_folders, find_labels, reference_folder, write_reports
+    from attnseg.evaluate import evaluate_folders, find_labels, write_reports
     from attnseg.metrics import markdown_table
 
+    # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
     labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
-    if labels is None:
-        labels = find_labels(reference_folder(Path(args.reference)))
     report, problems = evaluate_folders(
         args.predictions, args.reference, labels, args.nsd_tolerance, progress=not args.no_progress
     )

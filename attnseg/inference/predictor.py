@@ -27,7 +27,7 @@ from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, strip_ending
 from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import check_writable
-from attnseg.inference.volume import predict_volume
+from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
 
 CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
@@ -126,12 +126,10 @@ class Predictor:
                 f"{image.name}: a {image.spatial_dims}-D image, but the model was trained on {plan.image_dims}-D"
             )
         case = preprocess_case(image, plan)
-        probabilities = predict_volume(
+        probabilities = predict_preprocessed(
             loaded.network,
-            torch.from_numpy(np.ascontiguousarray(case.image)),
-            plan.spatial_dims,
-            slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
-            patch_size=plan.patch_size if plan.spatial_dims == 3 else None,
+            case.image,
+            plan,
             batch_size=self.batch_size,
             overlap=self.overlap,
             mirror=self.mirror,

@@ -10,9 +10,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
+
+from attnseg.data.plan import Plan
 
 
 def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
@@ -79,6 +82,19 @@ def predict_volume(
         ]
         return torch.cat(parts, dim=0).movedim(0, slice_axis + 1)
     raise ValueError(f"a {spatial_dims}D network cannot run on a {image_dims}D image of shape {tuple(image.shape)}")
+
+
+def predict_preprocessed(model: nn.Module, image: np.ndarray, plan: Plan, **options: object) -> torch.Tensor:
+    """``predict_volume`` on an image already on ``plan``'s grid: 2D networks slice across the plan's
+    axis, 3D networks run windows of the plan's patch size. ``options`` go to ``predict_volume``."""
+    return predict_volume(
+        model,
+        torch.tensor(np.asarray(image)),  # a copy: preprocessed cases may be read-only memory maps
+        plan.spatial_dims,
+        slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
+        patch_size=plan.patch_size if plan.spatial_dims == 3 else None,
+        **options,
+    )
 
 
 def _run(

@@ -33,7 +33,7 @@ from attnseg.data import (
 from attnseg.data.dataset import Dataset
 from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, OutputExistsError
-from attnseg.inference.volume import predict_volume
+from attnseg.inference.volume import predict_preprocessed
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
 from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
@@ -204,14 +204,8 @@ def make_validator(config: Config, plan: Plan, cases: list[PreprocessedCase], de
     def validate(model: nn.Module) -> dict[str, float]:
         scores: dict[str, list[float]] = {name: [] for name in names.values()}
         for case in cases:
-            probabilities = predict_volume(
-                model,
-                torch.tensor(np.asarray(case.image)),  # a copy: cached cases are read-only memory maps
-                plan.spatial_dims,
-                slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
-                patch_size=plan.patch_size if plan.spatial_dims == 3 else None,
-                batch_size=max(config.data.batch_size, 1),
-                device=device,
+            probabilities = predict_preprocessed(
+                model, case.image, plan, batch_size=config.data.batch_size, device=device
             )
             prediction = probabilities.argmax(0).numpy()
             for index, name in names.items():
