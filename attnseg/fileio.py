@@ -54,12 +54,6 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         temporary.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
-    with atomic_path(path, overwrite) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:
     with atomic_path(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")

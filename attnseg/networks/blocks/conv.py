@@ -68,10 +68,6 @@ def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
     return (nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d)(kernel_size)
 
 
-def interpolation_mode(spatial_dims: int) -> str:
-    return "bilinear" if spatial_dims == 2 else "trilinear"
-
-
 def resize_to(x: torch.Tensor, size: list[int] | tuple[int, ...]) -> torch.Tensor:
     """Linear (bi/tri) resize to an exact spatial size; a no-op when the size already matches.
 
