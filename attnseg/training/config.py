@@ -116,6 +116,9 @@ class TrainingConfig(_Section):
     deterministic: bool = False
     device: str = "auto"
     checkpoint_every: int = Field(1, ge=1, description="write the resume checkpoint every N epochs")
+    dist_timeout: float = Field(
+        600.0, gt=0, description="torchrun: seconds a rank waits for the others in a collective before failing"
+    )
 
 
 class Config(_Section):

@@ -32,6 +32,7 @@ from attnseg.data import (
 )
 from attnseg.data.dataset import Dataset
 from attnseg.device import resolve_device
+from attnseg.distributed import DistContext, barrier, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
@@ -40,7 +41,6 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
 from attnseg.training.config import Config, augment_config
-from attnseg.training.distributed import DistContext, barrier, cleanup, init_distributed, local_rank
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
 
@@ -68,28 +68,36 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
     set_deterministic(config.training.deterministic)
     seed_everything(config.training.seed)
     device = resolve_device(config.training.device, local_rank())
-    context = init_distributed(device)
-    try:
-        data = prepare_data(config, model_dir if resume else None, context)
-        model = build_model(config, data.plan)
-        if context.is_main:
-            model_dir.write_description(
-                config.to_yaml(), network_description(config, data.plan), data.plan.to_dict(), data.plan.labels
-            )
-        trainer = Trainer(
-            config,
-            model,
-            build_loss(config, model),
-            training_samples(config, data, context),
-            model_dir,
-            validate=make_validator(config, data.plan, data.val_cases, device),
-            device=device,
-            context=context,
-            show_progress=show_progress,
+    with process_group(device, config.training.dist_timeout) as context:
+        return _train_in_group(config, model_dir, resume, device, context, show_progress)
+
+
+def _train_in_group(
+    config: Config, model_dir: ModelDir, resume: bool, device: torch.device, context: DistContext, show_progress: bool
+) -> TrainState:
+    """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
+    lives and dies in this function, before ``process_group`` destroys the group."""
+    data = prepare_data(config, model_dir if resume else None, context)
+    model = build_model(config, data.plan)
+    if context.is_main:
+        model_dir.write_description(
+            config.to_yaml(), network_description(config, data.plan), data.plan.to_dict(), data.plan.labels
         )
+    trainer = Trainer(
+        config,
+        model,
+        build_loss(config, model),
+        training_samples(config, data, context),
+        model_dir,
+        validate=make_validator(config, data.plan, data.val_cases, device),
+        device=device,
+        context=context,
+        show_progress=show_progress,
+    )
+    try:
         return trainer.fit(resume=resume)
     finally:
-        cleanup(context)
+        trainer.close()
 
 
 def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
@@ -128,7 +136,7 @@ def prepare_data(
     else:
         if context.is_main:
             preprocess_dataset(dataset, plan, config.data.cache, case_ids=case_ids, skip_existing=True)
-        barrier(context)
+        barrier(context, "waiting for rank 0 to fill data.cache")
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)

@@ -25,12 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from attnseg import distributed as dist_utils
+from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError, ConfigError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
-from attnseg.training import distributed as dist_utils
 from attnseg.training.config import Config
-from attnseg.training.distributed import DistContext
 from attnseg.training.optim import build_optimizer, build_scheduler
 from attnseg.training.seeding import (
     derive_seed,
@@ -168,6 +168,14 @@ class Trainer:
     def network(self) -> nn.Module:
         return dist_utils.unwrap(self.model)
 
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper (it holds the process group, which must outlive it;
+        see :mod:`attnseg.distributed`) and the TensorBoard writer. ``network`` stays usable."""
+        self.model = self.network
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def preflight(self) -> None:
         """One forward/backward pass on one batch before the first epoch, so a misconfigured run fails
         in seconds: wrong channels or classes, labels out of range, shapes the network rejects."""
@@ -195,7 +203,8 @@ class Trainer:
             self.train_data.set_epoch(epoch)
         else:
             reseed_transforms(self.train_data, seed)
-        train_loss = self._train_one_epoch(epoch)
+        with dist_utils.collective(self.context, f"epoch {epoch + 1}: a training step", computing=True):
+            train_loss = self._train_one_epoch(epoch)
         dist_utils.sync_buffers(self.model, self.context)
         self.scheduler.step()
         row: dict[str, float] = {
@@ -265,7 +274,7 @@ class Trainer:
 
     def _guard_finite(self, loss: torch.Tensor, where: str) -> None:
         finite = bool(torch.isfinite(loss.detach()).item())
-        if dist_utils.all_ranks_true(finite, self.context, self.device):
+        if dist_utils.all_ranks_true(finite, self.context, self.device, f"checking the loss at {where}"):
             return
         checkpoint = self.model_dir.file(ModelDir.CHECKPOINT)
         kept = f"the last good checkpoint is kept in {checkpoint}" if checkpoint.exists() else "no checkpoint written"
@@ -321,7 +330,9 @@ class Trainer:
                 self.state.stale_validations += 1
         patience = self.train_cfg.patience
         stop = patience is not None and self.state.stale_validations >= patience
-        self.state.stopped_early = dist_utils.broadcast_flag(stop, self.context, self.device)
+        self.state.stopped_early = dist_utils.broadcast_flag(
+            stop, self.context, self.device, f"sharing the early-stopping decision after epoch {epoch + 1}"
+        )
         return metrics
 
     # checkpoints and logs --------------------------------------------------------------------------

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from attnseg.distributed import process_group
 from attnseg.losses import DeepSupervisedLoss, SegmentationLoss
 from attnseg.model_dir import ModelDir
 from attnseg.networks import build_network
 from attnseg.training.config import load_config
-from attnseg.training.distributed import cleanup, init_distributed
 from attnseg.training.seeding import seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer
 
@@ -101,14 +102,34 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--dump-weights", action="store_true", help="each rank writes rank<r>.pt into OUT")
+    parser.add_argument("--stall", help="RANK:EPOCH:SECONDS: that rank sleeps at the start of that (0-based) epoch")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    context = init_distributed(torch.device("cpu"))
+    timeout = load_config(None, args.set).training.dist_timeout
+    with process_group(torch.device("cpu"), timeout) as context:
+        _train_rank(args, context)
+
+
+def _train_rank(args: argparse.Namespace, context) -> None:
     trainer = make_trainer(args.out, args.set, context=context)
+    if args.stall:
+        _stall(trainer, context.rank, *(int(v) for v in args.stall.split(":")))
     trainer.fit(resume=args.resume)
+    trainer.close()
     if args.dump_weights:
         torch.save(trainer.network.state_dict(), args.out / f"rank{context.rank}.pt")
-    cleanup(context)
+
+
+def _stall(trainer: Trainer, rank: int, stalled_rank: int, epoch: int, seconds: int) -> None:
+    """Make one rank stop answering the others for a while (a stuck data loader, a slow file system)."""
+    run_epoch = trainer._train_one_epoch
+
+    def slow(current: int) -> float:
+        if rank == stalled_rank and current == epoch:
+            time.sleep(seconds)
+        return run_epoch(current)
+
+    trainer._train_one_epoch = slow
 
 
 if __name__ == "__main__":

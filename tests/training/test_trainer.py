@@ -1,5 +1,4 @@
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -12,10 +11,10 @@ from safetensors.torch import load_file
 
 from attnseg.model_dir import ModelDir
 from attnseg.training.trainer import TrainingError
+from tests.processes import child_env, run_with_stack_dump, torchrun_command
 from tests.training.synthetic import make_trainer
 
 SCRIPT = Path(__file__).parent / "synthetic.py"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -66,14 +65,17 @@ def test_same_seed_gives_identical_weights(tmp_path):
 
 
 def _run(out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), *extra], env=env)
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), *extra], env=child_env())
+
+
+def _run_to_end(out: Path, *extra: str) -> None:
+    result = run_with_stack_dump([sys.executable, str(SCRIPT), str(out), *extra], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
     settings = ["--set", "training.epochs=4", "--set", "training.iterations_per_epoch=60"]
-    reference = _run(tmp_path / "reference", *settings)
-    assert reference.wait(timeout=300) == 0
+    _run_to_end(tmp_path / "reference", *settings)
 
     victim = _run(tmp_path / "victim", *settings)
     log = tmp_path / "victim" / ModelDir.LOG
@@ -90,8 +92,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
         torch.load(tmp_path / "victim" / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 2
     )  # killed inside epoch 3
 
-    resumed = _run(tmp_path / "victim", *settings, "--resume")
-    assert resumed.wait(timeout=300) == 0
+    _run_to_end(tmp_path / "victim", *settings, "--resume")
     _assert_same_weights(
         _weights(tmp_path / "reference" / ModelDir.CHECKPOINT), _weights(tmp_path / "victim" / ModelDir.CHECKPOINT)
     )
@@ -99,12 +100,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
 
 def test_torchrun_two_ranks_stay_in_sync_and_only_rank0_writes(tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(SCRIPT), str(out), "--dump-weights", "--set", "training.epochs=2",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    command = torchrun_command(2, str(SCRIPT), str(out), "--dump-weights", "--set", "training.epochs=2")
+    result = run_with_stack_dump(command, timeout=45)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(
         torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
@@ -166,3 +163,17 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path):
     trainer.loss_fn = Exhausted()
     with pytest.raises(TrainingError, match=r"out of memory on cpu with data\.batch_size=4; lower data\.batch_size"):
         trainer.fit()
+
+
+def test_a_stalled_rank_ends_the_job_with_an_error_naming_rank_and_place(tmp_path):
+    """Rank 1 stops answering in epoch 2: rank 0 gives up after training.dist_timeout, says where it was
+    waiting, and torchrun stops the job (no silent wait)."""
+    out = tmp_path / "stall"
+    command = torchrun_command(
+        2, str(SCRIPT), str(out), "--stall", "1:1:120",
+        "--set", "training.epochs=3", "--set", "training.dist_timeout=4",
+    )  # fmt: skip
+    result = run_with_stack_dump(command, timeout=90)
+    assert result.returncode != 0
+    assert "DistributedError: rank 0 of 2: epoch 2" in result.stderr, result.stderr[-3000:]
+    assert result.seconds < 60

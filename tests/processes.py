@@ -1,0 +1,94 @@
+"""Running multi-process commands in tests without ever hanging the suite.
+
+:func:`run_torchrun` starts ``torchrun`` (``python -m torch.distributed.run``) with a hard timeout. When
+the timeout expires, every process under torchrun is sent SIGUSR1 first: each attnseg rank has a
+faulthandler on that signal (see :mod:`attnseg.distributed`) and prints every thread's Python stack to
+its stderr. Then the whole process tree is killed and the test fails with those stacks in its
+message, so the next hang explains itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Hung(AssertionError):
+    """The command outlived its timeout; the message holds every rank's stack."""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def torchrun_command(nproc: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child process: this checkout importable, one thread per rank."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+
+def run_with_stack_dump(command: list[str], timeout: float, env: dict[str, str] | None = None) -> Finished:
+    """Run ``command``; on timeout, dump the stacks of every process under it, kill them all, raise Hung."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        ranks = descendants(process.pid)
+        _signal_all(ranks, signal.SIGUSR1)  # each rank's faulthandler prints its threads' stacks
+        time.sleep(3)
+        _signal_all([process.pid, *ranks], signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=30)
+        raise Hung(
+            f"{' '.join(command[:8])} ... did not finish within {timeout:g} s; stacks of the ranks "
+            f"{ranks} and their output follow\n--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-12000:]}"
+        ) from None
+    return Finished(process.returncode, stdout, stderr, time.monotonic() - started)
