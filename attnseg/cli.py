@@ -205,8 +205,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(config.to_yaml(), end="")
         return 0
     state = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
-    best = f"best validation Dice {state.best_metric:.4f} at epoch {state.best_epoch}" if state.best_epoch else ""
-    print(f"finished {state.epoch} epoch(s){'; ' + best if best else ''}; model directory: {config.output}")
+    if state.best_epoch:
+        weights = f"weights of the best validation Dice, {state.best_metric:.4f} at epoch {state.best_epoch}"
+    else:
+        weights = "no validation: weights of the last epoch"
+    print(f"finished {state.epoch} epoch(s); {weights}; model directory: {config.output}")
     return 0
 
 
@@ -237,6 +240,15 @@ weights.safetensors (best validation Dice), checkpoint/last.pt (resume), log.csv
 """
 
 
+def _fold(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fold number or 'all', got {text!r}") from None
+
+
 def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
     train = verbs.add_parser(
         "train",
@@ -254,7 +266,12 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("config", nargs="?", type=Path, help="YAML configuration (default: all defaults)")
     train.add_argument("--dataset", help="dataset folder (data.dataset)")
     train.add_argument("--output", help="model directory to write (output)")
-    train.add_argument("--fold", type=int, help="fold of splits.json (data.fold)")
+    train.add_argument(
+        "--fold",
+        type=_fold,
+        help="fold of splits.json to validate on (data.fold, default 0); 'all': train on every case with no "
+        "validation and keep the last epoch's weights (one labelled case, or a final model)",
+    )
     train.add_argument("--network", help="network name from `attnseg models` (network.name)")
     train.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2D on slices or 3D on patches")
     train.add_argument("--epochs", type=int, help="training.epochs")

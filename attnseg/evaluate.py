@@ -9,7 +9,6 @@ all problems are listed together and nothing is evaluated. Metrics are then comp
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from attnseg.data import read_geometry, read_image
 from attnseg.data.dataset import parse_labels
 from attnseg.data.io import is_image_file, strip_ending
 from attnseg.errors import DataError
-from attnseg.fileio import check_writable
+from attnseg.fileio import check_writable, read_json
 from attnseg.metrics import EvaluationCase, EvaluationReport, evaluate_cases
 from attnseg.metrics.report import write_case_csv, write_markdown, write_summary_json
 
@@ -56,10 +55,7 @@ def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, i
     candidates = [labels_file] if labels_file else [reference / "dataset.json", reference.parent / "dataset.json"]
     for path in candidates:
         if path is not None and path.exists():
-            try:
-                spec = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+            spec = read_json(path)
             return parse_labels(spec if "labels" in spec else {"labels": spec}, path)
     return None
 

@@ -572,13 +572,12 @@ def export_model_dir(
     dynamic. The sidecar records what a deployment must reproduce: labels, the network's voxel size,
     normalisation, patch/slice size and slicing axis, input/output layout, and the parity result.
     """
-    from attnseg.data.plan import Plan
     from attnseg.model_dir import ModelDir
 
     if fmt not in EXPORT_SUFFIXES:
         raise ConfigError(f"export format must be one of {', '.join(EXPORT_SUFFIXES)}, got {fmt!r}")
     directory = ModelDir(model_dir)
-    plan = Plan.from_dict(directory.plan())
+    plan = directory.load_plan()
     network = directory.build_network(weights=True)
     path = Path(output) if output is not None else directory.path / f"model{EXPORT_SUFFIXES[fmt]}"
     side = sidecar_path(path)

@@ -1,4 +1,5 @@
-"""Atomic file writes: nothing a user has is lost to a crash, a full disk or a second run.
+"""Atomic file writes: nothing a user has is lost to a crash, a full disk or a second run; and the one
+JSON reader, which turns any damaged file into an error that names it.
 
 Every writer goes through ``atomic_path``: the data goes to a temporary file in the destination's
 folder (same file system, so the final rename is atomic) and replaces the destination only once it
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attnseg.errors import OutputExistsError
+from attnseg.errors import AttnsegError, DataError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -64,3 +65,25 @@ def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False, allo
     """JSON with a trailing newline. ``allow_nan=True`` writes NaN as the bare token ``NaN`` (what
     nnU-Net's summary.json does); strict consumers want ``allow_nan=False``, which raises instead."""
     return write_text(path, json.dumps(data, indent=2, allow_nan=allow_nan) + "\n", overwrite)
+
+
+def read_json(path: str | os.PathLike, expect: type = dict, error: type[AttnsegError] = DataError) -> Any:
+    """The JSON value in ``path``, which must be of type ``expect`` (``object`` accepts anything).
+
+    A missing, unreadable, binary, malformed or wrongly shaped file raises ``error`` naming the file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError as cause:
+        raise error(f"{path}: no such file") from cause
+    except (OSError, UnicodeDecodeError) as cause:
+        raise error(f"{path}: cannot read it as text ({cause})") from cause
+    except json.JSONDecodeError as cause:
+        raise error(f"{path}: not valid JSON ({cause.msg} at line {cause.lineno})") from cause
+    except RecursionError as cause:
+        raise error(f"{path}: JSON nested too deeply") from cause
+    if not isinstance(data, expect):
+        kinds = {dict: "an object {...}", list: "a list [...]"}
+        raise error(f"{path}: expected {kinds.get(expect, expect.__name__)}, got {type(data).__name__}")
+    return data

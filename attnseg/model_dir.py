@@ -17,7 +17,6 @@ safetensors for the weights, ``torch.load(weights_only=True)`` for the resume st
 from __future__ import annotations
 
 import datetime
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -28,8 +27,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from attnseg import __version__
-from attnseg.errors import AttnsegError
-from attnseg.fileio import atomic_path, write_json, write_text
+from attnseg.data.plan import Plan
+from attnseg.errors import AttnsegError, ConfigError
+from attnseg.fileio import atomic_path, read_json, write_json, write_text
 from attnseg.networks.registry import build_network
 
 
@@ -107,27 +107,43 @@ class ModelDir:
 
     def _read_json(self, name: str) -> Any:
         path = self.file(name)
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError as error:
-            raise ModelDirError(
-                f"{path}: missing; is {self.path} a model directory written by `attnseg train`?"
-            ) from error
-        except json.JSONDecodeError as error:
-            raise ModelDirError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
+        if not path.exists():
+            raise ModelDirError(f"{path}: missing; is {self.path} a model directory written by `attnseg train`?")
+        return read_json(path, error=ModelDirError)
 
     def network_spec(self) -> dict[str, Any]:
-        return self._read_json(self.NETWORK)
+        spec = self._read_json(self.NETWORK)
+        if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
+            raise ModelDirError(f"{self.file(self.NETWORK)}: expected {{'name': NETWORK, 'kwargs': {{...}}}}")
+        return spec
 
     def plan(self) -> dict[str, Any]:
         return self._read_json(self.PLAN)
 
+    def load_plan(self) -> Plan:
+        """The preprocessing plan, validated; a damaged plan.json is an error that names it."""
+        try:
+            return Plan.from_dict(self.plan())
+        except ConfigError as error:
+            raise ModelDirError(f"{self.file(self.PLAN)}: {error}") from error
+
     def labels(self) -> dict[str, int]:
-        return self._read_json(self.LABELS)
+        labels = self._read_json(self.LABELS)
+        integers = all(isinstance(v, int) and not isinstance(v, bool) for v in labels.values())
+        if not integers or 0 not in labels.values():
+            raise ModelDirError(
+                f"{self.file(self.LABELS)}: expected class names mapped to integer label values, background 0"
+            )
+        return labels
 
     def build_network(self, weights: bool = True, device: str | torch.device = "cpu") -> nn.Module:
         spec = self.network_spec()
-        model = build_network(spec["name"], **spec["kwargs"])
+        try:
+            model = build_network(spec["name"], **spec["kwargs"])
+        except (AttnsegError, TypeError, ValueError) as error:
+            raise ModelDirError(
+                f"{self.file(self.NETWORK)}: cannot build the network it describes ({error})"
+            ) from error
         if weights:
             self.load_weights(model)
         return model.to(device).eval()

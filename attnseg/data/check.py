@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from attnseg.data.arrays import nonzero_bbox
-from attnseg.data.dataset import Case, Dataset, Problem, load_dataset
+from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
 from attnseg.data.io import Image, read_image
 from attnseg.errors import DataError
 
@@ -193,8 +193,10 @@ def check_dataset(dataset: Dataset | str | Path, *, max_cases: int | None = None
             cases are collected in the report instead.
     """
     if not isinstance(dataset, Dataset):
-        dataset = load_dataset(dataset)
+        dataset = load_dataset(dataset, require_cases=False)
     report = CheckReport(dataset=dataset, problems=list(dataset.problems))
+    if not dataset.cases:
+        report.problems.append(Problem("error", str(dataset.root), no_cases_message(dataset).split(": ", 1)[1]))
     declared = set(dataset.labels.values()) if dataset.labels is not None else None
     num_channels = dataset.num_channels
     stats: list[CaseStats] = []
@@ -336,10 +338,21 @@ def _check_label(
         unknown = sorted(set(found) - declared)
         if unknown:
             problems.append(
-                Problem("error", path, f"label values {unknown} are not among the declared labels {sorted(declared)}")
+                Problem(
+                    "error",
+                    path,
+                    f"label values {_some(unknown)} are not among the declared labels {_some(sorted(declared))}",
+                )
             )
             return None
     return found
+
+
+def _some(values: list[int], shown: int = 10) -> str:
+    """A list for a message: at most ``shown`` values, and how many there are in all."""
+    if len(values) <= shown:
+        return str(values)
+    return f"[{', '.join(map(str, values[:shown]))}, ...] ({len(values)} values)"
 
 
 def _whole_numbers(array: np.ndarray) -> bool:

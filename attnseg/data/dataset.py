@@ -24,7 +24,6 @@ Problems a listing reveals (a missing channel file, a label without an image) ar
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from typing import Any, Literal
 
 from attnseg.data.io import Image, file_ending, is_image_file, read_case, read_image, strip_ending
 from attnseg.errors import DataError
+from attnseg.fileio import read_json
 
 Layout = Literal["nnunet", "msd", "paired"]
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -115,11 +115,15 @@ class Dataset:
         return self.read_image(case), label
 
 
-def load_dataset(path: str | Path) -> Dataset:
+def load_dataset(path: str | Path, *, require_cases: bool = True) -> Dataset:
     """Recognise the layout under ``path`` (a dataset folder or its dataset.json) and list its cases.
 
+    ``require_cases=False`` returns a dataset without a complete case (``attnseg dataset check`` then
+    reports every problem that explains why); otherwise that is an error which lists those problems.
+
     Raises:
-        DataError: no such folder, an empty folder, no recognisable layout, or a malformed dataset.json.
+        DataError: no such folder, an empty folder, no recognisable layout, a malformed dataset.json, or
+            (with ``require_cases``) no complete training case.
     """
     path = Path(path)
     if path.is_file() and path.name == "dataset.json":
@@ -130,7 +134,7 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(f"{path}: not a folder; {LAYOUT_HELP}")
     if not any(p for p in path.iterdir() if not p.name.startswith(".")):
         raise DataError(f"{path}: empty folder; {LAYOUT_HELP}")
-    spec = _read_json(path / "dataset.json") if (path / "dataset.json").exists() else None
+    spec = read_json(path / "dataset.json") if (path / "dataset.json").exists() else None
     if spec is not None and "training" in spec:
         dataset = _load_msd(path, spec)
     elif _paired_folders(path) is not None:
@@ -141,19 +145,20 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(f"{path / 'dataset.json'}: missing; an nnU-Net dataset declares its channels and labels there")
     else:
         raise DataError(f"{path}: no dataset found; {LAYOUT_HELP}")
-    if not dataset.cases:
-        raise DataError(f"{path}: no training cases found ({dataset.layout} layout)")
+    if require_cases and not dataset.cases:
+        raise DataError(no_cases_message(dataset))
     return dataset
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return data
+def no_cases_message(dataset: Dataset) -> str:
+    """Why a dataset has no complete training case, naming the files or folders at fault."""
+    errors = [p for p in dataset.problems if p.level == "error"]
+    text = f"{dataset.root}: no complete training case ({dataset.layout} layout)"
+    if not errors:
+        return text
+    shown = "; ".join(f"{p.path}: {p.message}" for p in errors[:3])
+    more = f"; and {len(errors) - 3} more (attnseg dataset check lists them)" if len(errors) > 3 else ""
+    return f"{text}: {shown}{more}"
 
 
 def parse_labels(spec: Mapping[str, Any], source: Path) -> dict[str, int]:
@@ -204,11 +209,11 @@ def _load_nnunet(root: Path, spec: dict[str, Any]) -> Dataset:
         raise DataError(f"{source}: 'file_ending' must be given, e.g. \".nii.gz\"")
     file_ending(f"x{ending}")  # raises on an unsupported ending
     problems: list[Problem] = []
+    incomplete: set[str] = set()
     if "dataset" in spec:  # nnU-Net v2's explicit case list, for files that live elsewhere
         cases = _explicit_cases(root, spec["dataset"], source)
         test_cases: list[Case] = []
     else:
-        incomplete: set[str] = set()
         cases = _channel_cases(root / "imagesTr", ending, len(channels), problems, incomplete)
         label_dir = root / "labelsTr"
         labelled = _label_files(label_dir, ending, problems)
@@ -220,8 +225,9 @@ def _load_nnunet(root: Path, spec: dict[str, Any]) -> Dataset:
         test_dir = root / "imagesTs"
         test_cases = _channel_cases(test_dir, ending, len(channels), problems) if test_dir.is_dir() else []
     declared = spec.get("numTraining")
-    if isinstance(declared, int) and declared != len(cases):
-        problems.append(Problem("warning", str(source), f"numTraining is {declared} but {len(cases)} cases were found"))
+    found = len(cases) + len(incomplete)
+    if isinstance(declared, int) and declared != found:  # an error in nnU-Net too
+        problems.append(Problem("error", str(source), f"numTraining is {declared} but {found} case(s) were found"))
     return Dataset(
         root=root,
         layout="nnunet",
@@ -242,11 +248,12 @@ def _channel_cases(
     if not folder.is_dir():
         raise DataError(f"{folder}: missing (nnU-Net keeps training images in imagesTr/)")
     grouped: dict[str, dict[int, Path]] = defaultdict(dict)
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
+    files = _visible_files(folder)
+    if not files:
+        problems.append(Problem("error", str(folder), f"empty folder: expected image files CASE_0000{ending}"))
+    for path in files:
         if not path.name.endswith(ending):
-            problems.append(Problem("warning", str(path), f"ignored: does not end with the dataset's '{ending}'"))
+            problems.append(_stray_file(path, ending, looks_like_case=_looks_like_image(path)))
             continue
         match = CHANNEL_SUFFIX.match(path.name[: -len(ending)])
         if match is None:
@@ -277,15 +284,43 @@ def _label_files(folder: Path, ending: str, problems: list[Problem]) -> dict[str
     if not folder.is_dir():
         problems.append(Problem("error", str(folder), "missing: nnU-Net keeps training labels in labelsTr/"))
         return {}
+    files = _visible_files(folder)
+    if not files:
+        problems.append(Problem("error", str(folder), f"empty folder: expected label files CASE{ending}"))
     labels = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
+    for path in files:
         if not path.name.endswith(ending):
-            problems.append(Problem("warning", str(path), f"ignored: does not end with the dataset's '{ending}'"))
+            problems.append(_stray_file(path, ending, looks_like_case=_looks_like_image(path)))
             continue
         labels[path.name[: -len(ending)]] = path
     return labels
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files a listing considers: not hidden, and not the data half of a MetaImage ``.mhd`` pair."""
+    return [p for p in sorted(folder.iterdir()) if not p.name.startswith(".") and not _metaimage_data(p)]
+
+
+def _metaimage_data(path: Path) -> bool:
+    return path.suffix.lower() in (".raw", ".zraw") and path.with_suffix(".mhd").exists()
+
+
+def _looks_like_image(path: Path) -> bool:
+    """An image file in a format attnseg reads, or a name shaped like an nnU-Net case (``CASE_0000.xyz``)."""
+    return is_image_file(path) or path.is_dir() or CHANNEL_SUFFIX.match(path.name.split(".", 1)[0]) is not None
+
+
+def _stray_file(path: Path, ending: str, looks_like_case: bool) -> Problem:
+    """A file the dataset's ``file_ending`` excludes: an error when it looks like a case that would be
+    silently left out of training (``case_0000.nii`` in a ``.nii.gz`` dataset), a warning otherwise."""
+    if looks_like_case:
+        return Problem(
+            "error",
+            str(path),
+            f"looks like a case but does not end with the dataset's file_ending '{ending}', so it would be "
+            f"left out; convert it to {ending} or remove it",
+        )
+    return Problem("warning", str(path), f"ignored: not an image ending with the dataset's '{ending}'")
 
 
 def _explicit_cases(root: Path, listing: Any, source: Path) -> list[Case]:

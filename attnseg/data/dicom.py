@@ -108,26 +108,39 @@ def _read_headers(folder: Path) -> list[_Slice]:
     for path in files:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError):
-            continue  # README, DICOMDIR viewers' extras, ...: not slices
+        except InvalidDicomError:
+            continue  # README, DICOMDIR viewers' extras, ...: not DICOM files at all
+        except Exception as error:  # a DICOM file (it has the preamble) that pydicom cannot parse
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise DataError(f"{path}: damaged DICOM file: {reason} (truncated or corrupt?)") from error
         if "PixelData" not in header and "ImagePositionPatient" not in header:
             continue
-        for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
-            if keyword not in header:
-                raise DataError(f"{path}: DICOM slice without {keyword}; cannot place it in the volume")
-        slices.append(
-            _Slice(
-                path=path,
-                position=np.asarray(header.ImagePositionPatient, dtype=float),
-                orientation=np.asarray(header.ImageOrientationPatient, dtype=float),
-                series=str(header.get("SeriesInstanceUID", "")),
-                description=str(header.get("SeriesDescription", "")),
-                identity=_identity(header),
-            )
-        )
+        slices.append(_slice(path, header))
     if not slices:
         raise DataError(f"{folder}: no DICOM slices found among {len(files)} file(s)")
     return slices
+
+
+def _slice(path: Path, header: Any) -> _Slice:
+    """The placement of one slice; a header whose position or orientation is missing or not numbers is an error."""
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
+        if keyword not in header:
+            raise DataError(f"{path}: DICOM slice without {keyword}; cannot place it in the volume")
+    try:
+        position = np.asarray(header.ImagePositionPatient, dtype=float)
+        orientation = np.asarray(header.ImageOrientationPatient, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: ImagePositionPatient / ImageOrientationPatient are not numbers ({error})") from error
+    if position.shape != (3,) or orientation.shape != (6,) or not np.all(np.isfinite([*position, *orientation])):
+        raise DataError(f"{path}: ImagePositionPatient needs 3 numbers and ImageOrientationPatient 6")
+    return _Slice(
+        path=path,
+        position=position,
+        orientation=orientation,
+        series=str(header.get("SeriesInstanceUID", "")),
+        description=str(header.get("SeriesDescription", "")),
+        identity=_identity(header),
+    )
 
 
 def _identity(header: Any) -> dict[str, str]:

@@ -28,12 +28,13 @@ a separator (``"out/case_001/"``) or names an existing folder; any other path is
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import os
 import shutil
 import tempfile
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from attnseg.data.geometry import Geometry
+from attnseg.data.metaimage import missing_data
 from attnseg.errors import DataError, OutputExistsError
 
 # Longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz".
@@ -144,14 +146,49 @@ def read_image(path: str | Path, *, spatial_dims: int | None = None, multichanne
     if path.is_dir():
         from attnseg.data.dicom import read_dicom_series
 
-        image = read_dicom_series(path)
+        with reading(path, "DICOM series"):
+            image = read_dicom_series(path)
     else:
         if not path.exists():
             raise DataError(f"{path}: no such file")
         ending = file_ending(path)
-        image = _read_nifti(path) if EXTENSIONS[ending] == "NIfTI" else _read_sitk(path, ending)
+        kind = EXTENSIONS[ending]
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes); expected a {kind} image")
+        with reading(path, kind):
+            image = _read_nifti(path) if kind == "NIfTI" else _read_sitk(path, ending)
+    _check_voxels(image)
     _check_dims(image, spatial_dims, multichannel)
     return image
+
+
+@contextlib.contextmanager
+def reading(path: Path, kind: str) -> Iterator[None]:
+    """Turn any failure while a library reads ``path`` into one :class:`DataError` that names the file.
+
+    nibabel, SimpleITK and pydicom fail in many ways on a damaged file (HeaderDataError, WrapStructError,
+    RuntimeError, struct.error, a ValueError from an impossible geometry...); a user must see which file
+    is bad and why, not a traceback from inside a library.
+    """
+    try:
+        yield
+    except DataError:
+        raise
+    except MemoryError as error:
+        raise DataError(f"{path}: the {kind} header describes an image too large to hold in memory") from error
+    except Exception as error:
+        raise _unreadable(path, kind, error) from error
+
+
+def _check_voxels(image: Image) -> None:
+    """Real numbers only: complex, RGB-struct or object voxels are not intensities or labels."""
+    if image.array.dtype.kind not in "biuf":
+        raise DataError(
+            f"{image.name}: voxels of type {image.array.dtype} are not real numbers; attnseg reads integer, "
+            "boolean or floating-point images"
+        )
+    if image.array.size == 0:
+        raise DataError(f"{image.name}: image of shape {image.array.shape} holds no voxels")
 
 
 def read_case(
@@ -202,24 +239,21 @@ def _check_dims(image: Image, spatial_dims: int | None, multichannel: bool) -> N
 
 
 def _unreadable(path: Path, kind: str, error: BaseException) -> DataError:
-    reason = str(error).strip().splitlines()
-    # SimpleITK prefixes its messages with source locations; keep the last, informative line.
-    reason_text = reason[-1] if reason else type(error).__name__
-    if "sitk::ERROR" in reason_text:
-        reason_text = reason_text.split("sitk::ERROR:", 1)[1].strip()
-    hint = " (is the file truncated or corrupt?)" if path.name.lower().endswith(".gz") or kind != "NIfTI" else ""
-    return DataError(f"{path}: cannot read {kind} file: {reason_text[:200]}{hint}")
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    # SimpleITK prefixes its messages with C++ source locations; keep what follows "sitk::ERROR:".
+    reason = text.split("sitk::ERROR:", 1)[1].strip() if "sitk::ERROR:" in text else text
+    reason = reason or type(error).__name__
+    return DataError(
+        f"{path}: cannot read {kind} file: {reason[:300]} (is the file truncated or corrupt, or not {kind}?)"
+    )
 
 
 def _read_nifti(path: Path) -> Image:
-    import nibabel as nib
-
-    try:
-        nifti = _load_nifti(path)
-        data = np.asanyarray(nifti.dataobj)
-        affine = nifti.affine
-    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as error:
-        raise _unreadable(path, "NIfTI", error) from error
+    nifti = _load_nifti(path)
+    data = np.asanyarray(nifti.dataobj)
+    affine = nifti.affine
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise DataError(f"{path}: the NIfTI header holds no valid affine (NaN, infinite or missing)")
     if data.ndim == 2:  # a 2-D NIfTI: its grid is the first two columns of the 4x4 affine
         keep = [0, 1, 3]
         geometry = Geometry.from_ras_affine(affine[np.ix_(keep, keep)])
@@ -240,26 +274,49 @@ def _load_nifti(path: Path):
     at the last voxel, before the gzip trailer, so a corrupt but complete-looking stream would pass)."""
     import nibabel as nib
 
-    if not path.name.lower().endswith(".gz"):
-        return nib.load(str(path))
-    with gzip.open(path, "rb") as stream:
-        data = stream.read()
+    with _quiet_nibabel():
+        if not path.name.lower().endswith(".gz"):
+            return nib.load(str(path))
+        with gzip.open(path, "rb") as stream:
+            data = stream.read()
+        try:
+            return nib.Nifti1Image.from_bytes(data)
+        except (nib.filebasedimages.ImageFileError, ValueError):
+            return nib.Nifti2Image.from_bytes(data)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """nibabel logs each header check it tries on a damaged file ("sizeof_hdr should be 348..."), twice when
+    NIfTI-2 is tried after NIfTI-1; the DataError we raise says what is wrong, once."""
+    logger = logging.getLogger("nibabel.global")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        return nib.Nifti1Image.from_bytes(data)
-    except (nib.filebasedimages.ImageFileError, ValueError):
-        return nib.Nifti2Image.from_bytes(data)
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _simpleitk():
+    """SimpleITK, with ITK's own warnings off: on a damaged file they print C++ source locations that read
+    like a crash; the exception we turn into a DataError carries the reason."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    return sitk
 
 
 def _read_sitk(path: Path, ending: str) -> Image:
-    import SimpleITK as sitk
-
+    sitk = _simpleitk()
+    if EXTENSIONS[ending] == "MetaImage":  # ITK pads short MetaImage data instead of failing
+        problem = missing_data(path)
+        if problem:
+            raise DataError(f"{path}: {problem}")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        itk_image = reader.Execute()
-        data = sitk.GetArrayFromImage(itk_image)  # (Z, Y, X[, C]): reversed axes, components last
-    except RuntimeError as error:
-        raise _unreadable(path, EXTENSIONS[ending], error) from error
+    itk_image = reader.Execute()
+    data = sitk.GetArrayFromImage(itk_image)  # (Z, Y, X[, C]): reversed axes, components last
     array, geometry = _from_sitk(itk_image, data)
     meta: dict[str, Any] = {}
     if ending == ".seg.nrrd":
@@ -462,22 +519,17 @@ def read_geometry(path: str | Path) -> Geometry:
     if EXTENSIONS[ending] == "NIfTI":
         import nibabel as nib
 
-        try:
+        with reading(path, "NIfTI"):
             nifti = nib.load(str(path))
-        except (OSError, EOFError, zlib.error, ValueError) as error:
-            raise _unreadable(path, "NIfTI", error) from error
-        if len(nifti.shape) == 2:
-            keep = [0, 1, 3]
-            return Geometry.from_ras_affine(nifti.affine[np.ix_(keep, keep)])
-        return Geometry.from_ras_affine(nifti.affine)
-    import SimpleITK as sitk
-
+            if len(nifti.shape) == 2:
+                keep = [0, 1, 3]
+                return Geometry.from_ras_affine(nifti.affine[np.ix_(keep, keep)])
+            return Geometry.from_ras_affine(nifti.affine)
+    sitk = _simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
+    with reading(path, EXTENSIONS[ending]):
         reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise _unreadable(path, EXTENSIONS[ending], error) from error
-    dim = min(reader.GetDimension(), 3)
-    direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:dim, :dim]
-    return Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)
+        dim = min(reader.GetDimension(), 3)
+        direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:dim, :dim]
+        return Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)

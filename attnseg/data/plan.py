@@ -22,7 +22,6 @@ The scheme follows the channel name in dataset.json (``"CT"`` -> ``ct``, ``"noNo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ import numpy as np
 from attnseg.data.check import Fingerprint, fingerprint_dataset
 from attnseg.data.dataset import Dataset, load_dataset
 from attnseg.errors import ConfigError, DataError
-from attnseg.fileio import write_json
+from attnseg.fileio import read_json, write_json
 
 Scheme = Literal["ct", "zscore", "rescale", "none"]
 SCHEMES = ("ct", "zscore", "rescale", "none")
@@ -157,8 +156,8 @@ class Plan:
             data["patch_size"] = tuple(int(s) for s in data["patch_size"])
             data["labels"] = {str(k): int(v) for k, v in data["labels"].items()}
             return cls(**data)
-        except (KeyError, TypeError) as error:
-            raise ConfigError(f"plan: malformed ({error})") from error
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ConfigError(f"plan: malformed ({type(error).__name__}: {error})") from error
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the plan as JSON, atomically; refuses to replace an existing file unless ``overwrite``."""
@@ -167,10 +166,7 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise DataError(f"{path}: cannot read the plan ({error})") from error
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except ConfigError as error:

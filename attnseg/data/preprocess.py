@@ -16,7 +16,6 @@ overshoot at edges; the difference is below what training notices.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image
 from attnseg.data.plan import ChannelNormalization, Plan
 from attnseg.errors import DataError
-from attnseg.fileio import atomic_path, write_json
+from attnseg.fileio import atomic_path, read_json, write_json
 
 # nnU-Net keeps at most this many voxel positions per class for foreground sampling, but at least 1%.
 LOCATION_SAMPLES = 10_000
@@ -342,7 +341,7 @@ def preprocess_dataset(
     """
     out = Path(out_dir)
     plan_file = out / "plan.json"
-    same_plan = plan_file.exists() and json.loads(plan_file.read_text()) == plan.to_dict()
+    same_plan = plan_file.exists() and read_json(plan_file) == plan.to_dict()
     if plan_file.exists() and not same_plan and not overwrite:
         raise DataError(f"{out}: holds data preprocessed with another plan; pass overwrite=True to replace it")
     out.mkdir(parents=True, exist_ok=True)
@@ -384,7 +383,7 @@ def load_preprocessed(
         meta_path = out / f"{case_id}.json"
         if not meta_path.exists():
             raise DataError(f"{meta_path}: missing; was case '{case_id}' preprocessed?")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         image = np.load(out / f"{case_id}_image.npy", mmap_mode=mode, allow_pickle=False)
         label_path = out / f"{case_id}_label.npy"
         label = np.load(label_path, mmap_mode=mode, allow_pickle=False) if label_path.exists() else None

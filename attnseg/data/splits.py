@@ -6,14 +6,13 @@ slices are never neighbours of training slices from the same scan.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from attnseg.errors import DataError
-from attnseg.fileio import write_json
+from attnseg.fileio import read_json, write_json
 
 Split = dict[str, list[str]]
 # nnU-Net's default seed for its 5-fold split.
@@ -51,12 +50,7 @@ def save_splits(path: str | Path, splits: Sequence[Split], *, overwrite: bool = 
 def load_splits(path: str | Path, case_ids: Sequence[str] | None = None) -> list[Split]:
     """Read and validate a splits file; with ``case_ids``, every id it names must exist."""
     path = Path(path)
-    try:
-        splits = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise DataError(f"{path}: no such splits file") from error
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not a valid splits file ({error})") from error
+    splits = read_json(path, expect=list)
     _validate(splits, path)
     if case_ids is not None:
         known = set(case_ids)

@@ -92,7 +92,7 @@ class Predictor:
         self.num_channels = self.models[0].plan.num_channels
 
     def _load(self, model_dir: ModelDir) -> LoadedModel:
-        plan = Plan.from_dict(model_dir.plan())
+        plan = model_dir.load_plan()
         network = model_dir.build_network(weights=True, device=self.device)
         # channels-last convolutions are about 1.4x faster on CPUs (oneDNN) and suit tensor cores
         layout = torch.channels_last if plan.spatial_dims == 2 else torch.channels_last_3d

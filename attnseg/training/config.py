@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -59,7 +59,9 @@ def augment_config(section: BaseModel) -> AugmentConfig | None:
 
 class DataConfig(_Section):
     dataset: Path | None = Field(None, description="nnU-Net, Decathlon or paired-folder dataset")
-    fold: int = Field(0, ge=0)
+    fold: Annotated[int, Field(ge=0)] | Literal["all"] = Field(
+        0, description="fold of splits.json to validate on; 'all': train on every case, no validation"
+    )
     target_spacing: list[float | None] | None = Field(
         None, description="resample to this spacing (null keeps an axis); None: the dataset's median"
     )

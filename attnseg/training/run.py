@@ -45,6 +45,7 @@ from attnseg.training.seeding import check_seed, seed_everything, set_determinis
 from attnseg.training.trainer import Trainer, TrainState
 
 SPLITS_FILE = "splits.json"
+ALL_FOLDS = "all"
 
 
 @dataclass
@@ -120,7 +121,7 @@ def prepare_data(
     context = context or DistContext()
     dataset = load_dataset(config.data.dataset)
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
-        plan = Plan.from_dict(resume_from.plan())
+        plan = resume_from.load_plan()
     else:
         plan = plan_dataset(
             dataset,
@@ -142,20 +143,32 @@ def prepare_data(
     return PreparedData(dataset, plan, train_cases, val_cases)
 
 
-def fold_split(dataset: Dataset, fold: int, output: Path | None) -> dict[str, list[str]]:
+def fold_split(dataset: Dataset, fold: int | str, output: Path | None) -> dict[str, list[str]]:
     """The fold from the dataset's splits.json, or from 5 case-level folds made when the dataset has
-    none (saved as ``output``/splits.json when ``output`` is given)."""
+    none (saved as ``output``/splits.json when ``output`` is given). ``"all"``: every case trains and
+    none validates (nnU-Net's ``fold all``)."""
+    if fold == ALL_FOLDS:
+        return {"train": list(dataset.case_ids), "val": []}
+    cases = len(dataset.case_ids)
     if dataset.splits_path.exists():
         splits = load_splits(dataset.splits_path, dataset.case_ids)
         source = dataset.splits_path
     else:
-        splits = make_splits(dataset.case_ids, folds=min(5, len(dataset.case_ids)))
+        if cases < 2:
+            raise ConfigError(
+                f"{dataset.root} has {cases} labelled case: too few to hold one out for validation; "
+                "train on it with --fold all (no validation; the last epoch's weights are kept)"
+            )
+        splits = make_splits(dataset.case_ids, folds=min(5, cases))
         source = Path(output) / SPLITS_FILE if output is not None else Path(SPLITS_FILE)
         if output is not None and not source.exists():
             save_splits(source, splits)
-    if not 0 <= fold < len(splits):
-        raise ConfigError(f"data.fold={fold}, but {source} has folds 0..{len(splits) - 1}")
-    return splits[fold]
+    if not 0 <= int(fold) < len(splits):
+        raise ConfigError(
+            f"data.fold={fold}, but {source} has folds 0..{len(splits) - 1} ({cases} cases); "
+            "or --fold all to train on every case without validation"
+        )
+    return splits[int(fold)]
 
 
 def network_description(config: Config, plan: Plan) -> dict:

@@ -160,8 +160,10 @@ class Trainer:
         finally:
             if self._writer is not None:
                 self._writer.close()
-        if self.context.is_main and self.validate is None:
-            self.model_dir.save_weights(self.network, {"epoch": self.state.epoch})
+        if self.context.is_main and self.state.best_epoch == 0:
+            # no validation (--fold all), or none gave a score: the last weights are the model
+            why = "no validation cases" if self.validate is None else "validation gave no score"
+            self.model_dir.save_weights(self.network, {"epoch": self.state.epoch, "selected": f"last epoch ({why})"})
         return self.state
 
     @property
@@ -325,7 +327,9 @@ class Trainer:
             if improved:
                 self.state.best_metric, self.state.best_epoch = score, epoch + 1
                 self.state.stale_validations = 0
-                self.model_dir.save_weights(self.network, {"epoch": epoch + 1, SELECTION_METRIC: score})
+                self.model_dir.save_weights(
+                    self.network, {"epoch": epoch + 1, SELECTION_METRIC: score, "selected": f"best {SELECTION_METRIC}"}
+                )
             else:
                 self.state.stale_validations += 1
         patience = self.train_cfg.patience

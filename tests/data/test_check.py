@@ -213,3 +213,57 @@ def test_decathlon_dataset_is_checked_with_its_four_d_images(tmp_path):
     errors, report = _errors(tmp_path)
     assert errors == [f"error: {tmp_path / 'imagesTr' / 't_9.nii.gz'}: listed in dataset.json but missing"]
     assert report.summary()["cases_read"] == 2
+
+
+# ---- what the held-back broken datasets showed (issue 9) --------------------------------------------------
+def test_declared_channel_missing_everywhere_names_case_and_file(make_nnunet, tmp_path, capsys):
+    """dataset.json declares 2 channels, only _0000 files exist: check, and train, name the missing files."""
+    root = make_nnunet(cases=2)
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["channel_names"] = {"0": "T1", "1": "T2"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    errors, _ = _errors(root)
+    missing = [str(root / "imagesTr" / f"case_00{i}_0001.nii.gz") for i in range(2)]
+    assert f"error: {missing[0]}: missing channel file" in errors
+    assert f"error: {missing[1]}: missing channel file" in errors
+    assert any("no complete training case" in e for e in errors)
+    assert main(["dataset", "check", str(root)]) == 1
+    assert main(["train", "--dataset", str(root), "--output", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err
+    assert "no complete training case" in message and missing[0] in message and "missing channel file" in message
+
+
+def test_stray_files_are_listed_and_case_like_ones_are_errors(make_nnunet):
+    root = make_nnunet(cases=2)
+    image = root / "imagesTr" / "case_001_0000.nii.gz"
+    image.rename(root / "imagesTr" / "case_001_0000.nii")  # right data, wrong ending for this dataset
+    (root / "imagesTr" / "notes.txt").write_text("scanner protocol")
+    (root / "labelsTr" / "case_001.mha").write_bytes(b"")
+    errors, report = _errors(root)
+    assert any(e.startswith(f"error: {root / 'imagesTr' / 'case_001_0000.nii'}: looks like a case") for e in errors)
+    assert any(e.startswith(f"error: {root / 'labelsTr' / 'case_001.mha'}: looks like a case") for e in errors)
+    assert f"warning: {root / 'imagesTr' / 'notes.txt'}: ignored: not an image ending with the dataset's '.nii.gz'" in [
+        str(w) for w in report.warnings
+    ]
+    assert f"error: {root / 'dataset.json'}: numTraining is 2 but 1 case(s) were found" in errors
+
+
+@pytest.mark.parametrize("folder", ["imagesTr", "labelsTr"])
+def test_empty_folder_is_named(make_nnunet, folder, capsys):
+    root = make_nnunet(cases=2)
+    for path in (root / folder).iterdir():
+        path.unlink()
+    errors, _ = _errors(root)
+    assert any(e.startswith(f"error: {root / folder}: empty folder") for e in errors)
+    assert main(["dataset", "check", str(root)]) == 1
+    assert f"{root / folder}: empty folder" in capsys.readouterr().out
+
+
+def test_num_training_that_disagrees_is_an_error(make_nnunet):
+    root = make_nnunet(cases=3)
+    spec = json.loads((root / "dataset.json").read_text())
+    spec["numTraining"] = 5
+    (root / "dataset.json").write_text(json.dumps(spec))
+    errors, report = _errors(root)
+    assert errors == [f"error: {root / 'dataset.json'}: numTraining is 5 but 3 case(s) were found"]
+    assert not report.ok

@@ -4,8 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors import safe_open
 
 from attnseg.cli import main
+from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
 from tests.processes import run_with_stack_dump, torchrun_command
 
@@ -141,3 +143,29 @@ def test_disk_cache_gives_the_same_training_as_memory(make_nnunet, tmp_path):
     stamp = (cache / "case_000_image.npy").stat().st_mtime_ns
     assert _train(dataset, tmp_path / "again", "--epochs", "1", "--set", f"data.cache={cache}") == 0
     assert (cache / "case_000_image.npy").stat().st_mtime_ns == stamp  # reused, not recomputed
+
+
+def test_one_case_trains_with_fold_all_and_keeps_the_last_weights(make_nnunet, tmp_path, capsys):
+    dataset = make_nnunet(cases=1)
+    assert _train(dataset, tmp_path / "refused", "--epochs", "1") == 2
+    error = capsys.readouterr().err
+    assert "has 1 labelled case" in error and "--fold all" in error
+
+    output = tmp_path / "all"
+    assert _train(dataset, output, "--epochs", "2", "--fold", "all") == 0
+    assert "no validation: weights of the last epoch" in capsys.readouterr().out
+    metadata = safe_open(output / ModelDir.WEIGHTS, "pt").metadata()
+    assert metadata["epoch"] == "2" and metadata["selected"] == "last epoch (no validation cases)"
+    history = (output / ModelDir.LOG).read_text().splitlines()
+    assert "val_dice_mean" not in history[0] and len(history) == 3
+    assert not (output / "splits.json").exists()
+
+
+def test_fold_all_trains_on_every_case(make_nnunet, tmp_path):
+    from attnseg.data import load_dataset
+    from attnseg.training.run import fold_split
+
+    dataset = load_dataset(make_nnunet(cases=3))
+    assert fold_split(dataset, "all", None) == {"train": ["case_000", "case_001", "case_002"], "val": []}
+    with pytest.raises(ConfigError, match=r"data.fold=4, but .* has folds 0..2 \(3 cases\); or --fold all"):
+        fold_split(dataset, 4, None)
