@@ -599,6 +599,7 @@ def export_model_dir(
         parity=parity,
         plan=plan.to_dict(),
         class_values=list(plan.class_values),
+        orientation=plan.orientation,  # the input's X, Y, Z: the volume reoriented to this voxel order
     )
     write_sidecar(side, sidecar, overwrite=overwrite)
     return ModelDirExport(path, side, parity)

@@ -3,12 +3,13 @@
 Errors (the command exits non-zero): an image without a label, a file that cannot be read, a label whose
 shape or geometry differs from its image, label values outside the declared labels, NaN or infinite
 intensities, a wrong number of channels, a 4-D file where nnU-Net expects one 3-D file per channel, a
-mix of 2-D and 3-D cases. Warnings: a label with no foreground, a case whose orientation differs from
-the majority, files the layout ignores.
+mix of 2-D and 3-D cases. Warnings: a label with no foreground, files the layout ignores. Orientations
+are reported, not judged: every volume is reoriented to RAS before planning (attnseg.data.orientation).
 
 The same pass gathers the dataset *fingerprint* (per-case spacing, size, size after cropping to the
-non-zero region, class voxel counts, and a sample of foreground intensities per channel, as nnU-Net's
-fingerprint extractor does) from which :func:`attnseg.data.plan.plan_dataset` derives a plan.
+non-zero region, in RAS axis order for volumes; class voxel counts, and a sample of foreground
+intensities per channel, as nnU-Net's fingerprint extractor does) from which
+:func:`attnseg.data.plan.plan_dataset` derives a plan.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from attnseg.data.arrays import nonzero_bbox
 from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
 from attnseg.data.io import Image, read_image
+from attnseg.data.orientation import CANONICAL, reorientation
 from attnseg.errors import DataError
 
 # Geometry tolerance between an image and its label (mm and direction cosines): what ITK-based tools
@@ -158,10 +160,15 @@ class CheckReport:
         ]
         if "spacing" in s:
             lines.append(f"cases read: {s['cases_read']}")
-            lines.append(_spread_line("spacing (mm)", s["spacing"], "{:.4g}"))
-            lines.append(_spread_line("size (voxels)", s["size"], "{:.0f}"))
+            order = f" in {CANONICAL} axis order" if s["orientations"] else ""
+            lines.append(_spread_line(f"spacing (mm{order})", s["spacing"], "{:.4g}"))
+            lines.append(_spread_line(f"size (voxels{order})", s["size"], "{:.0f}"))
             lines.append(_spread_line("size after crop to non-zero", s["size_after_crop"], "{:.0f}"))
-            lines.append("orientation: " + ", ".join(f"{k} ({n} cases)" for k, n in s["orientations"].items()))
+            lines.append(
+                "orientation as stored: "
+                + ", ".join(f"{k} ({n} case(s))" for k, n in s["orientations"].items())
+                + f"; every volume is reoriented to {CANONICAL} for planning, training and prediction"
+            )
             for entry in s["intensity"]:
                 fg, everything = entry["foreground"], entry["all"]
                 text = f"intensity {entry['channel']}: all voxels {everything['min']:.4g}..{everything['max']:.4g}"
@@ -217,7 +224,6 @@ def check_dataset(dataset: Dataset | str | Path, *, max_cases: int | None = None
             Problem("error", str(dataset.root), f"cases mix spatial dimensions: {dict(dims)} (dims: number of cases)")
         )
     if stats:
-        _orientation_warnings(stats, dataset, report.problems)
         channels = len(stats[0].channel_stats)
         pooled = [
             np.concatenate([s[c] for s in samples if len(s) > c]) if samples else np.zeros(0) for c in range(channels)
@@ -270,12 +276,14 @@ def _check_case(
     rng = np.random.default_rng(index)
     foreground = _label_as_int(label.array[0]) > 0
     case_samples = [_sample(channel[foreground], rng) for channel in image.array]
-    bbox = nonzero_bbox(image.array)
+    cropped = tuple(int(stop - start) for start, stop in nonzero_bbox(image.array))
+    # sizes and spacings in the order planning uses: the canonical voxel order for volumes
+    axes = reorientation(image.geometry).axes if image.spatial_dims == 3 else tuple(range(image.spatial_dims))
     stats = CaseStats(
         id=case.id,
-        spacing=tuple(float(s) for s in image.geometry.spacing),
-        shape=image.spatial_shape,
-        cropped_shape=tuple(int(stop - start) for start, stop in bbox),
+        spacing=tuple(float(image.geometry.spacing[a]) for a in axes),
+        shape=tuple(image.spatial_shape[a] for a in axes),
+        cropped_shape=tuple(cropped[a] for a in axes),
         orientation=image.geometry.orientation(),
         class_voxels=values,
         channel_stats=[_channel_stats(channel) for channel in image.array],
@@ -361,23 +369,6 @@ def _whole_numbers(array: np.ndarray) -> bool:
 
 def _label_as_int(array: np.ndarray) -> np.ndarray:
     return array if array.dtype.kind in "iub" else np.round(array).astype(np.int64)
-
-
-def _orientation_warnings(stats: list[CaseStats], dataset: Dataset, problems: list[Problem]) -> None:
-    counts = Counter(s.orientation for s in stats if s.orientation)
-    if len(counts) <= 1:
-        return
-    majority = counts.most_common(1)[0][0]
-    by_id = {c.id: c for c in dataset.cases}
-    for s in stats:
-        if s.orientation and s.orientation != majority:
-            problems.append(
-                Problem(
-                    "warning",
-                    str(by_id[s.id].images[0]),
-                    f"orientation {s.orientation} differs from most cases ({majority}); attnseg does not reorient",
-                )
-            )
 
 
 def _problem_from(error: DataError, path: Path) -> Problem:

@@ -171,15 +171,33 @@ class Geometry:
         return Geometry.create(spacing, self.origin, self.direction)
 
     def orientation(self) -> str:
-        """The closest anatomical orientation code of the axes in LPS letters, e.g. ``'LPS'`` or ``'RAS'``."""
+        """The closest anatomical orientation code: the direction each voxel axis increases towards, e.g.
+        ``'LPS'`` (DICOM) or ``'RAS'`` (nibabel's canonical); the same letters as nibabel's ``aff2axcodes``."""
         if self.ndim != 3:
             return ""
         letters = ("LR", "PA", "SI")  # LPS positive direction first
-        code = ""
-        for column in self.direction_matrix.T:
-            axis = int(np.argmax(np.abs(column)))
-            code += letters[axis][0 if column[axis] > 0 else 1]
-        return code
+        direction = self.direction_matrix
+        return "".join(
+            letters[world][0 if direction[world, axis] > 0 else 1]
+            for axis, world in enumerate(nearest_world_axes(direction))
+        )
+
+
+def nearest_world_axes(direction: np.ndarray) -> list[int]:
+    """For each voxel axis (column of ``direction``), the world axis it is most aligned with, one each.
+
+    Pairs are taken by decreasing alignment (largest |cosine| first), so an oblique grid always gets a
+    valid permutation, the same one whichever order its axes are stored in (exact 45-degree ties break by
+    index).
+    """
+    direction = np.abs(np.asarray(direction, dtype=float))
+    n = direction.shape[0]
+    pairs = sorted(((direction[w, a], a, w) for a in range(n) for w in range(n)), key=lambda p: (-p[0], p[1], p[2]))
+    world_of_axis: dict[int, int] = {}
+    for _, axis, world in pairs:
+        if axis not in world_of_axis and world not in world_of_axis.values():
+            world_of_axis[axis] = world
+    return [world_of_axis[a] for a in range(n)]
 
 
 def ras_lps_flip(affine: np.ndarray) -> np.ndarray:

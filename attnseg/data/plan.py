@@ -32,12 +32,14 @@ import numpy as np
 
 from attnseg.data.check import Fingerprint, fingerprint_dataset
 from attnseg.data.dataset import Dataset, load_dataset
+from attnseg.data.orientation import CANONICAL, check_orientation_code
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import read_json, write_json
 
 Scheme = Literal["ct", "zscore", "rescale", "none"]
 SCHEMES = ("ct", "zscore", "rescale", "none")
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the orientation (1: volumes used in their stored voxel order)
+SUPPORTED_VERSIONS = (1, 2)
 # nnU-Net's thresholds: an axis is "anisotropic" when its spacing is 3x the others' and it has 3x fewer
 # voxels; masked z-scoring when cropping kept less than 3/4 of the image.
 ANISOTROPY_RATIO = 3.0
@@ -80,6 +82,9 @@ class Plan:
         labels: label name -> value in the label files; class index k is the k-th smallest value.
         channel_names: one name per channel.
         crop_to_nonzero: crop every case to the bounding box of its non-zero voxels first.
+        orientation: the voxel order every volume is brought into before anything else (``"RAS"``, see
+            :mod:`attnseg.data.orientation`); ``target_spacing``, ``slice_axis`` and ``patch_size`` refer to
+            its axes. None for 2-D images, and in version-1 plans (stored order used as is).
     """
 
     spatial_dims: int
@@ -91,6 +96,7 @@ class Plan:
     labels: dict[str, int]
     channel_names: list[str]
     crop_to_nonzero: bool = True
+    orientation: str | None = None
     version: int = field(default=PLAN_VERSION)
 
     def __post_init__(self) -> None:
@@ -110,6 +116,10 @@ class Plan:
             raise ConfigError("plan: one normalisation per channel is needed")
         if 0 not in self.labels.values():
             raise ConfigError(f"plan: the labels {self.labels} lack a background value 0")
+        if self.orientation is not None:
+            if self.image_dims != 3:
+                raise ConfigError("plan: an orientation applies to volumes only")
+            self.orientation = check_orientation_code(self.orientation)
 
     # ---- views --------------------------------------------------------------------------------
     @property
@@ -148,8 +158,12 @@ class Plan:
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
         data = dict(data)
         version = data.get("version", PLAN_VERSION)
-        if version != PLAN_VERSION:
-            raise ConfigError(f"plan version {version} is not supported (this attnseg reads version {PLAN_VERSION})")
+        if version not in SUPPORTED_VERSIONS:
+            raise ConfigError(
+                f"plan version {version} is not supported (this attnseg reads versions "
+                f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
+            )
+        data["version"] = PLAN_VERSION  # version 1 lacks the orientation: None, the stored order, as it was
         try:
             data["normalization"] = [ChannelNormalization(**n) for n in data["normalization"]]
             data["target_spacing"] = tuple(None if s is None else float(s) for s in data["target_spacing"])
@@ -244,6 +258,7 @@ def plan_dataset(
         labels=dict(labels),
         channel_names=channel_names,
         crop_to_nonzero=crop_to_nonzero,
+        orientation=CANONICAL if image_dims == 3 else None,
     )
 
 

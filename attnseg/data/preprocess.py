@@ -1,14 +1,15 @@
 """Apply a :class:`~attnseg.data.plan.Plan` to a case, and undo it for predictions.
 
-Forward (:func:`preprocess_case`), in nnU-Net's order: crop to the non-zero bounding box, normalise the
+Forward (:func:`preprocess_case`): reorient to the plan's voxel order (RAS; transposes and flips only, see
+:mod:`attnseg.data.orientation`), then in nnU-Net's order: crop to the non-zero bounding box, normalise the
 intensities, resample to the target spacing (image: linear; label: each class's indicator linearly, then
 the most likely class, as nnU-Net does, so thin structures do not vanish the way they can under nearest
 neighbour), and map label values to class indices 0..K-1.
 
 Inverse (:func:`restore_prediction`, :func:`restore_probabilities`): resample a prediction from the
-preprocessed grid back to the cropped grid and paste it into the original image grid, so a mask written
-with the input's :class:`~attnseg.data.geometry.Geometry` lines up voxel for voxel. When the spacing does
-not change (and only then) the round trip is exact.
+preprocessed grid back to the cropped grid, paste it into the full grid and undo the reorientation, so a
+mask written with the input's :class:`~attnseg.data.geometry.Geometry` lines up voxel for voxel. When the
+spacing does not change (and only then) the round trip is exact.
 
 Deviation from nnU-Net: images are resampled linearly (nnU-Net uses third-order splines): faster, no
 overshoot at edges; the difference is below what training notices.
@@ -29,6 +30,7 @@ from attnseg.data.arrays import Box, crop, nonzero_bbox
 from attnseg.data.dataset import Dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image
+from attnseg.data.orientation import Reorientation, reorientation
 from attnseg.data.plan import ChannelNormalization, Plan
 from attnseg.errors import DataError
 from attnseg.fileio import atomic_path, read_json, write_json
@@ -40,14 +42,19 @@ LOCATION_MIN_FRACTION = 0.01
 
 @dataclass
 class CaseProperties:
-    """What is needed to put a prediction back on the original grid."""
+    """What is needed to put a prediction back on the original grid.
 
-    geometry: Geometry  # the original image's grid
-    shape: tuple[int, ...]  # original spatial shape
-    bbox: Box  # crop in original voxels, ((start, stop), ...)
+    ``geometry``, ``shape`` and ``bbox`` describe the image after reorientation to the plan's orientation
+    (the stored grid itself when there is none); ``reorientation`` takes arrays back to the stored order.
+    """
+
+    geometry: Geometry  # the (reoriented) image's grid
+    shape: tuple[int, ...]  # (reoriented) spatial shape
+    bbox: Box  # crop in (reoriented) voxels, ((start, stop), ...)
     resampled_shape: tuple[int, ...]  # spatial shape after resampling (the network's grid)
     spacing: tuple[float, ...]  # spacing on the network's grid
     class_values: tuple[int, ...]  # class index -> label value
+    reorientation: Reorientation | None = None  # stored voxel order -> the plan's orientation
 
     @property
     def cropped_shape(self) -> tuple[int, ...]:
@@ -61,7 +68,12 @@ class CaseProperties:
             "resampled_shape": list(self.resampled_shape),
             "spacing": list(self.spacing),
             "class_values": list(self.class_values),
+            "reorientation": self.reorientation.to_dict() if self.reorientation is not None else None,
         }
+
+    def to_stored_order(self, array: np.ndarray) -> np.ndarray:
+        """``(C, *shape)`` on the reoriented grid -> the image's stored voxel order (exact)."""
+        return self.reorientation.undo(array) if self.reorientation is not None else array
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaseProperties:
@@ -72,6 +84,7 @@ class CaseProperties:
             resampled_shape=tuple(int(s) for s in data["resampled_shape"]),
             spacing=tuple(float(s) for s in data["spacing"]),
             class_values=tuple(int(v) for v in data["class_values"]),
+            reorientation=Reorientation.from_dict(data["reorientation"]) if data.get("reorientation") else None,
         )
 
 
@@ -107,23 +120,28 @@ def preprocess_case(
             another grid, or label values the plan does not know; the message names the file.
     """
     _check_input(image, plan, label)
+    turn = reorientation(image.geometry, plan.orientation) if plan.orientation is not None else None
+    geometry = turn.geometry(image.geometry, image.spatial_shape) if turn is not None else image.geometry
     array = np.asarray(image.array, dtype=np.float32)
     indices = _to_class_indices(np.asarray(label.array[0]), plan, label) if label is not None else None
+    if turn is not None:
+        array = turn.apply(array)
+        indices = turn.apply(indices, leading=0) if indices is not None else None
     if plan.crop_to_nonzero:
         # nnU-Net crops to the image's non-zero box; we also keep any labelled voxel outside it rather
         # than silently cut foreground away (at inference there is no label and the image box is used)
         stack = array if indices is None else np.concatenate([array, indices[None].astype(np.float32)])
         box = nonzero_bbox(stack)
     else:
-        box = tuple((0, s) for s in image.spatial_shape)
+        box = tuple((0, s) for s in array.shape[1:])
     array = crop(array, box)
     array = normalize(array, plan.normalization)
     spacing = tuple(
         float(orig) if target is None else float(target)
-        for orig, target in zip(image.geometry.spacing, plan.target_spacing, strict=True)
+        for orig, target in zip(geometry.spacing, plan.target_spacing, strict=True)
     )
     cropped = array.shape[1:]
-    shape = resampled_shape(cropped, image.geometry.spacing, spacing)
+    shape = resampled_shape(cropped, geometry.spacing, spacing)
     array = resample(array, shape)
     classes = None
     if indices is not None:
@@ -132,12 +150,13 @@ def preprocess_case(
             classes = resample_classes(classes, shape, plan.num_classes)
         classes = classes.astype(np.uint8 if plan.num_classes <= 256 else np.int16)
     properties = CaseProperties(
-        geometry=image.geometry,
-        shape=image.spatial_shape,
+        geometry=geometry,
+        shape=turn.shape(image.spatial_shape) if turn is not None else image.spatial_shape,
         bbox=box,
         resampled_shape=shape,
         spacing=spacing,
         class_values=tuple(plan.class_values),
+        reorientation=turn,
     )
     case_name = case_id or (image.path.name if image.path is not None else "case")
     locations = class_locations(classes, seed=seed) if classes is not None else {}
@@ -272,7 +291,7 @@ def restore_probabilities(prediction: np.ndarray | torch.Tensor, properties: Cas
     out[0] = 1.0
     region = (slice(None), *(slice(a, b) for a, b in properties.bbox))
     out[region] = scores
-    return out
+    return properties.to_stored_order(out)
 
 
 def restore_prediction(prediction: np.ndarray | torch.Tensor, properties: CaseProperties) -> np.ndarray:
@@ -304,7 +323,7 @@ def restore_prediction(prediction: np.ndarray | torch.Tensor, properties: CasePr
     dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
     out = np.full(properties.shape, values[0], dtype=dtype)
     out[tuple(slice(a, b) for a, b in properties.bbox)] = values[classes]
-    return out[None]
+    return properties.to_stored_order(out[None])
 
 
 def _as_numpy(prediction: np.ndarray | torch.Tensor) -> np.ndarray:
