@@ -224,6 +224,7 @@ TRAIN_SHORTCUTS = {
     "seed": "training.seed",
     "deterministic": "training.deterministic",
     "device": "training.device",
+    "time_budget": "training.time_budget",
 }
 
 TRAIN_EPILOG = """examples:
@@ -275,6 +276,12 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
     train.add_argument("--network", help="network name from `attnseg models` (network.name)")
     train.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2D on slices or 3D on patches")
     train.add_argument("--epochs", type=int, help="training.epochs")
+    train.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="finish the whole run within this wall time, e.g. 300, 90s, 5m, 1.5h (training.time_budget): epochs "
+        "are planned from step times measured on this machine and the run stops on time, keeping the best model",
+    )
     train.add_argument("--seed", type=int, help="training.seed")
     train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:1 (training.device)")

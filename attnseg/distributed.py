@@ -171,6 +171,16 @@ def broadcast_flag(flag: bool, context: DistContext, device: torch.device, what:
     return bool(value.item() > 0.5)
 
 
+def broadcast_number(value: float, context: DistContext, device: torch.device, what: str = "broadcast") -> float:
+    """Rank 0's ``value`` on every rank (a no-op without DDP): decisions one rank makes for all."""
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    with collective(context, what):
+        dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
 def barrier(context: DistContext, what: str = "barrier") -> None:
     """Wait for every rank (a no-op without DDP)."""
     if context.enabled:

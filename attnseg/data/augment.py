@@ -2,10 +2,12 @@
 
 Spatial transforms (flips, rotation + scaling, elastic deformation) move image and label together, with
 linear interpolation for the image and nearest neighbour for the label, so label values stay whole;
-intensity transforms (gamma, noise, contrast, brightness) touch the image only. The defaults follow
-nnU-Net's probabilities where it has them (rotation/scaling 0.2, gamma 0.3, noise 0.1, contrast and
-brightness 0.15, mirroring 0.5 per axis); elastic deformation is off in nnU-Net and on at 0.1 here for 2D
-(cheap), off for 3D (slow on CPU).
+intensity transforms touch the image only: gamma, noise, contrast, brightness, and what another scanner
+changes: a smooth bias field, blur, and a lower resolution (downsampled then upsampled, nnU-Net's
+"simulate low resolution"). The defaults follow nnU-Net's probabilities where it has them
+(rotation/scaling 0.2, gamma 0.3, noise 0.1, contrast and brightness 0.15, blur 0.2, low resolution 0.25,
+mirroring 0.5 per axis); elastic deformation is off in nnU-Net and on at 0.1 here for 2D (cheap), off for
+3D (slow on CPU); the bias field (MRI's receive-coil shading, absent from nnU-Net) is on at 0.3.
 """
 
 from __future__ import annotations
@@ -40,11 +42,26 @@ class AugmentConfig:
     contrast_range: tuple[float, float] = (0.75, 1.25)
     brightness_prob: float = 0.15
     brightness_range: tuple[float, float] = (0.75, 1.25)
+    bias_field_prob: float = 0.3
+    bias_field_coefficients: tuple[float, float] = (0.0, 0.3)  # MONAI's polynomial coefficients (degree 3)
+    blur_prob: float = 0.2
+    blur_sigma: tuple[float, float] = (0.5, 1.0)  # voxels
+    low_resolution_prob: float = 0.25
+    low_resolution_zoom: tuple[float, float] = (0.5, 1.0)  # resolution kept, per axis
     image_mode: str = "bilinear"  # "nearest" makes image and label move identically (tests, masks as input)
 
     def without_intensity(self) -> AugmentConfig:
         """The spatial part only."""
-        return replace(self, gamma_prob=0.0, noise_prob=0.0, contrast_prob=0.0, brightness_prob=0.0)
+        return replace(
+            self,
+            gamma_prob=0.0,
+            noise_prob=0.0,
+            contrast_prob=0.0,
+            brightness_prob=0.0,
+            bias_field_prob=0.0,
+            blur_prob=0.0,
+            low_resolution_prob=0.0,
+        )
 
 
 class Augmentation:
@@ -125,6 +142,20 @@ def _transforms(spatial_dims: int, c: AugmentConfig) -> list[Any]:
     if c.flip_prob > 0:
         for axis in c.flip_axes if c.flip_axes is not None else range(spatial_dims):
             out.append(T.RandFlipd(keys, prob=c.flip_prob, spatial_axis=axis))
+    if c.bias_field_prob > 0:
+        out.append(T.RandBiasFieldd("image", coeff_range=c.bias_field_coefficients, prob=c.bias_field_prob))
+    if c.low_resolution_prob > 0:
+        out.append(
+            T.RandSimulateLowResolutiond(
+                "image",
+                prob=c.low_resolution_prob,
+                zoom_range=c.low_resolution_zoom,
+                upsample_mode="bilinear" if spatial_dims == 2 else "trilinear",
+            )
+        )
+    if c.blur_prob > 0:
+        sigma = {f"sigma_{axis}": c.blur_sigma for axis in "xyz"[:spatial_dims]}
+        out.append(T.RandGaussianSmoothd("image", prob=c.blur_prob, **sigma))
     if c.gamma_prob > 0:
         out.append(T.RandAdjustContrastd("image", prob=c.gamma_prob, gamma=c.gamma_range, retain_stats=True))
     if c.noise_prob > 0:

@@ -11,13 +11,19 @@ Normalisation (Isensee et al., nnU-Net, Nature Methods 2021):
 * ``ct``: clip to the 0.5 and 99.5 percentiles of the foreground intensities of the whole training set,
   then subtract their mean and divide by their standard deviation (global statistics: CT numbers mean
   the same in every scan);
-* ``zscore`` (MR and everything else): per case, subtract the mean and divide by the standard deviation;
-  inside the non-zero region only when cropping removed a quarter or more of the image (skull-stripped
-  brains), so the black background does not dominate the statistics;
+* ``robust_zscore`` (MR and everything else; our default, a deviation from nnU-Net): per case, the
+  statistics come from the tissue alone, the voxels above an Otsu threshold (air and the zero padding of
+  a skull-stripped image fall below it), after clipping the brightest 0.5% of the tissue. nnU-Net's
+  ``zscore`` over the whole image changes with how much air or padding surrounds the anatomy (another
+  field of view, another scanner), which shifts every intensity the network sees; this does not;
+* ``zscore`` (nnU-Net's, by channel name ``zscore``): per case, subtract the mean and divide by the
+  standard deviation; inside the non-zero region only when cropping removed a quarter or more of the
+  image (skull-stripped brains), so the black background does not dominate the statistics;
 * ``rescale``: per case to [0, 1]; ``none``: unchanged.
 
 The scheme follows the channel name in dataset.json (``"CT"`` -> ``ct``, ``"noNorm"`` -> ``none``,
-``"rescale_to_0_1"`` -> ``rescale``, otherwise ``zscore``) unless overridden.
+``"rescale_to_0_1"`` -> ``rescale``, ``"zscore"`` -> ``zscore``, otherwise ``robust_zscore``) unless
+overridden (``data.normalization``).
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ from attnseg.data.orientation import CANONICAL, check_orientation_code
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import read_json, write_json
 
-Scheme = Literal["ct", "zscore", "rescale", "none"]
-SCHEMES = ("ct", "zscore", "rescale", "none")
+Scheme = Literal["ct", "robust_zscore", "zscore", "rescale", "none"]
+SCHEMES = ("ct", "robust_zscore", "zscore", "rescale", "none")
 PLAN_VERSION = 2  # 2: the orientation (1: volumes used in their stored voxel order)
 SUPPORTED_VERSIONS = (1, 2)
 # nnU-Net's thresholds: an axis is "anisotropic" when its spacing is 3x the others' and it has 3x fewer
@@ -319,7 +325,8 @@ def _patch_size(
 
 
 def scheme_for_channel(name: str) -> Scheme:
-    """nnU-Net's channel-name convention: CT -> ct, noNorm -> none, rescale_to_0_1 -> rescale, else zscore."""
+    """nnU-Net's channel-name convention (CT -> ct, noNorm -> none, rescale_to_0_1 -> rescale, zscore ->
+    zscore); any other name (MR, T1, FLAIR, ...) -> robust_zscore."""
     key = name.strip().lower()
     if key == "ct":
         return "ct"
@@ -327,7 +334,9 @@ def scheme_for_channel(name: str) -> Scheme:
         return "none"
     if key in ("rescale_to_0_1", "rgb_to_0_1", "rescale"):
         return "rescale"
-    return "zscore"
+    if key == "zscore":
+        return "zscore"
+    return "robust_zscore"
 
 
 def _normalization(

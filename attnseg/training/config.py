@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from attnseg.data.augment import AugmentConfig
+from attnseg.data.plan import Scheme
 from attnseg.errors import ConfigError
 from attnseg.networks.registry import get_spec
+from attnseg.training.budget import parse_duration
 
 
 class _Section(BaseModel):
@@ -68,6 +70,11 @@ class DataConfig(_Section):
     batch_size: int = Field(8, ge=1)
     patch_size: list[int] | None = Field(None, description="3D patch or 2D slice size; None: from the plan")
     slice_axis: int | None = Field(None, ge=0, le=2, description="2D models: axis to slice along; None: from the plan")
+    normalization: Scheme | list[Scheme] | None = Field(
+        None,
+        description="intensity normalisation: one scheme for every channel or one per channel (ct, robust_zscore, "
+        "zscore, rescale, none); None: from the channel names in dataset.json (CT -> ct, else robust_zscore)",
+    )
     foreground_fraction: float = Field(0.33, ge=0, le=1, description="share of samples centred on foreground")
     num_workers: int = Field(0, ge=0)
     cache: Path | None = Field(
@@ -118,9 +125,19 @@ class TrainingConfig(_Section):
     deterministic: bool = False
     device: str = "auto"
     checkpoint_every: int = Field(1, ge=1, description="write the resume checkpoint every N epochs")
+    time_budget: float | str | None = Field(
+        None,
+        description="wall-clock budget for the whole run, e.g. 300, 90s, 5m, 1.5h: epochs are planned from "
+        "measured step times and the run stops on time (training.epochs is then ignored); None: no budget",
+    )
     dist_timeout: float = Field(
         600.0, gt=0, description="torchrun: seconds a rank waits for the others in a collective before failing"
     )
+
+    @field_validator("time_budget")
+    @classmethod
+    def _duration(cls, value: float | str | None) -> float | None:
+        return None if value is None else parse_duration(value)
 
 
 class Config(_Section):

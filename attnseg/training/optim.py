@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -38,7 +38,9 @@ def lr_factor(config: SchedulerConfig, epoch: int, epochs: int, base_lr: float) 
 
 
 def build_scheduler(
-    config: SchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int
+    config: SchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int | Callable[[], int]
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """``epochs`` may be a callable: a run planned within a time budget changes its length as it goes."""
     base_lr = optimizer.param_groups[0]["lr"]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(config, epoch, epochs, base_lr))
+    total = epochs if callable(epochs) else (lambda: epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(config, epoch, total(), base_lr))

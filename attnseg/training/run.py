@@ -7,6 +7,7 @@ Plan the preprocessing from the dataset's fingerprint, preprocess the fold's cas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
+from attnseg.training.budget import TimeBudget
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
@@ -62,6 +64,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
         raise ConfigError("data.dataset is not set: pass --dataset PATH or set it in the config")
     if config.output is None:
         raise ConfigError("output is not set: pass --output DIR or set it in the config")
+    budget = TimeBudget.starting_now(config.training.time_budget) if config.training.time_budget else None
     check_seed(config.training.seed)
     model_dir = ModelDir(config.output)
     _check_output(model_dir, resume, overwrite)
@@ -70,11 +73,17 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, show_pr
     seed_everything(config.training.seed)
     device = resolve_device(config.training.device, local_rank())
     with process_group(device, config.training.dist_timeout) as context:
-        return _train_in_group(config, model_dir, resume, device, context, show_progress)
+        return _train_in_group(config, model_dir, resume, device, context, show_progress, budget)
 
 
 def _train_in_group(
-    config: Config, model_dir: ModelDir, resume: bool, device: torch.device, context: DistContext, show_progress: bool
+    config: Config,
+    model_dir: ModelDir,
+    resume: bool,
+    device: torch.device,
+    context: DistContext,
+    show_progress: bool,
+    budget: TimeBudget | None,
 ) -> TrainState:
     """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
     lives and dies in this function, before ``process_group`` destroys the group."""
@@ -94,6 +103,7 @@ def _train_in_group(
         device=device,
         context=context,
         show_progress=show_progress,
+        budget=budget,
     )
     try:
         return trainer.fit(resume=resume)
@@ -129,6 +139,7 @@ def prepare_data(
             target_spacing=config.data.target_spacing,
             slice_axis=config.data.slice_axis,
             patch_size=config.data.patch_size,
+            normalization=normalization_overrides(config.data.normalization, dataset.num_channels or 1),
         )
     split = fold_split(dataset, config.data.fold, config.output if context.is_main else None)
     case_ids = split["train"] + split["val"]
@@ -141,6 +152,17 @@ def prepare_data(
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)
+
+
+def normalization_overrides(schemes: str | list[str] | None, channels: int) -> dict[int, str] | None:
+    """``data.normalization`` as plan_dataset takes it: channel index -> scheme."""
+    if schemes is None:
+        return None
+    if isinstance(schemes, str):
+        return dict.fromkeys(range(channels), schemes)
+    if len(schemes) != channels:
+        raise ConfigError(f"data.normalization lists {len(schemes)} schemes for a dataset of {channels} channel(s)")
+    return dict(enumerate(schemes))
 
 
 def fold_split(dataset: Dataset, fold: int | str, output: Path | None) -> dict[str, list[str]]:
@@ -236,4 +258,18 @@ def make_validator(config: Config, plan: Plan, cases: list[PreprocessedCase], de
         metrics["val_dice_mean"] = float(np.nanmean(list(metrics.values())))
         return metrics
 
+    validate.batches = validation_batches(plan, cases, config.data.batch_size)  # what the time budget plans with
     return validate
+
+
+def validation_batches(plan: Plan, cases: list[PreprocessedCase], batch_size: int) -> int:
+    """Forward passes of ``batch_size`` one validation runs: slices (2D) or sliding windows at half overlap (3D)."""
+    total = 0
+    for case in cases:
+        shape = case.spatial_shape
+        if plan.spatial_dims == 2:
+            total += math.ceil(shape[plan.slice_axis if plan.slice_axis is not None else 0] / batch_size)
+        else:
+            windows = math.prod(max(1, math.ceil(2 * s / p) - 1) for s, p in zip(shape, plan.patch_size, strict=True))
+            total += math.ceil(windows / batch_size)
+    return total

@@ -30,6 +30,15 @@ from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError, ConfigError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
+from attnseg.training.budget import (
+    FIRST_GUESS_MARGIN,
+    EpochCost,
+    TimeBudget,
+    epochs_that_fit,
+    format_duration,
+    median_seconds,
+    spaced_validation,
+)
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer, build_scheduler
 from attnseg.training.seeding import (
@@ -116,6 +125,9 @@ class Trainer:
             weights. Without it, the last weights are kept.
         device, context: where to train, and the DDP context (from ``init_distributed``).
         show_progress: draw the progress bar (rank 0 only).
+        budget: a wall-clock budget for the whole run: the number of epochs (and the spacing of
+            validations) is planned from measured costs so that the run ends on time (see
+            :mod:`attnseg.training.budget`); ``training.epochs`` is then ignored.
     """
 
     def __init__(
@@ -129,6 +141,7 @@ class Trainer:
         device: torch.device | None = None,
         context: DistContext | None = None,
         show_progress: bool = True,
+        budget: TimeBudget | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
@@ -143,7 +156,11 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.train_cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
-        self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.train_cfg.epochs)
+        self.budget = budget
+        self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
+        self.val_every = self.train_cfg.val_every
+        self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
+        self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
         self.state = TrainState()
         self._writer = None
 
@@ -152,10 +169,11 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainState:
         if resume:
             self._restore()
-        if self.state.epoch == 0 or not resume:
-            self.preflight()
+        batch = self.preflight() if self.state.epoch == 0 or not resume else None
+        if self.budget is not None:
+            self._plan_budget(batch)
         try:
-            while self.state.epoch < self.train_cfg.epochs and not self.state.stopped_early:
+            while self.state.epoch < self.epochs and not self.state.stopped_early:
                 self._run_epoch(self.state.epoch)
         finally:
             if self._writer is not None:
@@ -178,10 +196,11 @@ class Trainer:
             self._writer.close()
             self._writer = None
 
-    def preflight(self) -> None:
+    def preflight(self) -> dict[str, torch.Tensor]:
         """One forward/backward pass on one batch before the first epoch, so a misconfigured run fails
-        in seconds: wrong channels or classes, labels out of range, shapes the network rejects."""
-        batch = next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
+        in seconds: wrong channels or classes, labels out of range, shapes the network rejects. Returns
+        the batch."""
+        batch = self._probe_batch()
         classes = getattr(self.network, "out_channels", None)
         top = int(batch["label"].max())
         if classes is not None and top >= classes:
@@ -194,6 +213,58 @@ class Trainer:
         self._guard_finite(loss, "the pre-flight batch")
         loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
+        return batch
+
+    def _probe_batch(self) -> dict[str, torch.Tensor]:
+        return next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
+
+    # time budget ---------------------------------------------------------------------------------
+
+    def _plan_budget(self, batch: dict[str, torch.Tensor] | None) -> None:
+        """The first plan, from a training step and a validation batch timed on this machine."""
+        batch = batch if batch is not None else self._probe_batch()
+
+        def train_step() -> None:
+            self.model.train()
+            self._forward_loss(batch).backward()
+            self.optimizer.zero_grad(set_to_none=True)
+
+        def forward() -> None:
+            with torch.no_grad():
+                self.network.eval()(batch["image"].to(self.device))
+
+        step = median_seconds(train_step) * FIRST_GUESS_MARGIN
+        batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
+        self._validation_seconds = median_seconds(forward) * batches if batches else 0.0
+        cost = EpochCost(step * self.train_cfg.iterations_per_epoch, self._validation_seconds, writing=1.0)
+        self._replan(cost, allow_longer=True, why="measured a training step")
+
+    def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
+        """Fit the remaining epochs into the remaining time; rank 0's plan is everyone's."""
+        budget = self.budget
+        fixed_validation = "val_every" in self.train_cfg.model_fields_set
+        val_every = spaced_validation(cost, self.train_cfg.val_every, fixed_validation)
+        done = self.state.epoch
+        fit = epochs_that_fit(budget.remaining(), cost, val_every)
+        epochs = done + fit if allow_longer else min(self.epochs, done + fit)
+        epochs = max(epochs, done if done else 1)  # at least one epoch: a run must leave a model
+        what = f"time budget ({why})"
+        epochs = int(dist_utils.broadcast_number(epochs, self.context, self.device, what))
+        val_every = int(dist_utils.broadcast_number(val_every, self.context, self.device, what))
+        changed = (epochs, val_every) != (self.epochs, self.val_every)
+        self.epochs, self.val_every = epochs, val_every
+        if self.context.is_main and (changed or done == 0):
+            validation = f", validation {cost.validation:.1f} s every {val_every} epoch(s)" if cost.validation else ""
+            spare = budget.remaining() - self._planned_seconds(cost, epochs - done)
+            tqdm.write(
+                f"time budget {format_duration(budget.seconds)}: {format_duration(budget.elapsed())} used; "
+                f"an epoch of {self.train_cfg.iterations_per_epoch} steps takes {cost.train:.1f} s{validation} "
+                f"({why}); plan: {epochs} epoch(s), ~{format_duration(spare)} to spare"
+            )
+
+    def _planned_seconds(self, cost: EpochCost, epochs: int) -> float:
+        validations = math.ceil(epochs / self.val_every) if epochs else 0
+        return epochs * (cost.train + cost.writing) + validations * cost.validation
 
     # one epoch ---------------------------------------------------------------------------------
 
@@ -214,10 +285,12 @@ class Trainer:
             "train_loss": train_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        last = epoch + 1 == self.train_cfg.epochs
-        if self.validate is not None and ((epoch + 1) % self.train_cfg.val_every == 0 or last):
+        trained = time.perf_counter()
+        last = epoch + 1 == self.epochs
+        if self.validate is not None and ((epoch + 1) % self.val_every == 0 or last):
             row.update(self._validate_and_select(epoch))
-        row["seconds"] = time.perf_counter() - started
+        validated = time.perf_counter()
+        row["seconds"] = validated - started
         self.state.history.append(row)
         self.state.epoch = epoch + 1
         if self.context.is_main:
@@ -225,6 +298,15 @@ class Trainer:
                 self.model_dir.save_checkpoint(self._checkpoint())
             self._write_logs(row)
             self._print_summary(row)
+        if self.budget is not None and not last:
+            self._keep_within_budget(trained - started, validated - trained, time.perf_counter() - validated)
+
+    def _keep_within_budget(self, train: float, validation: float, writing: float) -> None:
+        """After an epoch: plan again from what it cost (validation: the last one measured)."""
+        if validation > 0:
+            self._validation_seconds = validation
+        cost = EpochCost(train, self._validation_seconds, writing)
+        self._replan(cost, allow_longer=self.state.epoch == 1, why=f"epoch {self.state.epoch} measured")
 
     def _train_one_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -233,7 +315,7 @@ class Trainer:
         bar = tqdm(
             loader,
             total=len(loader),
-            desc=f"epoch {epoch + 1}/{self.train_cfg.epochs}",
+            desc=f"epoch {epoch + 1}/{self.epochs}",
             disable=not self.show_progress,
             leave=False,
             dynamic_ncols=True,
@@ -298,7 +380,7 @@ class Trainer:
         elapsed = bar.format_dict.get("elapsed", 0.0)
         finished = [row["seconds"] for row in self.state.history]
         per_epoch = sum(finished) / len(finished) if finished else elapsed / max(bar.n, 1) * (bar.total or 1)
-        remaining = per_epoch * (self.train_cfg.epochs - epoch) - elapsed
+        remaining = per_epoch * (self.epochs - epoch) - elapsed
         return tqdm.format_interval(max(remaining, 0))
 
     def _loader(self, epoch: int, num_samples: int) -> DataLoader:
@@ -393,7 +475,7 @@ class Trainer:
         return self._writer
 
     def _print_summary(self, row: dict[str, float]) -> None:
-        parts = [f"epoch {int(row['epoch'])}/{self.train_cfg.epochs}", f"loss {row['train_loss']:.4f}"]
+        parts = [f"epoch {int(row['epoch'])}/{self.epochs}", f"loss {row['train_loss']:.4f}"]
         if SELECTION_METRIC in row:
             parts.append(
                 f"val dice {row[SELECTION_METRIC]:.4f} (best {self.state.best_metric:.4f} @{self.state.best_epoch})"

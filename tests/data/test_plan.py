@@ -20,7 +20,7 @@ def test_plan_2d_defaults(make_nnunet):
     assert plan.patch_size == (16, 16)  # cropped 10 x 8 slices, rounded up to a multiple of 16
     assert plan.labels == {"background": 0, "organ": 1, "lesion": 2}
     assert plan.class_values == [0, 1, 2] and plan.class_names == ["background", "organ", "lesion"]
-    assert plan.normalization[0].scheme == "zscore"
+    assert plan.normalization[0].scheme == "robust_zscore"
     assert plan.in_plane_axes == (0, 1)
 
 
@@ -97,7 +97,8 @@ def test_plan_validation():
     with pytest.raises(ConfigError, match="version 9"):
         Plan.from_dict({"version": 9})
     assert scheme_for_channel("ct") == "ct" and scheme_for_channel("noNorm") == "none"
-    assert scheme_for_channel("T2") == "zscore" and scheme_for_channel("rescale_to_0_1") == "rescale"
+    assert scheme_for_channel("T2") == "robust_zscore" and scheme_for_channel("rescale_to_0_1") == "rescale"
+    assert scheme_for_channel("zscore") == "zscore"
 
 
 def test_plan_refuses_broken_dataset(make_nnunet):

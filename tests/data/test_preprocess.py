@@ -12,6 +12,7 @@ from attnseg.data.preprocess import (
     CaseProperties,
     load_preprocessed,
     normalize,
+    otsu_threshold,
     preprocess_case,
     preprocess_dataset,
     restore_prediction,
@@ -112,6 +113,33 @@ def test_normalisation_formulas():
     masked = normalize(x, [ChannelNormalization("zscore", use_nonzero_mask=True)])
     np.testing.assert_allclose(masked[0], [[0, 0], [-1, 1]], atol=1e-6)  # statistics of the non-zero voxels only
     np.testing.assert_allclose(normalize(x, [ChannelNormalization("rescale")])[0], x[0] / 200)
+
+
+def test_otsu_threshold_splits_two_populations():
+    values = np.concatenate([np.full(600, 10.0), np.full(400, 90.0)])
+    threshold = otsu_threshold(values)
+    assert 10.0 <= threshold < 90.0  # any cut between the two levels separates them
+    assert otsu_threshold(np.full(5, 3.0)) == 3.0
+
+
+def test_robust_zscore_ignores_how_much_air_surrounds_the_tissue():
+    """The same tissue (mean 100, sd 10) inside a little or a lot of air: nnU-Net's whole-image z-score gives
+    the tissue different values; the robust one gives the same, namely the tissue's own z-score."""
+    tissue = np.random.default_rng(0).normal(100, 10, (20, 20, 20)).astype(np.float32)
+    small, large = np.zeros((24, 24, 24), np.float32), np.zeros((60, 60, 60), np.float32)
+    small[2:22, 2:22, 2:22] = tissue
+    large[20:40, 20:40, 20:40] = tissue
+    expected = (tissue - tissue.mean()) / tissue.std()
+    robust = [
+        normalize(volume[None], [ChannelNormalization("robust_zscore")])[0][inner]
+        for volume, inner in ((small, np.s_[2:22, 2:22, 2:22]), (large, np.s_[20:40, 20:40, 20:40]))
+    ]
+    np.testing.assert_allclose(robust[0], robust[1], atol=0.02)  # the air does not matter
+    unclipped = tissue < np.percentile(tissue, 99)  # the brightest 0.5% are clipped
+    np.testing.assert_allclose(robust[0][unclipped], expected[unclipped], atol=0.05)
+    whole_small = normalize(small[None], [ChannelNormalization("zscore")])[0][2:22, 2:22, 2:22]
+    whole_large = normalize(large[None], [ChannelNormalization("zscore")])[0][20:40, 20:40, 20:40]
+    assert abs(whole_small.mean() - whole_large.mean()) > 1.0  # what the robust scheme avoids
 
 
 def test_properties_json_round_trip():

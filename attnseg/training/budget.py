@@ -1,0 +1,120 @@
+"""Training within a wall-clock budget: ``attnseg train --time-budget 5m`` (``training.time_budget``).
+
+The budget covers the whole run, from the start of ``attnseg train`` (reading and preprocessing included)
+to the last file written. The trainer measures what an epoch costs on the machine it runs on and plans
+how many epochs fit:
+
+1. before the first epoch, a few forward/backward passes on one batch time a training step, and a
+   forward pass in eval mode times a validation batch; the plan is made from these (with a margin for
+   data loading, augmentation and the optimizer);
+2. after the first epoch the plan is made again from what the epoch really cost (training, validation,
+   writing), which may lengthen or shorten the run while the learning rate has barely moved;
+3. after every later epoch it is only ever shortened, if epochs turn out slower than planned.
+
+The learning-rate schedule follows the planned number of epochs, so it ends at its final value when
+the budget does; the best weights (validation Dice) or, without validation, the last are kept as
+usual. Validation is spaced out so that it takes at most a fifth of the time, unless
+``training.val_every`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from attnseg.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(?P<value>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|sec|secs|m|min|mins|h|hr|hrs)?\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600}
+# Share of a step's forward/backward time added for data loading, augmentation and the optimizer step,
+# until the first epoch has been measured.
+FIRST_GUESS_MARGIN = 1.3
+# Validation may take at most this share of the training time when the budget spaces it out.
+VALIDATION_SHARE = 0.2
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from ``300``, ``"300s"``, ``"5m"``, ``"1.5h"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"time budget {value!r}: expected a duration such as 300, 90s, 5m or 1.5h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ConfigError(f"time budget {value!r}: expected a duration such as 300, 90s, 5m or 1.5h")
+        seconds = float(match["value"]) * _UNIT_SECONDS[(match["unit"] or "s").lower()]
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ConfigError(f"time budget {value!r}: must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """``seconds`` of wall time from ``started`` (``time.monotonic()`` at the start of the run)."""
+
+    seconds: float
+    started: float
+
+    @classmethod
+    def starting_now(cls, seconds: float) -> TimeBudget:
+        return cls(seconds, time.monotonic())
+
+    def remaining(self) -> float:
+        return self.started + self.seconds - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class EpochCost:
+    """Seconds one epoch costs: training, one validation, writing checkpoint and logs."""
+
+    train: float
+    validation: float
+    writing: float
+
+
+def epochs_that_fit(remaining: float, cost: EpochCost, val_every: int) -> int:
+    """How many more epochs fit in ``remaining`` seconds, validating every ``val_every`` epochs and after
+    the last one."""
+    epochs = 0
+    while True:
+        candidate = epochs + 1
+        validations = candidate // val_every + (0 if candidate % val_every == 0 else 1)
+        needed = candidate * (cost.train + cost.writing) + validations * cost.validation
+        if needed > remaining:
+            return epochs
+        epochs = candidate
+
+
+def spaced_validation(cost: EpochCost, val_every: int, fixed: bool) -> int:
+    """``val_every``, widened so that validation takes at most :data:`VALIDATION_SHARE` of the time."""
+    if fixed or cost.validation <= 0 or cost.train <= 0:
+        return val_every
+    return max(val_every, math.ceil(cost.validation / (VALIDATION_SHARE * cost.train)))
+
+
+def median_seconds(work: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``work()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)

@@ -1,0 +1,89 @@
+"""What a recipe does on unseen subjects and scanners: train on the proxy's one head, predict and evaluate the
+unseen heads, exactly as a user would with the command line (benchmarks/head_proxy.py builds the data).
+
+    python benchmarks/head_proxy.py /tmp/proxy
+    python benchmarks/cross_subject.py /tmp/proxy --budget 5m                                   # the defaults
+    python benchmarks/cross_subject.py /tmp/proxy --budget 5m --name zscore --set "data.normalization=zscore"
+
+Prints one row per run: Dice per unseen head, mean, recall, training wall time; and appends it as JSON to
+OUT/results.jsonl so that several recipes can be compared in one table (``--table``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def attnseg(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "attnseg", *args], check=True, cwd=HERE.parent)
+
+
+def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int) -> dict:
+    work = proxy / "runs" / name
+    model, predictions = work / "model", work / "predictions"
+    sets = [item for text in overrides for item in ("--set", text)]
+    started = time.perf_counter()
+    attnseg("train", "--dataset", str(proxy / "train"), "--output", str(model), "--fold", "all",
+            "--time-budget", budget, "--seed", str(seed), "--no-progress", "--overwrite", *sets)  # fmt: skip
+    train_seconds = time.perf_counter() - started
+    attnseg("predict", "-m", str(model), "-i", str(proxy / "test" / "images"), "-o", str(predictions),
+            "--overwrite", "--no-progress")  # fmt: skip
+    attnseg("evaluate", str(predictions), str(proxy / "test" / "labels"), "--overwrite", "--no-progress")
+    summary = json.loads((predictions / "summary.json").read_text().replace("NaN", "null"))
+    per_case = {
+        case["case_id"]: {k: case["metrics"]["1"][k] for k in ("Dice", "Precision", "Recall")}
+        for case in summary["metric_per_case"]
+    }
+    return {
+        "name": name,
+        "budget": budget,
+        "seed": seed,
+        "overrides": overrides,
+        "train_seconds": round(train_seconds, 1),
+        "dice_mean": summary["mean"]["1"]["Dice"],
+        "cases": per_case,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+    }
+
+
+def table(rows: list[dict]) -> str:
+    cases = sorted({c for r in rows for c in r["cases"]})
+    head = "| recipe | " + " | ".join(cases) + " | mean Dice | min recall | training |"
+    lines = [head, "|" + "---|" * (len(cases) + 4)]
+    for r in rows:
+        dice = " | ".join(f"{r['cases'][c]['Dice']:.3f}" if c in r["cases"] else "" for c in cases)
+        recall = min(v["Recall"] for v in r["cases"].values())
+        lines.append(f"| {r['name']} | {dice} | {r['dice_mean']:.3f} | {recall:.3f} | {r['train_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("proxy", type=Path)
+    parser.add_argument("--name", default="defaults")
+    parser.add_argument("--budget", default="5m")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="a configuration override for train")
+    parser.add_argument("--table", action="store_true", help="only print the table of the results so far")
+    args = parser.parse_args()
+    results = args.proxy / "results.jsonl"
+    if not args.table:
+        row = run(args.proxy, args.name, args.budget, args.set, args.seed)
+        with open(results, "a") as stream:
+            stream.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
