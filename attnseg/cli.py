@@ -347,8 +347,21 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument("-o", "--output", required=True, help="folder for the masks")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower in 2D)")
     predict.add_argument("--probabilities", action="store_true", help="also write CASE_probabilities (K channels)")
-    predict.add_argument(
-        "--largest-component", action="store_true", help="keep only the largest connected component of each class"
+    postprocessing = predict.add_mutually_exclusive_group()
+    postprocessing.add_argument(
+        "--largest-component",
+        dest="largest_component",
+        action="store_const",
+        const=True,
+        help="keep only the largest connected component of every class (default: of the classes the model's "
+        "postprocessing.json names, chosen at training time from the labels' topology and validation)",
+    )
+    postprocessing.add_argument(
+        "--no-postprocessing",
+        dest="largest_component",
+        action="store_const",
+        const=False,
+        help="the network's argmax as it is, without the model's post-processing",
     )
     predict.add_argument(
         "--format",

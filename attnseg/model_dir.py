@@ -7,6 +7,7 @@
       labels.json           class name -> label value
       weights.safetensors   the selected weights (best validation, else last), with provenance metadata
       metadata.json         package version, git revision, torch version, date
+      postprocessing.json   what the predictor does after the network, and why (largest component per class)
       checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
       log.csv, progress.png, tensorboard/
 
@@ -66,6 +67,7 @@ class ModelDir:
     LABELS = "labels.json"
     WEIGHTS = "weights.safetensors"
     METADATA = "metadata.json"
+    POSTPROCESSING = "postprocessing.json"
     CHECKPOINT = "checkpoint/last.pt"
     LOG = "log.csv"
     PROGRESS = "progress.png"
@@ -147,6 +149,14 @@ class ModelDir:
         if weights:
             self.load_weights(model)
         return model.to(device).eval()
+
+    def write_postprocessing(self, decision: dict[str, Any]) -> None:
+        write_json(self.file(self.POSTPROCESSING), decision, overwrite=True)
+
+    def postprocessing(self) -> dict[str, Any]:
+        """The post-processing training chose (``{}`` for model directories written before it existed)."""
+        path = self.file(self.POSTPROCESSING)
+        return read_json(path, error=ModelDirError) if path.exists() else {}
 
     def load_weights(self, model: nn.Module) -> None:
         path = self.file(self.WEIGHTS)

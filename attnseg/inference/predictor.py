@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm import tqdm
 
 from attnseg.data import Image, Plan, preprocess_case, read_case, read_image, restore_probabilities, write_image
@@ -27,6 +26,7 @@ from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, strip_ending
 from attnseg.device import resolve_device
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import check_writable
+from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
 
@@ -62,7 +62,9 @@ class Predictor:
         batch_size: slices (2D) or windows (3D) per forward pass; None: 4 on a CPU (larger batches
             only add memory traffic there), 16 on a GPU.
         overlap: sliding-window overlap (3D).
-        largest_component: keep only the largest connected component of each foreground class.
+        largest_component: keep only the largest connected component of a foreground class: None (default)
+            for the classes each model directory's ``postprocessing.json`` names (all models must agree),
+            True for every foreground class, False for none.
     """
 
     def __init__(
@@ -72,7 +74,7 @@ class Predictor:
         mirror: bool = False,
         batch_size: int | None = None,
         overlap: float = 0.5,
-        largest_component: bool = False,
+        largest_component: bool | None = None,
     ) -> None:
         if not model_dirs:
             raise ConfigError("give at least one model directory")
@@ -90,6 +92,16 @@ class Predictor:
                     f"{self.models[0].model_dir.path}: {self.labels}; an ensemble needs the same labels"
                 )
         self.num_channels = self.models[0].plan.num_channels
+        self.largest_component_classes = self._largest_component_classes(largest_component)
+
+    def _largest_component_classes(self, requested: bool | None) -> list[int]:
+        """Class indices whose largest connected component alone is kept (see attnseg.inference.postprocess)."""
+        plan = self.models[0].plan
+        if requested is not None:
+            return list(range(1, plan.num_classes)) if requested else []
+        chosen = [set(loaded.model_dir.postprocessing().get(LARGEST_COMPONENT, {})) for loaded in self.models]
+        agreed = set.intersection(*chosen)
+        return [index for index, name in enumerate(plan.class_names) if index > 0 and name in agreed]
 
     def _load(self, model_dir: ModelDir) -> LoadedModel:
         plan = model_dir.load_plan()
@@ -113,8 +125,8 @@ class Predictor:
             total = probabilities if total is None else total + probabilities
         probabilities = total / len(self.models)
         classes = probabilities.argmax(0)
-        if self.largest_component:
-            classes = self._keep_largest_components(classes, probabilities.shape[0])
+        if self.largest_component_classes:
+            classes = keep_largest_components(classes, self.largest_component_classes)
         values = np.asarray(self.models[0].plan.class_values)
         dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
         return values[classes].astype(dtype)[None], probabilities
@@ -137,10 +149,6 @@ class Predictor:
             autocast_dtype=torch.float16 if self.device.type == "cuda" else None,
         )
         return restore_probabilities(probabilities, case.properties)
-
-    @staticmethod
-    def _keep_largest_components(classes: np.ndarray, num_classes: int) -> np.ndarray:
-        return keep_largest_components(classes, range(1, num_classes))
 
     # files ---------------------------------------------------------------------------------------
 
@@ -220,18 +228,6 @@ def _dicom_output_paths(case: InputCase, output: Path, save_probabilities: bool)
         raise ConfigError(f"{folder}: the mask series would replace its own input; choose another output folder")
     probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
     return folder, probabilities
-
-
-def keep_largest_components(classes: np.ndarray, foreground: Iterable[int]) -> np.ndarray:
-    """Keep the largest face-connected component of each foreground class; the rest becomes background (0)."""
-    out = classes.copy()
-    for value in foreground:
-        components, count = ndimage.label(classes == value)
-        if count > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            out[(components > 0) & (components != sizes.argmax())] = 0
-    return out
 
 
 def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> list[InputCase]:

@@ -35,6 +35,7 @@ from attnseg.data.dataset import Dataset
 from attnseg.device import resolve_device
 from attnseg.distributed import DistContext, barrier, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
+from attnseg.inference.postprocess import LARGEST_COMPONENT, decide, keep_largest_components, single_component_classes
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
 from attnseg.metrics.overlap import dice, overlap_counts
@@ -99,16 +100,19 @@ def _train_in_group(
         build_loss(config, model),
         training_samples(config, data, context),
         model_dir,
-        validate=make_validator(config, data.plan, data.val_cases, device),
+        validate=make_validator(config, data.plan, data.val_cases, device, lcc_candidates(data)),
         device=device,
         context=context,
         show_progress=show_progress,
         budget=budget,
     )
     try:
-        return trainer.fit(resume=resume)
+        state = trainer.fit(resume=resume)
     finally:
         trainer.close()
+    if context.is_main:
+        model_dir.write_postprocessing(choose_postprocessing(data, state))
+    return state
 
 
 def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
@@ -237,29 +241,61 @@ def training_samples(config: Config, data: PreparedData, context: DistContext) -
     return PatchDataset.from_plan(data.train_cases, plan, **options)
 
 
-def make_validator(config: Config, plan: Plan, cases: list[PreprocessedCase], device: torch.device):
+def lcc_candidates(data: PreparedData) -> list[int]:
+    """Classes that are one connected component in every training label: keeping only the largest
+    component of the prediction may help them (attnseg.inference.postprocess)."""
+    return single_component_classes((case.label for case in data.train_cases), data.plan.num_classes)
+
+
+def choose_postprocessing(data: PreparedData, state: TrainState) -> dict:
+    """postprocessing.json: the classes whose largest component alone the predictor keeps, and why."""
+    names = data.plan.class_names
+    candidates = [names[k] for k in lcc_candidates(data)]
+    selected = next((row for row in state.history if row["epoch"] == state.best_epoch), None)
+    kept = decide(candidates, selected if data.val_cases else None)
+    return {
+        LARGEST_COMPONENT: kept,
+        "candidates": candidates,
+        "decided_on": "validation" if data.val_cases else "training labels",
+    }
+
+
+def make_validator(
+    config: Config, plan: Plan, cases: list[PreprocessedCase], device: torch.device, lcc: list[int] | None = None
+):
     """Dice per class on whole validation cases (on the preprocessed grid): 2D networks run every
-    slice and the slices are reassembled into the volume; 3D networks run by sliding window."""
+    slice and the slices are reassembled into the volume; 3D networks run by sliding window. For the
+    classes in ``lcc`` also the Dice with the largest connected component only (``val_dice_<name>_
+    largest_component``), from which post-processing is chosen."""
     if not cases:
         return None
     names = {index: name for index, name in enumerate(plan.class_names) if index > 0}
+    lcc = lcc or []
 
     def validate(model: nn.Module) -> dict[str, float]:
-        scores: dict[str, list[float]] = {name: [] for name in names.values()}
+        scores: dict[str, list[float]] = {}
         for case in cases:
             probabilities = predict_preprocessed(
                 model, case.image, plan, batch_size=config.data.batch_size, device=device
             )
             prediction = probabilities.argmax(0).numpy()
+            reference = np.asarray(case.label)
+            largest = keep_largest_components(prediction, lcc) if lcc else prediction
             for index, name in names.items():
-                counts = overlap_counts(prediction == index, np.asarray(case.label) == index)
-                scores[name].append(dice(counts))
-        metrics = {f"val_dice_{name}": float(np.nanmean(values)) for name, values in scores.items()}
-        metrics["val_dice_mean"] = float(np.nanmean(list(metrics.values())))
+                scores.setdefault(f"val_dice_{name}", []).append(_dice(prediction, reference, index))
+                if index in lcc:
+                    key = f"val_dice_{name}_{LARGEST_COMPONENT}"
+                    scores.setdefault(key, []).append(_dice(largest, reference, index))
+        metrics = {key: float(np.nanmean(values)) for key, values in scores.items()}
+        metrics["val_dice_mean"] = float(np.nanmean([metrics[f"val_dice_{name}"] for name in names.values()]))
         return metrics
 
     validate.batches = validation_batches(plan, cases, config.data.batch_size)  # what the time budget plans with
     return validate
+
+
+def _dice(prediction: np.ndarray, reference: np.ndarray, index: int) -> float:
+    return dice(overlap_counts(prediction == index, reference == index))
 
 
 def validation_batches(plan: Plan, cases: list[PreprocessedCase], batch_size: int) -> int:

@@ -7,7 +7,8 @@ from attnseg.cli import main
 from attnseg.data import read_image, write_image
 from attnseg.data.geometry import Geometry
 from attnseg.errors import ConfigError, DataError, OutputExistsError
-from attnseg.inference.predictor import Predictor, find_cases, keep_largest_components
+from attnseg.inference.postprocess import keep_largest_components
+from attnseg.inference.predictor import Predictor, find_cases
 from tests.fixtures import oblique_geometry, rotation, synthetic_case, write_dicom_series
 
 
