@@ -11,6 +11,10 @@ how many epochs fit:
    writing), which may lengthen or shorten the run while the learning rate has barely moved;
 3. after every later epoch it is only ever shortened, if epochs turn out slower than planned.
 
+When fewer than four whole epochs fit (a slow machine, a short budget, a large network), epochs get
+fewer steps (``training.iterations_per_epoch`` shrinks), so that there are four and the schedule and
+validation still happen within the budget.
+
 The learning-rate schedule follows the planned number of epochs, so it ends at its final value when
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
 usual. Validation is spaced out so that it takes at most a fifth of the time, unless
@@ -35,6 +39,8 @@ _UNIT_SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h
 FIRST_GUESS_MARGIN = 1.3
 # Validation may take at most this share of the training time when the budget spaces it out.
 VALIDATION_SHARE = 0.2
+# A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
+MIN_EPOCHS = 4
 
 
 def parse_duration(value: float | int | str) -> float:
@@ -88,6 +94,11 @@ class EpochCost:
     writing: float
 
 
+def reserve_seconds(budget: float) -> float:
+    """Kept free at the end of a budget: the final weights, post-processing choice and process exit."""
+    return 2.0 + 0.03 * budget
+
+
 def epochs_that_fit(remaining: float, cost: EpochCost, val_every: int) -> int:
     """How many more epochs fit in ``remaining`` seconds, validating every ``val_every`` epochs and after
     the last one."""
@@ -99,6 +110,18 @@ def epochs_that_fit(remaining: float, cost: EpochCost, val_every: int) -> int:
         if needed > remaining:
             return epochs
         epochs = candidate
+
+
+def shorter_epochs(available: float, cost: EpochCost, iterations: int, val_every: int) -> tuple[int, EpochCost]:
+    """Steps per epoch for at least :data:`MIN_EPOCHS` epochs when whole epochs would not fit that many
+    (a slow machine, a short budget); ``iterations`` and ``cost`` unchanged when they do."""
+    if epochs_that_fit(available, cost, val_every) >= MIN_EPOCHS:
+        return iterations, cost
+    step = cost.train / iterations
+    validations = math.ceil(MIN_EPOCHS / val_every)
+    room = available - MIN_EPOCHS * cost.writing - validations * cost.validation
+    shorter = max(1, min(iterations, int(room / (MIN_EPOCHS * step)))) if room > 0 else 1
+    return shorter, EpochCost(step * shorter, cost.validation, cost.writing)
 
 
 def spaced_validation(cost: EpochCost, val_every: int, fixed: bool) -> int:

@@ -37,6 +37,8 @@ from attnseg.training.budget import (
     epochs_that_fit,
     format_duration,
     median_seconds,
+    reserve_seconds,
+    shorter_epochs,
     spaced_validation,
 )
 from attnseg.training.config import Config
@@ -159,6 +161,7 @@ class Trainer:
         self.budget = budget
         self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
         self.val_every = self.train_cfg.val_every
+        self.iterations = self.train_cfg.iterations_per_epoch
         self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
         self.state = TrainState()
@@ -236,7 +239,7 @@ class Trainer:
         step = median_seconds(train_step) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
         self._validation_seconds = median_seconds(forward) * batches if batches else 0.0
-        cost = EpochCost(step * self.train_cfg.iterations_per_epoch, self._validation_seconds, writing=1.0)
+        cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
         self._replan(cost, allow_longer=True, why="measured a training step")
 
     def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
@@ -245,20 +248,25 @@ class Trainer:
         fixed_validation = "val_every" in self.train_cfg.model_fields_set
         val_every = spaced_validation(cost, self.train_cfg.val_every, fixed_validation)
         done = self.state.epoch
-        fit = epochs_that_fit(budget.remaining(), cost, val_every)
+        available = budget.remaining() - reserve_seconds(budget.seconds)
+        iterations = self.iterations
+        if done == 0:  # too slow a machine for whole epochs: shorter ones, so the schedule still runs
+            iterations, cost = shorter_epochs(available, cost, iterations, val_every)
+        fit = epochs_that_fit(available, cost, val_every)
         epochs = done + fit if allow_longer else min(self.epochs, done + fit)
         epochs = max(epochs, done if done else 1)  # at least one epoch: a run must leave a model
         what = f"time budget ({why})"
         epochs = int(dist_utils.broadcast_number(epochs, self.context, self.device, what))
         val_every = int(dist_utils.broadcast_number(val_every, self.context, self.device, what))
-        changed = (epochs, val_every) != (self.epochs, self.val_every)
-        self.epochs, self.val_every = epochs, val_every
+        iterations = int(dist_utils.broadcast_number(iterations, self.context, self.device, what))
+        changed = (epochs, val_every, iterations) != (self.epochs, self.val_every, self.iterations)
+        self.epochs, self.val_every, self.iterations = epochs, val_every, iterations
         if self.context.is_main and (changed or done == 0):
             validation = f", validation {cost.validation:.1f} s every {val_every} epoch(s)" if cost.validation else ""
             spare = budget.remaining() - self._planned_seconds(cost, epochs - done)
             tqdm.write(
                 f"time budget {format_duration(budget.seconds)}: {format_duration(budget.elapsed())} used; "
-                f"an epoch of {self.train_cfg.iterations_per_epoch} steps takes {cost.train:.1f} s{validation} "
+                f"an epoch of {self.iterations} steps takes {cost.train:.1f} s{validation} "
                 f"({why}); plan: {epochs} epoch(s), ~{format_duration(spare)} to spare"
             )
 
@@ -299,11 +307,12 @@ class Trainer:
             self._write_logs(row)
             self._print_summary(row)
         if self.budget is not None and not last:
-            self._keep_within_budget(trained - started, validated - trained, time.perf_counter() - validated)
+            validation = validated - trained if "val_dice_mean" in row else None
+            self._keep_within_budget(trained - started, validation, time.perf_counter() - validated)
 
-    def _keep_within_budget(self, train: float, validation: float, writing: float) -> None:
+    def _keep_within_budget(self, train: float, validation: float | None, writing: float) -> None:
         """After an epoch: plan again from what it cost (validation: the last one measured)."""
-        if validation > 0:
+        if validation is not None:
             self._validation_seconds = validation
         cost = EpochCost(train, self._validation_seconds, writing)
         self._replan(cost, allow_longer=self.state.epoch == 1, why=f"epoch {self.state.epoch} measured")
@@ -311,7 +320,7 @@ class Trainer:
     def _train_one_epoch(self, epoch: int) -> float:
         self.model.train()
         total, steps = 0.0, 0
-        loader = self._loader(epoch, self.train_cfg.iterations_per_epoch * self.config.data.batch_size)
+        loader = self._loader(epoch, self.iterations * self.config.data.batch_size)
         bar = tqdm(
             loader,
             total=len(loader),
