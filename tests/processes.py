@@ -4,7 +4,7 @@
 the timeout expires, every process under torchrun is sent SIGUSR1 first: each attnseg rank has a
 faulthandler on that signal (see :mod:`attnseg.distributed`) and prints every thread's Python stack to
 its stderr. Then the whole process tree is killed and the test fails with those stacks in its
-message, so the next hang explains itself.
+message, so the next hang explains itself. :func:`kill_when` kills a run on purpose, midway.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,4 +92,32 @@ def run_with_stack_dump(command: list[str], timeout: float, env: dict[str, str] 
             f"{' '.join(command[:8])} ... did not finish within {timeout:g} s; stacks of the ranks "
             f"{ranks} and their output follow\n--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-12000:]}"
         ) from None
+    return Finished(process.returncode, stdout, stderr, time.monotonic() - started)
+
+
+def kill_when(command: list[str], condition: Callable[[], bool], timeout: float, poll_s: float = 0.002) -> Finished:
+    """Start ``command``, and SIGKILL it with every process under it (one process group) as soon as
+    ``condition()`` holds: a crash, a killed job, a node switched off. Fails if the command ends first,
+    or if the condition does not come within ``timeout`` (then with every rank's stack, as a hang)."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    while not condition():
+        if process.poll() is not None:
+            stdout, stderr = process.communicate()
+            raise AssertionError(
+                f"{' '.join(command[:8])} ... ended (status {process.returncode}) before it could be killed\n"
+                f"--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-8000:]}"
+            )
+        if time.monotonic() - started > timeout:
+            ranks = descendants(process.pid)
+            _signal_all(ranks, signal.SIGUSR1)
+            time.sleep(3)
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate(timeout=30)
+            raise Hung(f"the kill condition did not come within {timeout:g} s\n--- stderr ---\n{stderr[-12000:]}")
+        time.sleep(poll_s)
+    os.killpg(process.pid, signal.SIGKILL)  # the session's group: torchrun and every rank at once
+    stdout, stderr = process.communicate(timeout=30)
     return Finished(process.returncode, stdout, stderr, time.monotonic() - started)
