@@ -400,7 +400,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
     labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
     report, problems = evaluate_folders(
-        args.predictions, args.reference, labels, args.nsd_tolerance, progress=not args.no_progress
+        args.predictions,
+        args.reference,
+        labels,
+        args.nsd_tolerance,
+        progress=not args.no_progress,
+        num_workers=args.num_workers,
     )
     if report is None:
         print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
@@ -428,7 +433,8 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  attnseg evaluate predictions data/mni152            # GT: a dataset folder (its labelsTr/)\n"
-            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/"
+            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
+            "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -438,6 +444,14 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    evaluate.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes that read and evaluate cases in parallel, same results as serial (default 0: in this "
+        "process; each worker starts like one `attnseg`, so it pays from a few dozen cases on)",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 
