@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+def _dump_stacks_and_kill(process: subprocess.Popen) -> tuple[list[int], str, str]:
+    """SIGUSR1 to every process under ``process`` (each attnseg rank prints its threads' stacks), then
+    SIGKILL to all of them; returns (the ranks' pids, stdout, stderr)."""
+    ranks = descendants(process.pid)
+    _signal_all(ranks, signal.SIGUSR1)
+    time.sleep(3)
+    _signal_all([process.pid, *ranks], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=30)
+    return ranks, stdout, stderr
+
+
 def torchrun_command(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
 
@@ -83,11 +95,7 @@ def run_with_stack_dump(command: list[str], timeout: float, env: dict[str, str] 
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        ranks = descendants(process.pid)
-        _signal_all(ranks, signal.SIGUSR1)  # each rank's faulthandler prints its threads' stacks
-        time.sleep(3)
-        _signal_all([process.pid, *ranks], signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=30)
+        ranks, stdout, stderr = _dump_stacks_and_kill(process)
         raise Hung(
             f"{' '.join(command[:8])} ... did not finish within {timeout:g} s; stacks of the ranks "
             f"{ranks} and their output follow\n--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-12000:]}"
@@ -100,24 +108,25 @@ def kill_when(command: list[str], condition: Callable[[], bool], timeout: float,
     ``condition()`` holds: a crash, a killed job, a node switched off. Fails if the command ends first,
     or if the condition does not come within ``timeout`` (then with every rank's stack, as a hang)."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        command, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    while not condition():
-        if process.poll() is not None:
-            stdout, stderr = process.communicate()
-            raise AssertionError(
-                f"{' '.join(command[:8])} ... ended (status {process.returncode}) before it could be killed\n"
-                f"--- stdout ---\n{stdout[-4000:]}\n--- stderr ---\n{stderr[-8000:]}"
-            )
-        if time.monotonic() - started > timeout:
-            ranks = descendants(process.pid)
-            _signal_all(ranks, signal.SIGUSR1)
-            time.sleep(3)
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate(timeout=30)
-            raise Hung(f"the kill condition did not come within {timeout:g} s\n--- stderr ---\n{stderr[-12000:]}")
-        time.sleep(poll_s)
-    os.killpg(process.pid, signal.SIGKILL)  # the session's group: torchrun and every rank at once
-    stdout, stderr = process.communicate(timeout=30)
-    return Finished(process.returncode, stdout, stderr, time.monotonic() - started)
+    # output to files, not pipes: nobody reads a pipe while the condition is polled, and a full one blocks
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, env=child_env(), stdout=out, stderr=err, text=True, start_new_session=True)
+
+        def output() -> str:
+            out.seek(0), err.seek(0)
+            return f"--- stdout ---\n{out.read()[-4000:]}\n--- stderr ---\n{err.read()[-12000:]}"
+
+        while not condition():
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"{' '.join(command[:8])} ... ended (status {process.returncode}) before it could be killed\n"
+                    + output()
+                )
+            if time.monotonic() - started > timeout:
+                _dump_stacks_and_kill(process)
+                raise Hung(f"the kill condition did not come within {timeout:g} s\n{output()}")
+            time.sleep(poll_s)
+        os.killpg(process.pid, signal.SIGKILL)  # the session's group: torchrun and every rank at once
+        process.wait(timeout=30)
+        out.seek(0), err.seek(0)
+        return Finished(process.returncode, out.read(), err.read(), time.monotonic() - started)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ class CaseOutputs:
     probabilities: Path | None
     dicom: bool  # the mask is a DICOM series folder
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[Path, bool]]:
         """(path, is a DICOM series) for every output, the probabilities first: the mask is written last,
         so a mask on disk means its case is finished."""
         if self.probabilities is not None:
