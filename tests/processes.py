@@ -72,6 +72,22 @@ def _dump_stacks_and_kill(process: subprocess.Popen) -> tuple[list[int], str, st
     return ranks, stdout, stderr
 
 
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait until none of ``pids`` runs any more (gone, or a zombie waiting to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    running.append(pid)
+        if not running:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"processes {pids} still run {timeout:g} s after SIGKILL")
+
+
 def torchrun_command(nproc: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
 
@@ -104,8 +120,8 @@ def run_with_stack_dump(command: list[str], timeout: float, env: dict[str, str] 
 
 
 def kill_when(command: list[str], condition: Callable[[], bool], timeout: float, poll_s: float = 0.002) -> Finished:
-    """Start ``command``, and SIGKILL it with every process under it (one process group) as soon as
-    ``condition()`` holds: a crash, a killed job, a node switched off. Fails if the command ends first,
+    """Start ``command``, and SIGKILL it with every process under it as soon as ``condition()`` holds (a
+    crash, a killed job, a node switched off); returns once none of them runs any more. Fails if the command ends first,
     or if the condition does not come within ``timeout`` (then with every rank's stack, as a hang)."""
     started = time.monotonic()
     # output to files, not pipes: nobody reads a pipe while the condition is polled, and a full one blocks
@@ -126,7 +142,10 @@ def kill_when(command: list[str], condition: Callable[[], bool], timeout: float,
                 _dump_stacks_and_kill(process)
                 raise Hung(f"the kill condition did not come within {timeout:g} s\n{output()}")
             time.sleep(poll_s)
-        os.killpg(process.pid, signal.SIGKILL)  # the session's group: torchrun and every rank at once
+        # torchrun starts each rank in a session of its own: list them before torchrun dies, kill all at once
+        victims = [process.pid, *descendants(process.pid)]
+        _signal_all(victims, signal.SIGKILL)
         process.wait(timeout=30)
+        _wait_gone(victims, timeout=30)
         out.seek(0), err.seek(0)
         return Finished(process.returncode, out.read(), err.read(), time.monotonic() - started)

@@ -33,7 +33,8 @@ def _torchrun_predict(model: Path, scans: Path, out: Path, *extra: str):
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """The outputs in ``folder`` (not the hidden leftovers of a killed write)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
 def _stats(folder: Path) -> dict[str, tuple[int, int]]:
@@ -63,7 +64,8 @@ def test_two_processes_write_every_case_once_as_one_process_does(trained_model, 
     assert "wrote 6 mask(s)" in summary and "on 2 processes" in summary
     per_process = [int(n) for n in summary.split("(per process: ")[1].split(")")[0].split(", ")]
     assert sum(per_process) == 6 and min(per_process) >= 1  # both ranks worked, no case twice
-    assert _files(out) == expected  # byte for byte, masks and probabilities, nothing else left behind
+    assert _files(out) == expected  # byte for byte, masks and probabilities
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # nothing else left behind
 
     before = _stats(out)
     rerun = _torchrun_predict(trained_model, scans, out, "--skip-existing")
@@ -101,4 +103,4 @@ def test_a_killed_run_resumes_with_only_what_is_missing(trained_model, reference
     assert summary.startswith(f"wrote {6 - len(done)} mask(s)") and f"skipped {len(done)} case(s)" in summary
     assert "1 case(s) FAILED:\n  scan99 (rank " in summary and "scan99.nii.gz: cannot read NIfTI file" in summary
     assert {name: stat for name, stat in _stats(out).items() if name in kept} == kept  # finished ones untouched
-    assert {name: data for name, data in _files(out).items() if not name.startswith(".")} == expected
+    assert _files(out) == expected
