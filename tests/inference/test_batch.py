@@ -12,6 +12,7 @@ from attnseg.data import read_image
 from attnseg.errors import DataError
 from attnseg.inference.batch import largest_first, predict_cases
 from attnseg.inference.predictor import Predictor
+from tests.fixtures import oblique_geometry, synthetic_case, write_dicom_series
 
 
 @pytest.fixture
@@ -91,3 +92,23 @@ def test_background_loading_changes_nothing(trained_model, scans, tmp_path):
         assert (tmp_path / "w0" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
     mask, _ = predictor.predict_image(read_image(scans / "case_004_0000.nii.gz"))
     np.testing.assert_array_equal(read_image(tmp_path / "w2" / "case_004.nii.gz").array, mask)
+
+
+def test_dicom_series_outputs_resume_too(trained_model, tmp_path):
+    """A DICOM series mask counts as done once its folder holds its slices (it is renamed into place
+    whole); an empty folder, as a killed write would never leave but a user might, is written into."""
+    image, _ = synthetic_case((20, 18, 6), np.random.default_rng(3))
+    for name in ("s1", "s2"):
+        write_dicom_series(tmp_path / "dicom" / name, image.astype(np.int16), oblique_geometry())
+    out = tmp_path / "out"
+    (out / "s2").mkdir(parents=True)
+    args = ["--format", "dicom", "--probabilities", "--skip-existing"]
+    assert _predict(trained_model, tmp_path / "dicom" / "s1", out, *args[:3]) == 0
+    before = _stats(out / "s1")
+    inputs = [str(tmp_path / "dicom" / name) for name in ("s1", "s2")]
+    report = predict_cases(Predictor([trained_model]), inputs, out, skip_existing=True, output_ending="dicom",
+                           save_probabilities=True, progress=False)  # fmt: skip
+    assert [p.name for p in report.written] == ["s2"] and report.skipped == ["s1"]
+    assert _stats(out / "s1") == before and len(list((out / "s2").iterdir())) == 6
+    assert main(["predict", "-m", str(trained_model), "-i", *inputs, "-o", str(out), *args]) == 0  # nothing to do
+    assert _stats(out / "s1") == before
