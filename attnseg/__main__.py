@@ -4,4 +4,5 @@ import sys
 
 from attnseg.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes started by a fork server or spawn import this module again
+    sys.exit(main())

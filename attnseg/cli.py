@@ -296,8 +296,11 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from attnseg.inference.batch import predict_cases
     from attnseg.inference.predictor import Predictor
 
+    if args.dist_timeout <= 0:
+        raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
     predictor = Predictor(
         args.model,
         device=args.device,
@@ -306,40 +309,65 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         largest_component=args.largest_component,
     )
-    written = predictor.predict_files(
+    report = predict_cases(
+        predictor,
         args.input,
         args.output,
         overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
         save_probabilities=args.probabilities,
         output_ending=args.format,
+        num_workers=args.num_workers,
         progress=not args.no_progress,
+        dist_timeout_s=args.dist_timeout,
     )
-    print(f"wrote {len(written)} mask(s) to {args.output}")
-    return 0
+    if not report.is_main:
+        return 0  # rank 0 reports for the whole run, and its exit status is the run's
+    print(report.summary(args.output), flush=True)
+    return 1 if report.failures else 0
+
+
+PREDICT_EPILOG = """\
+INPUT is an image file, a folder of image files (nnU-Net names CASE_0000, CASE_0001 are grouped into one
+multi-channel case), or a DICOM series folder (its mask is written as .nrrd, or with --format dicom as a
+DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values, not
+DICOM-SEG).
+
+many scans, many processes: under torchrun the cases are shared out over every process (largest first,
+each process claiming the next case when it is free), one GPU per process; each mask is written once,
+exactly as a single process would write it. A case that fails is reported and the run goes on; the run
+ends with a summary of every failed case and exit status 1. Outputs are written atomically (the mask
+last), so a killed run is resumed by the same command with --skip-existing.
+
+examples:
+  attnseg predict -m runs/mni -i data/mni152/imagesTr -o predictions
+  attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities
+  attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component
+  attnseg predict -m runs/ct -i dicom/series1 -o out --format dicom     # out/series1/IM00001.dcm ...
+  torchrun --nproc_per_node=4 -m attnseg predict -m runs/ct -i scans/ -o out        # 4 GPUs
+  torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
+      -m attnseg predict -m runs/ct -i /shared/scans -o /shared/out --skip-existing  # 2 machines
+  attnseg predict -m runs/ct -i scans/ -o out --skip-existing     # resume: only what is missing
+
+exit status: 0 every case written or complete; 1 some cases failed (listed); 2 nothing ran (bad option,
+model or input, or outputs in the way).
+See docs/distributed-prediction.md.
+"""
 
 
 def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
     predict = verbs.add_parser(
         "predict",
-        help="segment new scans with a trained model (or an ensemble)",
+        help="segment new scans with a trained model (or an ensemble), on one or many processes",
         description=(
             "Segment every image in INPUT with the model directory written by `attnseg train`: the model's "
             "preprocessing (resampling, normalisation, cropping) is applied and undone, so each mask has exactly "
             "its scan's shape, spacing, origin and direction. 2D models run slice by slice in batches, 3D models "
             "by sliding window with Gaussian blending. Several -m give an ensemble (probabilities averaged on the "
-            "scan's grid). Masks are written atomically; existing files are kept unless --overwrite."
+            "scan's grid). Masks are written atomically; existing files are kept unless --overwrite. Background "
+            "threads read and preprocess the next scans while the network runs; the run prints cases per minute."
         ),
-        epilog=(
-            "INPUT is an image file, a folder of image files (nnU-Net names CASE_0000, CASE_0001 are grouped into one "
-            "multi-channel case), or a DICOM series folder (its mask is written as .nrrd, or with --format dicom as a "
-            "DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values, not "
-            "DICOM-SEG).\n"
-            "examples:\n"
-            "  attnseg predict -m runs/mni -i data/mni152/imagesTr -o predictions\n"
-            "  attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities\n"
-            "  attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component\n"
-            "  attnseg predict -m runs/ct -i dicom/series1 -o out --format dicom     # out/series1/IM00001.dcm ..."
-        ),
+        epilog=PREDICT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("-m", "--model", action="append", required=True, help="model directory (repeat to ensemble)")
@@ -372,8 +400,32 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=None, help="slices or windows per forward pass (default: 4 on CPU, 16 on GPU)"
     )
     predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 3D (default 0.5)")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
+    predict.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto: under torchrun, GPU LOCAL_RANK)"
+    )
     predict.add_argument("--overwrite", action="store_true", help="replace existing masks")
+    predict.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep outputs that exist and are complete, predict only the missing ones (resume a killed run); "
+        "with --overwrite, also replace outputs that exist but are not complete",
+    )
+    predict.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="background threads per process reading and preprocessing the next scans (default: 1 on CPU, "
+        "2 on GPU; 0: none)",
+    )
+    predict.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="under torchrun: seconds a process waits for the others, at the start and for the last cases "
+        "at the end (default 1800); a longer wait fails naming the rank",
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 
@@ -385,7 +437,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
     labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
     report, problems = evaluate_folders(
-        args.predictions, args.reference, labels, args.nsd_tolerance, progress=not args.no_progress
+        args.predictions,
+        args.reference,
+        labels,
+        args.nsd_tolerance,
+        progress=not args.no_progress,
+        num_workers=args.num_workers,
     )
     if report is None:
         print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
@@ -413,7 +470,8 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
         epilog=(
             "examples:\n"
             "  attnseg evaluate predictions data/mni152            # GT: a dataset folder (its labelsTr/)\n"
-            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/"
+            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
+            "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -423,6 +481,14 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    evaluate.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes that read and evaluate cases in parallel, same results as serial (default 0: in this "
+        "process; each worker starts like one `attnseg`, so it pays from a few dozen cases on)",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
 

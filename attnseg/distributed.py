@@ -6,10 +6,12 @@ module only reads them, joins the process group and leaves it cleanly.
     torchrun --nproc_per_node=4 -m attnseg train config.yaml                      # one machine, 4 GPUs
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
              --rdzv_endpoint=HOST:29500 -m attnseg train config.yaml              # two machines
+    torchrun --nproc_per_node=4 -m attnseg predict -m MODEL -i SCANS -o OUT       # cases shared out
 
 Two rules keep a multi-process run from hanging:
 
-* **Every collective has a timeout** (``init_process_group(timeout=...)``; ``training.dist_timeout``).
+* **Every collective has a timeout** (``init_process_group(timeout=...)``; ``training.dist_timeout``,
+  ``attnseg predict --dist-timeout``).
   A rank that waits longer for the others raises :class:`DistributedError` naming itself and the
   operation, instead of waiting for ever; ``torchrun`` then stops the other ranks.
 * **The process group outlives everything that holds it.** DistributedDataParallel keeps a reference to
@@ -19,6 +21,9 @@ Two rules keep a multi-process run from hanging:
 
 Each rank prints every thread's Python stack on ``SIGUSR1`` (``kill -USR1 PID``), to see where a slow
 rank is.
+
+Work that is shared out item by item (prediction) uses a :class:`SharedCounter` in the process group's
+key-value store: each rank claims the next item when it is free, so a fast GPU simply does more.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import re
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -53,6 +59,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_option: str = "training.dist_timeout"  # what a user raises when a rank legitimately needs longer
 
     @property
     def enabled(self) -> bool:
@@ -73,21 +80,28 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
-    """Join the process group that ``torchrun`` describes (NCCL for GPUs, gloo for CPUs); a single
-    process without it. Prefer :func:`process_group`, which also leaves the group safely."""
+def init_distributed(
+    device: torch.device,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    backend: str | None = None,
+    timeout_option: str = "training.dist_timeout",
+) -> DistContext:
+    """Join the process group that ``torchrun`` describes (by default NCCL for GPUs, gloo for CPUs; work
+    that only exchanges Python objects asks for gloo everywhere); a single process without it. Prefer
+    :func:`process_group`, which also leaves the group safely. ``timeout_option`` names the setting
+    that raises ``timeout_s``, for the error message of a collective that timed out."""
     if world_size() <= 1:
-        return DistContext(timeout_s=timeout_s)
+        return DistContext(timeout_s=timeout_s, timeout_option=timeout_option)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     if not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if device.type == "cuda" else "gloo",
+            backend=backend or ("nccl" if device.type == "cuda" else "gloo"),
             timeout=datetime.timedelta(seconds=timeout_s),
         )
-    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank(), timeout_s)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank(), timeout_s, timeout_option)
 
 
 def shutdown(context: DistContext) -> None:
@@ -99,13 +113,19 @@ def shutdown(context: DistContext) -> None:
 
 
 @contextlib.contextmanager
-def process_group(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[DistContext]:
-    """``with process_group(device) as context:`` run the work of one rank, then leave the group.
+def process_group(
+    device: torch.device,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    backend: str | None = None,
+    timeout_option: str = "training.dist_timeout",
+) -> Iterator[DistContext]:
+    """``with process_group(device) as context:`` run the work of one rank, then leave the group
+    (arguments: see :func:`init_distributed`).
 
     Keep every object that holds the group (the DDP wrapper, a Trainer) local to a function called
     inside the block, so that it is gone by the time the block ends.
     """
-    context = init_distributed(device, timeout_s)
+    context = init_distributed(device, timeout_s, backend, timeout_option)
     try:
         yield context
     finally:
@@ -147,7 +167,7 @@ def collective(context: DistContext, what: str, *, computing: bool = False) -> I
         raise DistributedError(
             f"rank {context.rank} of {context.world_size}: {what} failed after waiting at most "
             f"{context.timeout_s:g} s for the other ranks ({reason}); another rank has probably died or stalled "
-            "(its own log says why; raise training.dist_timeout if a rank legitimately needs longer)"
+            f"(its own log says why; raise {context.timeout_option} if a rank legitimately needs longer)"
         ) from error
 
 
@@ -200,3 +220,50 @@ def sync_buffers(model: nn.Module, context: DistContext) -> None:
     with collective(context, "syncing BatchNorm buffers at the end of an epoch"):
         for buffer in unwrap(model).buffers():
             dist.broadcast(buffer, src=0)
+
+
+def broadcast_object(obj: Any, context: DistContext, what: str) -> Any:
+    """Rank 0's ``obj`` (any picklable object, sent between our own ranks only) on every rank."""
+    if not context.enabled:
+        return obj
+    box = [obj]
+    with collective(context, what):
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_objects(obj: Any, context: DistContext, what: str) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` without DDP)."""
+    if not context.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * context.world_size
+    with collective(context, what):
+        dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+class SharedCounter:
+    """An integer that every rank increments atomically: ``add(1)`` returns 1, 2, 3... across all ranks,
+    each value to exactly one caller, without waiting for the other ranks.
+
+    It lives in the key-value store of the process group (the store ``torchrun``'s rendezvous made, which
+    every rank reaches), under ``key``; give each use a key of its own. Without DDP it is a plain integer.
+    ``store`` is for tests (a ``torch.distributed.HashStore`` shared by threads).
+    """
+
+    def __init__(self, key: str, context: DistContext | None = None, store: dist.Store | None = None) -> None:
+        self.key = key
+        self.context = context or DistContext()
+        if store is None and self.context.enabled:
+            # the default group's store; PyTorch has no public accessor for it (DDP and elastic use this one)
+            store = dist.distributed_c10d._get_default_store()
+        self.store = store
+        self._local = 0
+
+    def add(self, amount: int = 1) -> int:
+        """Add ``amount`` (0 reads) and return the new value."""
+        if self.store is None:
+            self._local += amount
+            return self._local
+        with collective(self.context, f"updating the shared counter {self.key}"):
+            return int(self.store.add(self.key, amount))

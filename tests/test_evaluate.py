@@ -74,3 +74,21 @@ def test_pairing_ignores_probability_maps(folders):
 def test_labels_come_from_the_dataset(make_nnunet):
     tiny_dataset = make_nnunet(cases=1)
     assert find_labels(tiny_dataset / "labelsTr") == {"background": 0, "organ": 1, "lesion": 2}
+
+
+def test_worker_processes_give_the_serial_reports(folders, tmp_path):
+    """Six cases of different overlap, labels found from the values: the reports of 2 worker processes are
+    the serial ones, byte for byte (case order included)."""
+    pred, ref, _ = folders
+    geometry = Geometry.create([1.0, 1.0, 2.0], [5.0, -3.0, 1.0])
+    for shift, case in enumerate(("c", "d", "e", "f")):
+        reference = np.zeros((1, 10, 10, 10), np.uint8)
+        reference[0, 2:7, 3:6, 2:6] = 2
+        write_image(ref / f"{case}.nii.gz", reference, geometry)
+        write_image(pred / f"{case}.nii.gz", np.roll(reference, shift, axis=2), geometry)
+    for workers in ("0", "2"):
+        args = ["evaluate", str(pred), str(ref), "-o", str(tmp_path / workers), "--num-workers", workers]
+        assert main([*args, "--no-progress"]) == 0
+    for name in ("summary.json", "cases.csv", "summary.md"):
+        assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+    assert json.loads((tmp_path / "2" / "summary.json").read_text())["n_cases"] == 6

@@ -30,6 +30,7 @@ _EXPORTS = {
     "Image": "io",
     "read_case": "io",
     "read_geometry": "io",
+    "read_grid": "io",
     "read_image": "io",
     "write_image": "io",
     "ChannelNormalization": "plan",

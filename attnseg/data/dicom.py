@@ -97,6 +97,27 @@ def read_dicom_series(folder: Path) -> Image:
     return Image(array=array, geometry=geometry, path=folder, meta=meta)
 
 
+def series_voxel_count(folder: Path) -> int:
+    """Rows x Columns of one DICOM slice in ``folder`` times the number of files there: an estimate of the
+    series' voxels from a single header (for sharing work out by size), not a check of the series.
+
+    Raises:
+        DataError: no file in ``folder`` is a DICOM slice with Rows and Columns.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    for path in files:
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            continue
+        if "Rows" in header and "Columns" in header:
+            return int(header.Rows) * int(header.Columns) * len(files)
+    raise DataError(f"{folder}: no DICOM slice with Rows and Columns found among {len(files)} file(s)")
+
+
 def _read_headers(folder: Path) -> list[_Slice]:
     import pydicom
     from pydicom.errors import InvalidDicomError

@@ -514,17 +514,24 @@ def _verify_geometry(written: Path, geometry: Geometry, target: Path, ending: st
 
 def read_geometry(path: str | Path) -> Geometry:
     """The geometry of an image file from its header alone (no pixel data read)."""
+    return read_grid(path)[1]
+
+
+def read_grid(path: str | Path) -> tuple[tuple[int, ...], Geometry]:
+    """The spatial shape ``(X, Y[, Z])`` and geometry of an image file from its header alone (no pixel
+    data read: cheap enough to size up thousands of scans before reading any)."""
     path = Path(path)
     ending = file_ending(path)
     if EXTENSIONS[ending] == "NIfTI":
         import nibabel as nib
 
-        with reading(path, "NIfTI"):
+        with reading(path, "NIfTI"), _quiet_nibabel():
             nifti = nib.load(str(path))
-            if len(nifti.shape) == 2:
+            shape = tuple(int(s) for s in nifti.shape)
+            if len(shape) == 2:
                 keep = [0, 1, 3]
-                return Geometry.from_ras_affine(nifti.affine[np.ix_(keep, keep)])
-            return Geometry.from_ras_affine(nifti.affine)
+                return shape, Geometry.from_ras_affine(nifti.affine[np.ix_(keep, keep)])
+            return shape[:3], Geometry.from_ras_affine(nifti.affine)
     sitk = _simpleitk()
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -532,4 +539,5 @@ def read_geometry(path: str | Path) -> Geometry:
         reader.ReadImageInformation()
         dim = min(reader.GetDimension(), 3)
         direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:dim, :dim]
-        return Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)
+        shape = tuple(int(s) for s in reader.GetSize()[:dim])
+        return shape, Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)

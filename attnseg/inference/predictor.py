@@ -11,29 +11,23 @@ in the scan's own study and frame of reference.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from attnseg.data import Image, Plan, preprocess_case, read_case, read_image, restore_probabilities, write_image
-from attnseg.data.dicom import check_series_target, write_dicom_series
-from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, strip_ending
+from attnseg.data import Image, Plan, PreprocessedCase, preprocess_case, restore_probabilities, write_image
+from attnseg.data.dicom import write_dicom_series
 from attnseg.device import resolve_device
+from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
-from attnseg.fileio import check_writable
+from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
-
-CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
-VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
-# The output format that writes each mask as a DICOM series folder (for DICOM series inputs).
-DICOM_FORMAT = "dicom"
 
 
 @dataclass
@@ -44,12 +38,15 @@ class LoadedModel:
 
 
 @dataclass
-class InputCase:
-    """One scan to segment: its channel files (or a DICOM folder) and the name of its outputs."""
+class PreparedImage:
+    """An image preprocessed for every model of an ensemble: what a background loader hands over.
 
-    case_id: str
-    paths: tuple[Path, ...]
-    ending: str  # the input's file ending, reused for the outputs unless asked otherwise
+    ``groups`` pairs each distinct preprocessing (models with the same plan, such as the folds of one
+    training, share one) with the indices of the models that use it.
+    """
+
+    image: Image
+    groups: list[tuple[PreprocessedCase, list[int]]] = field(default_factory=list)
 
 
 class Predictor:
@@ -57,7 +54,8 @@ class Predictor:
 
     Args:
         model_dirs: one or more directories written by ``attnseg train``; all must share the labels.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        device: ``auto`` (this process's GPU when CUDA is available: ``LOCAL_RANK`` under torchrun),
+            ``cpu``, ``cuda``, ``cuda:1``...
         mirror: mirroring test-time augmentation (4 flips in 2D, 8 in 3D): slower, usually a little better.
         batch_size: slices (2D) or windows (3D) per forward pass; None: 4 on a CPU (larger batches
             only add memory traffic there), 16 on a GPU.
@@ -65,12 +63,17 @@ class Predictor:
         largest_component: keep only the largest connected component of a foreground class: None (default)
             for the classes each model directory's ``postprocessing.json`` names (all models must agree),
             True for every foreground class, False for none.
+
+    One image goes through three steps, which a run over many files (:mod:`attnseg.inference.batch`)
+    spreads over threads: :meth:`prepare` (checks and preprocessing: a loader thread), :meth:`forward`
+    (the networks: the thread that owns the GPU), :meth:`finish` (back to the image's grid, ensemble
+    average, argmax: a writer thread). :meth:`predict_image` runs all three.
     """
 
     def __init__(
         self,
         model_dirs: Sequence[str | Path],
-        device: str = "auto",
+        device: str | torch.device = "auto",
         mirror: bool = False,
         batch_size: int | None = None,
         overlap: float = 0.5,
@@ -78,11 +81,10 @@ class Predictor:
     ) -> None:
         if not model_dirs:
             raise ConfigError("give at least one model directory")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, local_rank())
         self.mirror = mirror
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
         self.overlap = overlap
-        self.largest_component = largest_component
         self.models = [self._load(ModelDir(path)) for path in model_dirs]
         self.labels = self.models[0].model_dir.labels()
         for loaded in self.models[1:]:
@@ -114,15 +116,60 @@ class Predictor:
 
     def predict_image(self, image: Image) -> tuple[np.ndarray, np.ndarray]:
         """(mask (1, *S) of label values, probabilities (K, *S)) on ``image``'s grid."""
+        prepared = self.prepare(image)
+        return self.finish(prepared, self.forward(prepared))
+
+    def prepare(self, image: Image) -> PreparedImage:
+        """Check ``image`` against the models and preprocess it once per distinct plan."""
         if image.channels != self.num_channels:
             raise DataError(
                 f"{image.name}: {image.channels} channel(s), but the model expects {self.num_channels} "
                 f"({', '.join(self.models[0].plan.channel_names)})"
             )
+        prepared = PreparedImage(image)
+        by_plan: dict[str, int] = {}
+        for index, loaded in enumerate(self.models):
+            plan = loaded.plan
+            if image.spatial_dims != plan.image_dims:
+                raise DataError(
+                    f"{image.name}: a {image.spatial_dims}-D image, but the model was trained on {plan.image_dims}-D"
+                )
+            key = json.dumps(plan.to_dict(), sort_keys=True)
+            if key not in by_plan:
+                by_plan[key] = len(prepared.groups)
+                prepared.groups.append((preprocess_case(image, plan), []))
+            prepared.groups[by_plan[key]][1].append(index)
+        return prepared
+
+    @torch.inference_mode()
+    def forward(self, prepared: PreparedImage) -> list[torch.Tensor]:
+        """The mean class probabilities of each group's models, on that group's preprocessed grid (CPU)."""
+        means = []
+        for case, members in prepared.groups:
+            total = None
+            for index in members:
+                loaded = self.models[index]
+                probabilities = predict_preprocessed(
+                    loaded.network,
+                    case.image,
+                    loaded.plan,
+                    batch_size=self.batch_size,
+                    overlap=self.overlap,
+                    mirror=self.mirror,
+                    device=self.device,
+                    autocast_dtype=torch.float16 if self.device.type == "cuda" else None,
+                )
+                total = probabilities if total is None else total.add_(probabilities)
+            means.append(total / len(members))
+        return means
+
+    def finish(self, prepared: PreparedImage, means: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(mask, probabilities) on the image's grid from :meth:`forward`'s output: every model's
+        probabilities count once in the ensemble average, taken on the image's grid."""
         total = None
-        for loaded in self.models:
-            probabilities = self._probabilities(loaded, image)
-            total = probabilities if total is None else total + probabilities
+        for (case, members), mean in zip(prepared.groups, means, strict=True):
+            restored = restore_probabilities(mean, case.properties) * len(members)
+            total = restored if total is None else total + restored
         probabilities = total / len(self.models)
         classes = probabilities.argmax(0)
         if self.largest_component_classes:
@@ -130,25 +177,6 @@ class Predictor:
         values = np.asarray(self.models[0].plan.class_values)
         dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
         return values[classes].astype(dtype)[None], probabilities
-
-    def _probabilities(self, loaded: LoadedModel, image: Image) -> np.ndarray:
-        plan = loaded.plan
-        if image.spatial_dims != plan.image_dims:
-            raise DataError(
-                f"{image.name}: a {image.spatial_dims}-D image, but the model was trained on {plan.image_dims}-D"
-            )
-        case = preprocess_case(image, plan)
-        probabilities = predict_preprocessed(
-            loaded.network,
-            case.image,
-            plan,
-            batch_size=self.batch_size,
-            overlap=self.overlap,
-            mirror=self.mirror,
-            device=self.device,
-            autocast_dtype=torch.float16 if self.device.type == "cuda" else None,
-        )
-        return restore_probabilities(probabilities, case.properties)
 
     # files ---------------------------------------------------------------------------------------
 
@@ -160,36 +188,35 @@ class Predictor:
         save_probabilities: bool = False,
         output_ending: str | None = None,
         progress: bool = True,
+        skip_existing: bool = False,
+        num_workers: int | None = None,
     ) -> list[Path]:
-        """Segment every case found in ``inputs`` and write ``OUTPUT/<case><ending>``; returns the masks.
+        """Segment every case found in ``inputs`` and write ``OUTPUT/<case><ending>``; returns the masks written.
 
         ``output_ending`` is a file ending (``.nii.gz``, ``.nrrd``...; default: the input's, ``.nrrd`` for
         DICOM series) or ``"dicom"``: for DICOM series inputs only, each mask becomes a DICOM series folder
         ``OUTPUT/<case>`` in the scan's study (see :func:`~attnseg.data.dicom.write_dicom_series`; its
         probabilities, if asked for, go to ``.nrrd``). Every output path is checked before the first case
-        runs, so a refused overwrite costs nothing.
+        runs, so a refused overwrite costs nothing. ``skip_existing`` keeps complete outputs and predicts
+        what is missing. See :func:`attnseg.inference.batch.predict_cases` (which this calls) for the
+        rest; a case that fails does not stop the others, and :class:`~attnseg.errors.DataError` lists
+        every failed case at the end.
         """
-        cases = find_cases(inputs, self.num_channels)
-        output = Path(output)
-        plans = [self._output_paths(case, output, output_ending, save_probabilities) for case in cases]
-        dicom = output_ending == DICOM_FORMAT
-        for mask_path, probability_path in plans:
-            (check_series_target if dicom else check_writable)(mask_path, overwrite)
-            if probability_path is not None:
-                check_writable(probability_path, overwrite)
-        written = []
-        for case, (mask_path, probability_path) in tqdm(
-            list(zip(cases, plans, strict=True)), desc="predict", unit="case", disable=not progress
-        ):
-            image = read_image(case.paths[0]) if len(case.paths) == 1 else read_case(case.paths)
-            mask, probabilities = self.predict_image(image)
-            self._write_mask(mask_path, mask, image, overwrite, dicom)
-            if probability_path is not None:
-                write_image(probability_path, probabilities, image.geometry, overwrite=overwrite)
-            written.append(mask_path)
-        return written
+        report = predict_cases(
+            self,
+            inputs,
+            output,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+            save_probabilities=save_probabilities,
+            output_ending=output_ending,
+            num_workers=num_workers,
+            progress=progress,
+        )
+        report.raise_for_failures()
+        return report.written
 
-    def _write_mask(self, path: Path, mask: np.ndarray, image: Image, overwrite: bool, dicom: bool) -> None:
+    def write_mask(self, path: Path, mask: np.ndarray, image: Image, overwrite: bool, dicom: bool) -> None:
         """A file with the image's geometry, or a DICOM series in the image's study (``dicom``)."""
         if not dicom:
             write_image(path, mask, image.geometry, overwrite=overwrite)
@@ -198,90 +225,3 @@ class Predictor:
         write_dicom_series(
             path, mask, image.geometry, overwrite=overwrite, reference=image, series_description=description
         )
-
-    @staticmethod
-    def _output_paths(
-        case: InputCase, output: Path, ending: str | None, save_probabilities: bool
-    ) -> tuple[Path, Path | None]:
-        ending = ending or case.ending
-        if ending == DICOM_FORMAT:
-            return _dicom_output_paths(case, output, save_probabilities)
-        if ending not in EXTENSIONS:
-            raise ConfigError(f"output format {ending!r} is not one of {', '.join(EXTENSIONS)} or {DICOM_FORMAT}")
-        probabilities = None
-        if save_probabilities:
-            probability_ending = ending if ending in VOLUME_ENDINGS else ".nii.gz"
-            probabilities = output / f"{case.case_id}_probabilities{probability_ending}"
-        return output / f"{case.case_id}{ending}", probabilities
-
-
-def _dicom_output_paths(case: InputCase, output: Path, save_probabilities: bool) -> tuple[Path, Path | None]:
-    """``OUTPUT/<case>`` (a series folder) and ``OUTPUT/<case>_probabilities.nrrd`` for a DICOM series input."""
-    source = case.paths[0]
-    if not source.is_dir():
-        raise ConfigError(
-            f"{source}: output format '{DICOM_FORMAT}' writes masks for DICOM series inputs, in the scan's study; "
-            "this input is a file: choose a file ending such as .nrrd"
-        )
-    folder = output / case.case_id
-    if folder.resolve() == source.resolve():
-        raise ConfigError(f"{folder}: the mask series would replace its own input; choose another output folder")
-    probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
-    return folder, probabilities
-
-
-def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> list[InputCase]:
-    """The cases in ``inputs``: image files, folders of image files, or DICOM series folders.
-
-    Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
-    with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``
-    unless the output format is ``dicom``).
-    """
-    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
-    files: list[Path] = []
-    cases: list[InputCase] = []
-    for path in paths:
-        if not path.exists():
-            raise DataError(f"{path}: no such file or folder")
-        if path.is_dir():
-            images = sorted(p for p in path.iterdir() if is_image_file(p))
-            if images:
-                files += images
-            else:  # no image files: a DICOM series (read_image reports what is wrong if it is not one)
-                cases.append(InputCase(path.name, (path,), ".nrrd"))
-        else:
-            file_ending(path)  # unsupported types fail here, naming the file
-            files.append(path)
-    cases += _group_channels(files, num_channels)
-    if not cases:
-        raise DataError(f"no images found in {', '.join(str(p) for p in paths)}")
-    ids = [c.case_id for c in cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise DataError(f"several inputs would write the same output: {', '.join(duplicates[:5])}")
-    return cases
-
-
-def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]:
-    groups: dict[str, dict[int, Path]] = {}
-    for path in files:
-        stem = strip_ending(path)
-        match = CHANNEL_SUFFIX.search(stem)
-        case_id, channel = (stem[: match.start()], int(match.group(1))) if match else (stem, 0)
-        if match is None and num_channels > 1:
-            raise DataError(
-                f"{path}: the model needs {num_channels} channels; name the files CASE_0000, CASE_0001, ..."
-            )
-        groups.setdefault(case_id, {})
-        if channel in groups[case_id]:
-            raise DataError(f"{path}: channel {channel} of case '{case_id}' given twice")
-        groups[case_id][channel] = path
-    cases = []
-    for case_id, channels in sorted(groups.items()):
-        if sorted(channels) != list(range(num_channels)):
-            raise DataError(
-                f"case '{case_id}': channel files {sorted(channels)} found, the model needs 0..{num_channels - 1}"
-            )
-        ordered = tuple(channels[c] for c in range(num_channels))
-        cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
-    return cases

@@ -160,7 +160,7 @@ def _as_case(item: EvaluationCase | Sequence[Any]) -> EvaluationCase:
 
 
 def evaluate_cases(
-    cases: Iterable[EvaluationCase | Sequence[Any]],
+    cases: Iterable[EvaluationCase | CaseResult | Sequence[Any]],
     labels: Mapping[str, int],
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM,
     include_background: bool = False,
@@ -171,6 +171,8 @@ def evaluate_cases(
     Args:
         cases: EvaluationCase objects, or tuples ``(case_id, prediction, reference, spacing[,
             prediction_file, reference_file])``; a generator is consumed lazily, one case in memory at a time.
+            Cases already evaluated elsewhere (CaseResult from :func:`evaluate_case`, e.g. in worker
+            processes, with the same labels and tolerance) are taken as they are.
         labels: class name -> label value; label 0 is skipped unless ``include_background``.
         nsd_tolerance_mm: the NSD tolerance τ in mm.
         include_background: also evaluate label 0.
@@ -184,23 +186,32 @@ def evaluate_cases(
     report = EvaluationReport(labels=classes, nsd_tolerance_mm=float(nsd_tolerance_mm))
     seen: set[str] = set()
     for item in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
-        case = _as_case(item)
-        case_id = str(case.case_id)
-        if case_id in seen:
-            raise DataError(f"case {case_id!r} is given twice")
-        seen.add(case_id)
-        try:
-            spacing = check_spacing(case.spacing)
-            metrics = label_metrics(
-                case.prediction, case.reference, classes, spacing, nsd_tolerance_mm, include_background=True
-            )
-        except DataError as error:
-            files = ", ".join(f for f in (case.prediction_file, case.reference_file) if f)
-            raise DataError(f"case {case_id!r}" + (f" ({files})" if files else "") + f": {error}") from error
-        report.cases.append(CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file))
+        result = item if isinstance(item, CaseResult) else evaluate_case(item, classes, nsd_tolerance_mm)
+        if result.case_id in seen:
+            raise DataError(f"case {result.case_id!r} is given twice")
+        seen.add(result.case_id)
+        report.cases.append(result)
     if not report.cases:
         raise DataError("no case to evaluate")
     return report
+
+
+def evaluate_case(
+    item: EvaluationCase | Sequence[Any], classes: Mapping[str, int], nsd_tolerance_mm: float
+) -> CaseResult:
+    """The metrics of one case for ``classes`` (checked labels, e.g. from ``check_labels``), every class
+    of ``classes`` included; errors name the case and its files."""
+    case = _as_case(item)
+    case_id = str(case.case_id)
+    try:
+        spacing = check_spacing(case.spacing)
+        metrics = label_metrics(
+            case.prediction, case.reference, classes, spacing, nsd_tolerance_mm, include_background=True
+        )
+    except DataError as error:
+        files = ", ".join(f for f in (case.prediction_file, case.reference_file) if f)
+        raise DataError(f"case {case_id!r}" + (f" ({files})" if files else "") + f": {error}") from error
+    return CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file)
 
 
 def _json_number(value: Any) -> Any:

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from attnseg.data.geometry import Geometry
-from attnseg.data.io import file_ending, read_case, read_geometry, read_image, write_image
+from attnseg.data.io import file_ending, read_case, read_geometry, read_grid, read_image, write_image
 from attnseg.errors import DataError, OutputExistsError
 from tests.fixtures import rotation, write_dicom_series
 
@@ -195,6 +195,21 @@ def test_read_case_stacks_channels_and_checks_their_geometry(tmp_path, oblique):
 def test_read_geometry_from_header_only(tmp_path, oblique):
     path = write_image(tmp_path / "h.nrrd", _labels(), oblique)
     assert read_geometry(path).allclose(oblique)
+
+
+@pytest.mark.parametrize("name", ["g.nii.gz", "g.nrrd", "g.mha", "g.nii"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_read_grid_gives_the_shape_and_geometry_of_the_pixels(tmp_path, oblique, name, channels):
+    path = write_image(tmp_path / name, np.zeros((channels, 7, 5, 3), np.float32), oblique)
+    shape, geometry = read_grid(path)
+    assert shape == read_image(path).spatial_shape == (7, 5, 3)
+    assert geometry.allclose(read_image(path).geometry, atol=1e-9)
+
+
+def test_read_grid_names_a_corrupt_file(tmp_path):
+    (tmp_path / "bad.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"bad\.nii\.gz: cannot read NIfTI file"):
+        read_grid(tmp_path / "bad.nii.gz")
 
 
 # ---- DICOM ----------------------------------------------------------------------------------------

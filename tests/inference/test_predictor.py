@@ -8,7 +8,7 @@ from attnseg.data import read_image, write_image
 from attnseg.data.geometry import Geometry
 from attnseg.errors import ConfigError, DataError, OutputExistsError
 from attnseg.inference.postprocess import keep_largest_components
-from attnseg.inference.predictor import Predictor, find_cases
+from attnseg.inference.predictor import Predictor
 from tests.fixtures import oblique_geometry, rotation, synthetic_case, write_dicom_series
 
 
@@ -87,21 +87,6 @@ def test_predict_cli_on_a_folder(trained_model, tiny_dataset, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [f"case_{i:03d}.nii.gz" for i in range(5)]
     assert main(args) == 2  # refuses to overwrite
     assert "exists; pass overwrite=True" in capsys.readouterr().err
-
-
-def test_find_cases_groups_channels_and_reports_gaps(tmp_path):
-    for name in ("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nii.gz", "b_0001.nii.gz"):
-        write_image(tmp_path / name, np.zeros((1, 4, 4, 4), np.float32), Geometry.identity(3))
-    cases = find_cases(tmp_path, num_channels=2)
-    assert [(c.case_id, [p.name for p in c.paths]) for c in cases] == [
-        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]),
-        ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]),
-    ]
-    (tmp_path / "b_0001.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"case 'b': channel files \[0\] found, the model needs 0..1"):
-        find_cases(tmp_path, num_channels=2)
-    with pytest.raises(DataError, match="no such file"):
-        find_cases(tmp_path / "missing.nii.gz", 1)
 
 
 def test_wrong_channel_count_is_a_clear_error(trained_model, tmp_path):

@@ -1,0 +1,237 @@
+"""The cases of a prediction run: which scans, which outputs each writes, how big each is, and which
+outputs a run may keep.
+
+Everything here works from file names and headers alone (no pixel data), so that thousands of scans
+can be listed, sized and checked in seconds before any is read.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnseg.data.dicom import check_series_target, series_voxel_count
+from attnseg.data.geometry import Geometry
+from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, read_grid, strip_ending
+from attnseg.errors import AttnsegError, ConfigError, DataError
+from attnseg.fileio import check_writable
+
+CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
+VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
+# The output format that writes each mask as a DICOM series folder (for DICOM series inputs).
+DICOM_FORMAT = "dicom"
+# How far (mm) a kept output's grid may be from its scan's: NIfTI stores its affine as float32.
+GRID_ATOL_MM = 1e-4
+
+
+@dataclass
+class InputCase:
+    """One scan to segment: its channel files (or a DICOM folder) and the name of its outputs."""
+
+    case_id: str
+    paths: tuple[Path, ...]
+    ending: str  # the input's file ending, reused for the outputs unless asked otherwise
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """Where one case's outputs go: the mask (a file, or a DICOM series folder) and, if asked for, the
+    class probabilities."""
+
+    mask: Path
+    probabilities: Path | None
+    dicom: bool  # the mask is a DICOM series folder
+
+    def __iter__(self) -> Iterator[tuple[Path, bool]]:
+        """(path, is a DICOM series) for every output, the probabilities first: the mask is written last,
+        so a mask on disk means its case is finished."""
+        if self.probabilities is not None:
+            yield self.probabilities, False
+        yield self.mask, self.dicom
+
+
+@dataclass(frozen=True)
+class CaseSurvey:
+    """What a run must do for one case, found from headers before any pixel is read.
+
+    Attributes:
+        voxels: the scan's size, to share the work out by (an estimate for DICOM; file bytes when the
+            header cannot be read: that case will fail when it is read, and say why).
+        to_write: the outputs this run writes (empty: the case is complete and skipped).
+        problem: why the case cannot run (an output in the way); None when it can.
+    """
+
+    voxels: int
+    to_write: tuple[Path, ...]
+    problem: str | None = None
+
+
+def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> list[InputCase]:
+    """The cases in ``inputs``: image files, folders of image files, or DICOM series folders.
+
+    Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
+    with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``
+    unless the output format is ``dicom``).
+    """
+    paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    files: list[Path] = []
+    cases: list[InputCase] = []
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder")
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if is_image_file(p))
+            if images:
+                files += images
+            else:  # no image files: a DICOM series (read_image reports what is wrong if it is not one)
+                cases.append(InputCase(path.name, (path,), ".nrrd"))
+        else:
+            file_ending(path)  # unsupported types fail here, naming the file
+            files.append(path)
+    cases += _group_channels(files, num_channels)
+    if not cases:
+        raise DataError(f"no images found in {', '.join(str(p) for p in paths)}")
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise DataError(f"several inputs would write the same output: {', '.join(duplicates[:5])}")
+    return cases
+
+
+def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]:
+    groups: dict[str, dict[int, Path]] = {}
+    for path in files:
+        stem = strip_ending(path)
+        match = CHANNEL_SUFFIX.search(stem)
+        case_id, channel = (stem[: match.start()], int(match.group(1))) if match else (stem, 0)
+        if match is None and num_channels > 1:
+            raise DataError(
+                f"{path}: the model needs {num_channels} channels; name the files CASE_0000, CASE_0001, ..."
+            )
+        groups.setdefault(case_id, {})
+        if channel in groups[case_id]:
+            raise DataError(f"{path}: channel {channel} of case '{case_id}' given twice")
+        groups[case_id][channel] = path
+    cases = []
+    for case_id, channels in sorted(groups.items()):
+        if sorted(channels) != list(range(num_channels)):
+            raise DataError(
+                f"case '{case_id}': channel files {sorted(channels)} found, the model needs 0..{num_channels - 1}"
+            )
+        ordered = tuple(channels[c] for c in range(num_channels))
+        cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
+    return cases
+
+
+def output_paths(case: InputCase, output: Path, ending: str | None, save_probabilities: bool) -> CaseOutputs:
+    """``OUTPUT/<case><ending>`` (default: the input's ending) and ``OUTPUT/<case>_probabilities<ending>``;
+    with ``ending="dicom"``, a series folder ``OUTPUT/<case>`` for a DICOM series input."""
+    ending = ending or case.ending
+    if ending == DICOM_FORMAT:
+        return _dicom_output_paths(case, output, save_probabilities)
+    if ending not in EXTENSIONS:
+        raise ConfigError(f"output format {ending!r} is not one of {', '.join(EXTENSIONS)} or {DICOM_FORMAT}")
+    probabilities = None
+    if save_probabilities:
+        probability_ending = ending if ending in VOLUME_ENDINGS else ".nii.gz"
+        probabilities = output / f"{case.case_id}_probabilities{probability_ending}"
+    return CaseOutputs(output / f"{case.case_id}{ending}", probabilities, dicom=False)
+
+
+def _dicom_output_paths(case: InputCase, output: Path, save_probabilities: bool) -> CaseOutputs:
+    """``OUTPUT/<case>`` (a series folder) and ``OUTPUT/<case>_probabilities.nrrd`` for a DICOM series input."""
+    source = case.paths[0]
+    if not source.is_dir():
+        raise ConfigError(
+            f"{source}: output format '{DICOM_FORMAT}' writes masks for DICOM series inputs, in the scan's study; "
+            "this input is a file: choose a file ending such as .nrrd"
+        )
+    folder = output / case.case_id
+    if folder.resolve() == source.resolve():
+        raise ConfigError(f"{folder}: the mask series would replace its own input; choose another output folder")
+    probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
+    return CaseOutputs(folder, probabilities, dicom=True)
+
+
+# sizing and checking, from headers ---------------------------------------------------------------------
+
+
+def survey_case(case: InputCase, outputs: CaseOutputs, overwrite: bool, skip_existing: bool) -> CaseSurvey:
+    """Size ``case`` and decide, output by output, what a run does with it.
+
+    A missing output is written. An existing one is replaced with ``overwrite`` alone; with
+    ``skip_existing`` it is kept if it is complete (:func:`incomplete_reason`), and otherwise replaced
+    only with ``overwrite`` as well (else the case is not run, and the problem says why). Without either
+    option an existing output is a problem too (the caller refuses the whole run before any work).
+    """
+    voxels, grid = _size(case)
+    to_write: list[Path] = []
+    for path, dicom in outputs:
+        replace = overwrite
+        if skip_existing and _exists(path, dicom):
+            reason = incomplete_reason(path, dicom, grid)
+            if reason is None:
+                continue  # complete: kept
+            if not overwrite:
+                problem = f"{path} exists but {reason}; delete it, or pass --overwrite to replace it"
+                return CaseSurvey(voxels, (), problem)
+        try:
+            (check_series_target if dicom else check_writable)(path, replace)
+        except AttnsegError as error:
+            return CaseSurvey(voxels, (), str(error))
+        to_write.append(path)
+    return CaseSurvey(voxels, tuple(to_write))
+
+
+def _size(case: InputCase) -> tuple[int, tuple[tuple[int, ...], Geometry] | None]:
+    """(voxels, (spatial shape, geometry) from the header, or None for DICOM series and unreadable headers)."""
+    source = case.paths[0]
+    try:
+        if source.is_dir():
+            return series_voxel_count(source), None
+        shape, geometry = read_grid(source)
+        return math.prod(shape), (shape, geometry)
+    except Exception:  # unreadable: sized by its bytes; reading it later reports what is wrong
+        return _bytes(source), None
+
+
+def _bytes(source: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in source.iterdir()) if source.is_dir() else source.stat().st_size
+    except OSError:
+        return 0
+
+
+def _exists(path: Path, dicom: bool) -> bool:
+    """A DICOM series output exists when its folder holds something (an empty folder may be written into)."""
+    if dicom and path.is_dir():
+        return any(path.iterdir())
+    return path.exists()
+
+
+def incomplete_reason(path: Path, dicom: bool, grid: tuple[tuple[int, ...], Geometry] | None = None) -> str | None:
+    """Why the existing output ``path`` is not a finished output of its scan; None when it is.
+
+    Outputs are written under a hidden temporary name and renamed into place once complete, so a killed
+    run leaves nothing half-written under an output's name. What can still be there: a file from
+    elsewhere (another tool, a copy cut short, a crash of the storage): its header must read, and give
+    the scan's shape and grid (``grid``, when the scan's header gave one).
+    """
+    if dicom:
+        return None if path.is_dir() and any(path.iterdir()) else "is not a DICOM series folder"
+    try:
+        shape, geometry = read_grid(path)
+    except Exception as error:  # whatever a damaged file makes a reader raise, it is not complete
+        return f"cannot be read ({str(error).removeprefix(f'{path}: ')})"
+    if grid is None:
+        return None
+    expected_shape, expected_geometry = grid
+    if shape != expected_shape:
+        return f"has shape {shape}, not its scan's {expected_shape}"
+    differences = geometry.differences(expected_geometry, atol=GRID_ATOL_MM)
+    if differences:
+        return f"is not on its scan's grid ({'; '.join(differences)})"
+    return None
