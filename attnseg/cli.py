@@ -511,19 +511,31 @@ def _add_visualize_verb(verbs: argparse._SubParsersAction) -> None:
         epilog=VISUALIZE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    visualize.add_argument("-m", "--model", required=True, help="model directory written by `attnseg train`")
     visualize.add_argument(
-        "-i", "--input", nargs="+", required=True, help="the scan: an image file, a DICOM folder, or its channel files"
+        "-m", "--model", required=True, metavar="MODEL_DIR", help="model directory written by `attnseg train`"
     )
-    visualize.add_argument("-o", "--output", required=True, help="folder for the pictures (and volumes)")
+    visualize.add_argument(
+        "-i",
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="IMAGE",
+        help="the scan: an image file, a DICOM folder, or its channel files",
+    )
+    visualize.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the pictures (and volumes)")
     visualize.add_argument(
         "--slices",
         type=int,
         nargs="+",
+        metavar="N",
         help="slice indices along --axis (default: those with most predicted foreground)",
     )
     visualize.add_argument(
-        "--count", type=int, default=3, help="how many slices to choose when --slices is not given (default 3)"
+        "--count",
+        type=int,
+        default=3,
+        metavar="N",
+        help="how many slices to choose when --slices is not given (default 3)",
     )
     visualize.add_argument(
         "--axis", type=int, choices=(0, 1, 2), help="voxel axis to cut (default: the axial one, from the scan's header)"
