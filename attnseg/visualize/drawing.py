@@ -48,11 +48,11 @@ def window(image: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1)
 
 
-def panel_width(plane_shape: tuple[int, int], aspect: float) -> float:
-    """Width in inches of a panel ``PANEL_INCHES`` high that shows a plane without distortion."""
+def panel_width(plane_shape: tuple[int, int], aspect: float, height: float = PANEL_INCHES) -> float:
+    """Width in inches of a panel ``height`` inches high that shows a plane without distortion."""
     rows, columns = plane_shape
     ratio = columns / max(rows * aspect, 1e-6)
-    return float(np.clip(PANEL_INCHES * ratio, 0.6 * PANEL_INCHES, 2.5 * PANEL_INCHES))
+    return float(np.clip(height * ratio, 0.6 * height, 2.5 * height))
 
 
 def draw_image(axis: Axes, plane: np.ndarray, view: SliceView, value_range: tuple[float, float]) -> None:
@@ -80,7 +80,9 @@ def draw_edges(axis: Axes, view: SliceView) -> None:
             axis.text(x, y, text, ha=ha, va=va, **style)
 
 
-def draw_contours(axis: Axes, plane: np.ndarray, labels: Mapping[str, int], linestyle: str = "-") -> None:
+def draw_contours(
+    axis: Axes, plane: np.ndarray, labels: Mapping[str, int], linestyle: str | tuple = "-", linewidth: float = 1.3
+) -> None:
     """The outline of each class present in ``plane`` (label values), in its colour."""
     limits = axis.get_xlim(), axis.get_ylim()  # contour would rescale the axes to the voxel centres
     for value in foreground(labels).values():
@@ -90,8 +92,8 @@ def draw_contours(axis: Axes, plane: np.ndarray, labels: Mapping[str, int], line
                 inside.astype(np.float32),
                 levels=[0.5],
                 colors=[class_colour(value)],
-                linestyles=linestyle,
-                linewidths=1.3,
+                linestyles=[linestyle],
+                linewidths=linewidth,
             )
     axis.set_xlim(*limits[0])
     axis.set_ylim(*limits[1])
@@ -131,7 +133,7 @@ def draw_heat(axis: Axes, values: np.ndarray, aspect: float, value_range: tuple[
 
 def class_legend(labels: Mapping[str, int], styles: Mapping[str, str] | None = None) -> list:
     """Legend entries naming each class in its colour, then one black line per line style
-    (``{"reference": "-", "prediction": "--"}``)."""
+    (``{"reference": "-", "prediction": "--"}``; any matplotlib line style)."""
     handles: list = [Patch(color=class_colour(value), label=name) for name, value in foreground(labels).items()]
     for name, style in (styles or {}).items():
         handles.append(Line2D([], [], color="black", linestyle=style, label=name))

@@ -30,7 +30,8 @@ from attnseg.visualize.drawing import (
 from attnseg.visualize.orientation import slice_view
 from attnseg.visualize.slices import DEFAULT_COUNT, check_slices, most_disagreement
 
-LINE_STYLES = {"reference": "-", "prediction": "--"}
+LINE_STYLES = {"reference": "-", "prediction": (0, (2.5, 1.5))}  # short dashes stay visible on tight curves
+OVERLAY_INCHES = 4.0  # taller panels than the attention pictures: outlines of two masks must be told apart
 
 
 def save_comparison(
@@ -90,16 +91,19 @@ def comparison_figure(
         chosen = list(check_slices(slices, image.shape[view.axis], view.axis))
 
     planes = [(view.cut(image, i), view.cut(reference, i), view.cut(prediction, i)) for i in chosen]
-    width = panel_width(planes[0][0].shape, view.aspect)
-    figure = Figure(figsize=(3 * width, len(planes) * 2.6 * 1.12 + 0.6), layout="constrained")
+    width = panel_width(planes[0][0].shape, view.aspect, OVERLAY_INCHES)
+    figure = Figure(figsize=(3 * width, len(planes) * OVERLAY_INCHES * 1.1 + 0.7), layout="constrained")
     axes = figure.subplots(len(planes), 3, squeeze=False)
     value_range = window(image)
+    low, high = value_range
+    dimmed = (low, low + 2.5 * (high - low))  # the error panel's image, darker, so every error colour stands out
     for row, (index, (picture, ref, pred)) in enumerate(zip(chosen, planes, strict=True)):
-        for axis_ in axes[row]:
-            draw_image(axis_, picture, view, value_range)
+        draw_image(axes[row, 0], picture, view, value_range)
+        draw_image(axes[row, 1], picture, view, value_range)
+        draw_image(axes[row, 2], picture, view, dimmed)
         draw_edges(axes[row, 0], view)
-        draw_contours(axes[row, 1], ref, labels, LINE_STYLES["reference"])
-        draw_contours(axes[row, 1], pred, labels, LINE_STYLES["prediction"])
+        draw_contours(axes[row, 1], ref, labels, LINE_STYLES["reference"], linewidth=1.2)
+        draw_contours(axes[row, 1], pred, labels, LINE_STYLES["prediction"], linewidth=1.2)
         draw_errors(axes[row, 2], pred, ref, view.aspect)
         where = "" if index is None else f"{view.view} slice {index}: "
         axes[row, 0].set_title(f"{where}image", fontsize=9)
@@ -107,6 +111,10 @@ def comparison_figure(
         axes[row, 2].set_title(f"errors: {int(np.count_nonzero(ref != pred))} voxels differ", fontsize=9)
     handles = class_legend(labels, LINE_STYLES) + error_legend()
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+    if view.axis is not None and slices is None:
+        title = f"{title}: " if title else ""
+        which = f"{view.view} slice" if len(chosen) == 1 else f"{len(chosen)} {view.view} slices"
+        title += f"the {which} where prediction and reference disagree most"
     if title:
         figure.suptitle(title)
     return figure
