@@ -22,6 +22,8 @@ the workflow, one verb per step:
   attnseg predict -m runs/mni -i data/mni152/imagesTr -o predictions
   attnseg evaluate predictions data/mni152              # Dice, HD95, ... -> summary.json
   attnseg export -m runs/mni --format onnx              # + parity check and a JSON sidecar
+  attnseg visualize -m runs/mni -i scan.nii.gz -o attention   # where the model looks
+  attnseg report runs/mni                               # one HTML page with everything
 or all of it at once on the built-in brain dataset: attnseg demo
 
   attnseg models --spatial-dims 3 --in-channels 1 --classes 4 --feature-scale 4
@@ -431,7 +433,14 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from attnseg.evaluate import evaluate_folders, find_labels, write_reports
+    from attnseg.evaluate import (
+        OVERLAY_FOLDER,
+        evaluate_folders,
+        find_images,
+        find_labels,
+        write_overlays,
+        write_reports,
+    )
     from attnseg.metrics import markdown_table
 
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
@@ -449,9 +458,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    paths = write_reports(report, args.output or args.predictions, overwrite=args.overwrite)
+    folder = Path(args.output or args.predictions)
+    paths = write_reports(report, folder, overwrite=args.overwrite)
     print(markdown_table(report))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    if args.overlays:
+        images = find_images(args.reference, args.images)
+        written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite)
+        print(f"wrote {len(written)} overlay(s) to {folder / OVERLAY_FOLDER}")
     return 0
 
 
@@ -471,6 +485,8 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
             "examples:\n"
             "  attnseg evaluate predictions data/mni152            # GT: a dataset folder (its labelsTr/)\n"
             "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
+            "  attnseg evaluate predictions data/mni152 --overlays    # + predictions/overlays/CASE_overlay.png\n"
+            "  attnseg evaluate predictions labels/ --overlays --images scans/ -o runs/mni/metrics\n"
             "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -488,6 +504,17 @@ def _add_evaluate_verb(verbs: argparse._SubParsersAction) -> None:
         metavar="N",
         help="processes that read and evaluate cases in parallel, same results as serial (default 0: in this "
         "process; each worker starts like one `attnseg`, so it pays from a few dozen cases on)",
+    )
+    evaluate.add_argument(
+        "--overlays",
+        action="store_true",
+        help="also draw OUTPUT/overlays/CASE_overlay.png: reference and prediction outlines and the errors on the "
+        "slices where they disagree most",
+    )
+    evaluate.add_argument(
+        "--images",
+        metavar="DIR",
+        help="scans to draw the overlays on (CASE or CASE_0000 files, DICOM folders; default: GT's dataset)",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -532,6 +559,140 @@ def _add_export_verb(verbs: argparse._SubParsersAction) -> None:
     export.set_defaults(func=cmd_export)
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from attnseg.visualize.scan import visualize_scan
+
+    result = visualize_scan(
+        args.model,
+        args.input,
+        args.output,
+        slices=args.slices,
+        axis=args.axis,
+        count=args.count,
+        nifti=args.nifti,
+        overwrite=args.overwrite,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    where = "the whole image" if result.axis is None else f"{result.view} slices {result.slices}"
+    print(f"{len(result.maps)} attention map(s) of {result.case_id} on {where}:")
+    for path in [*result.figures, *result.volumes]:
+        print(f"  {path}")
+    return 0
+
+
+VISUALIZE_EPILOG = """what is drawn:
+  Attention U-Net   every gate's coefficients (one panel per gated level and head), resized to the
+                    image, one row per slice, one colour bar; the first panel outlines the prediction
+  ms_guided         one picture per slice: per scale the position, channel and combined (A_s)
+                    attention maps of every refinement step and the scale's prediction, then the
+                    average of the scales (the network's output)
+  Slices are shown in radiological convention, pixels shaped by the voxel spacing.
+outputs (in OUT):
+  CASE_attention.png              (Attention U-Net; 2-D images)
+  CASE_attention_sliceNNN.png     (ms_guided, one per slice)
+  with --nifti: CASE_<map>.nii.gz for every map and CASE_prediction.nii.gz (ms_guided: also
+  CASE_scaleN_prediction.nii.gz), each with the input's shape and affine: open them over the scan
+examples:
+  attnseg visualize -m demo_output/model -i demo_output/data/mni152-tissue/imagesTr/mni152_z076_0000.nii.gz -o attention
+  attnseg visualize -m runs/ct -i scan.nii.gz -o attention --slices 40 52 64 --nifti
+  attnseg visualize -m runs/ct -i dicom/series_001 -o attention --axis 1 --count 4
+"""
+
+
+def _add_visualize_verb(verbs: argparse._SubParsersAction) -> None:
+    visualize = verbs.add_parser(
+        "visualize",
+        help="draw where a trained model looks on a scan (attention maps), optionally as NIfTI volumes",
+        description=(
+            "Run the model of MODEL_DIR on one scan as `attnseg predict` does (the model's preprocessing applied and "
+            "undone) and draw its attention over the scan: the Attention U-Net's gate coefficients, or the "
+            "multi-scale guided network's position, channel and combined attention maps with its per-scale "
+            "predictions. Every map is put back on the scan's own grid by the predictor's inverse, so it lines up "
+            "with the scan and its mask. 2D and 3D models."
+        ),
+        epilog=VISUALIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    visualize.add_argument(
+        "-m", "--model", required=True, metavar="MODEL_DIR", help="model directory written by `attnseg train`"
+    )
+    visualize.add_argument(
+        "-i",
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="IMAGE",
+        help="the scan: an image file, a DICOM folder, or its channel files",
+    )
+    visualize.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the pictures (and volumes)")
+    visualize.add_argument(
+        "--slices",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="slice indices along --axis (default: those with most predicted foreground)",
+    )
+    visualize.add_argument(
+        "--count",
+        type=int,
+        default=3,
+        metavar="N",
+        help="how many slices to choose when --slices is not given (default 3)",
+    )
+    visualize.add_argument(
+        "--axis", type=int, choices=(0, 1, 2), help="voxel axis to cut (default: the axial one, from the scan's header)"
+    )
+    visualize.add_argument(
+        "--nifti", action="store_true", help="also write every map as a NIfTI volume on the scan's grid"
+    )
+    visualize.add_argument("--batch-size", type=int, default=None, help="slices or windows per forward pass")
+    visualize.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
+    visualize.add_argument("--overwrite", action="store_true", help="replace existing pictures and volumes")
+    visualize.set_defaults(func=cmd_visualize)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from attnseg.visualize.report import write_report
+
+    path = write_report(args.run_dir, args.output, overwrite=args.overwrite)
+    print(f"wrote {path}")
+    return 0
+
+
+REPORT_EPILOG = """RUN_DIR is one of:
+  a model directory from `attnseg train`      config, plan, network, training curves (log.csv)
+  a folder holding one in model/              the demo's output: also metrics/ (summary.json) and
+                                              pictures/ (overlays, attention panels)
+  an evaluation folder from `attnseg evaluate`  metrics per class and per case, overlays/
+Beside a model directory the report also reads RUN_DIR/metrics/ (attnseg evaluate -o RUN_DIR/metrics
+--overlays) and RUN_DIR/attention/ (attnseg visualize -o RUN_DIR/attention).
+examples:
+  attnseg report demo_output                      # demo_output/report.html
+  attnseg report runs/mni -o mni_report.html --overwrite
+"""
+
+
+def _add_report_verb(verbs: argparse._SubParsersAction) -> None:
+    report = verbs.add_parser(
+        "report",
+        help="one self-contained HTML page with a run's configuration, curves, metrics and pictures",
+        description=(
+            "Write one HTML file that holds everything a run left behind: its configuration and preprocessing plan, "
+            "the training curves, the metrics per class and per case, the overlays and the attention panels. The "
+            "pictures are embedded, so the file opens anywhere, without network access, and can be sent as it is."
+        ),
+        epilog=REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a model directory, the demo's output, or an evaluation folder"
+    )
+    report.add_argument("-o", "--output", help="the HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    report.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnseg",
@@ -561,7 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  model/               a model directory: attnseg predict -m demo_output/model -i SCAN -o OUT\n"
             "  predictions/         masks of the held-out slabs\n"
             "  metrics/             summary.json, cases.csv, summary.md\n"
-            "  pictures/            progress.png, CASE_overlay.png, CASE_attention.png"
+            "  pictures/            progress.png, CASE_overlay.png, CASE_attention.png\n"
+            "  report.html          all of it on one self-contained page (attnseg report)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -574,6 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_verb(verbs)
     _add_evaluate_verb(verbs)
     _add_export_verb(verbs)
+    _add_visualize_verb(verbs)
+    _add_report_verb(verbs)
     models = verbs.add_parser(
         "models",
         help="list every network with its parameter count",

@@ -4,7 +4,9 @@ Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps
 ``attnseg predict`` are ignored). Before anything is computed every pair is checked: a case missing on
 either side, or a pair whose shape or geometry (spacing, origin, direction) disagree, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
-(attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table.
+(attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
+on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
+disagree, over the scan when it can be found.
 
 Large folders: ``num_workers`` processes each read a pair and compute its metrics (surface distances
 dominate, and they hold the GIL, so threads would not help); only the small per-case results travel
@@ -14,6 +16,7 @@ back, in case order, so the report is the same as a serial run's.
 from __future__ import annotations
 
 import multiprocessing
+import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from attnseg.data import read_geometry, read_image
-from attnseg.data.dataset import parse_labels
+from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.io import is_image_file, strip_ending
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import check_writable, read_json
@@ -36,6 +39,8 @@ GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
 REPORT_FILES = {"summary": "summary.json", "cases": "cases.csv", "table": "summary.md"}
 T = TypeVar("T")
 R = TypeVar("R")
+OVERLAY_FOLDER = "overlays"  # beside the reports
+_FIRST_CHANNEL = re.compile(r"_0000$")
 
 
 @dataclass
@@ -182,4 +187,65 @@ def write_reports(report: EvaluationReport, folder: str | Path, overwrite: bool 
     write_summary_json(report, paths["summary"], overwrite=overwrite)
     write_case_csv(report, paths["cases"], overwrite=overwrite)
     write_markdown(report, paths["table"], overwrite=overwrite)
+    return paths
+
+
+def find_images(reference: str | Path, images: str | Path | None = None) -> dict[str, Path]:
+    """Case id -> the scan to draw overlays on: from ``images`` (files named CASE or CASE_0000, or DICOM
+    series folders named CASE), else from the dataset that ``reference`` is (or lies in); {} if none."""
+    if images is not None:
+        folder = Path(images)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not a folder of images")
+        found = {}
+        for path in sorted(folder.iterdir()):
+            if is_image_file(path):
+                found.setdefault(_FIRST_CHANNEL.sub("", strip_ending(path)), path)
+            elif path.is_dir():
+                found.setdefault(path.name, path)
+        return found
+    reference = Path(reference)
+    for root in (reference, reference.parent):
+        if (root / "dataset.json").exists():
+            try:
+                dataset = load_dataset(root)
+            except DataError:
+                return {}
+            return {case.id: case.images[0] for case in (*dataset.cases, *dataset.test_cases)}
+    return {}
+
+
+def write_overlays(
+    report: EvaluationReport,
+    folder: str | Path,
+    images: dict[str, Path] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """One ``CASE_overlay.png`` per case in ``folder``: reference and prediction outlines and the errors
+    on the slices where they disagree most (:func:`attnseg.visualize.overlay.save_comparison`), over the
+    case's scan when ``images`` has it (else over a blank background)."""
+    from attnseg.visualize.overlay import save_comparison
+
+    folder = Path(folder)
+    paths = [folder / f"{case.case_id}_overlay.png" for case in report.cases]
+    for path in paths:
+        check_writable(path, overwrite)
+    images = images or {}
+    for case, path in zip(report.cases, paths, strict=True):
+        prediction, reference = read_image(case.prediction_file), read_image(case.reference_file)
+        scan = images.get(case.case_id)
+        picture = read_image(scan).array[0] if scan is not None else np.zeros(reference.spatial_shape, np.float32)
+        if picture.shape != reference.spatial_shape:
+            raise DataError(f"{scan}: shape {picture.shape} differs from its reference {case.reference_file}")
+        note = "" if scan is not None else " (no scan found: pass --images)"
+        save_comparison(
+            picture,
+            reference.array[0],
+            prediction.array[0],
+            report.labels,
+            path,
+            geometry=reference.geometry,
+            title=f"{case.case_id}{note}",
+            overwrite=overwrite,
+        )
     return paths

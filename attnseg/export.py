@@ -535,7 +535,7 @@ def _check_sidecar(sidecar: Mapping[str, Any]) -> None:
     wrong = [key for key, ok in problems.items() if not ok]
     if wrong:
         raise ConfigError(
-            f"the export sidecar has invalid {', '.join(wrong)} (schema {SIDECAR_SCHEMA}; see README 'Export')"
+            f"the export sidecar has invalid {', '.join(wrong)} (schema {SIDECAR_SCHEMA}; see docs/export.md)"
         )
 
 

@@ -24,7 +24,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert "progress.png" in pictures
     assert {f"{v}_overlay.png" for v in val} | {f"{v}_attention.png" for v in val} <= set(pictures)
     with Image.open(out / "pictures" / f"{val[0]}_overlay.png") as picture:
-        assert picture.width > 2 * picture.height
+        assert picture.height > picture.width / 2  # three slices, one row each
+    report = out / "report.html"
+    assert f"report (open it in a browser): {report}" in printed
+    page = report.read_text()
+    assert 'id="metrics-per-class"' in page and page.count("data:image/png;base64,") == 1 + 2 * len(val)
 
     assert main(["demo", "--output", str(out), "--epochs", "1"]) == 2  # keeps an earlier run
     assert "pass --overwrite" in capsys.readouterr().err

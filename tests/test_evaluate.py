@@ -3,11 +3,13 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from attnseg.cli import main
 from attnseg.data import write_image
 from attnseg.data.geometry import Geometry
-from attnseg.evaluate import evaluate_folders, find_labels, pair_cases
+from attnseg.errors import DataError
+from attnseg.evaluate import evaluate_folders, find_images, find_labels, pair_cases, write_overlays
 
 
 @pytest.fixture
@@ -92,3 +94,36 @@ def test_worker_processes_give_the_serial_reports(folders, tmp_path):
     for name in ("summary.json", "cases.csv", "summary.md"):
         assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
     assert json.loads((tmp_path / "2" / "summary.json").read_text())["n_cases"] == 6
+
+
+def test_overlays_over_scans_named_like_the_cases(folders, tmp_path, capsys):
+    pred, ref, labels_file = folders
+    scans = tmp_path / "scans"
+    geometry = Geometry.create([1.0, 1.0, 2.0], [5.0, -3.0, 1.0])
+    write_image(scans / "a_0000.nii.gz", np.random.default_rng(0).random((1, 10, 10, 10)), geometry)
+    write_image(scans / "b.nii.gz", np.random.default_rng(1).random((1, 10, 10, 10)), geometry)
+    assert find_images(ref, scans) == {"a": scans / "a_0000.nii.gz", "b": scans / "b.nii.gz"}
+    out = tmp_path / "reports"
+    command = ["evaluate", str(pred), str(ref), "--labels", str(labels_file), "-o", str(out), "--no-progress"]
+    assert main([*command, "--overlays", "--images", str(scans)]) == 0
+    assert f"wrote 2 overlay(s) to {out / 'overlays'}" in capsys.readouterr().out
+    for case in ("a", "b"):
+        with Image.open(out / "overlays" / f"{case}_overlay.png") as picture:
+            assert picture.format == "PNG" and picture.height > picture.width / 2  # three rows of slices
+    assert main([*command, "--overlays", "--overwrite"]) == 0  # no scans here: drawn on a blank background
+    assert find_images(ref) == {}
+
+
+def test_overlay_scans_come_from_the_dataset_and_must_fit(make_nnunet, tmp_path):
+    dataset = make_nnunet(cases=2)
+    assert find_images(dataset) == {f"case_{i:03d}": dataset / "imagesTr" / f"case_{i:03d}_0000.nii.gz" for i in (0, 1)}
+    assert find_images(dataset / "labelsTr") == find_images(dataset)  # the dataset above a labels folder
+    report, _ = evaluate_folders(dataset / "labelsTr", dataset, progress=False)
+    written = write_overlays(report, tmp_path / "overlays", find_images(dataset))
+    assert [p.name for p in written] == ["case_000_overlay.png", "case_001_overlay.png"]
+    wrong = tmp_path / "wrong.nii.gz"
+    write_image(wrong, np.zeros((1, 4, 4, 4), np.float32), Geometry.identity(3))
+    with pytest.raises(DataError, match=r"wrong\.nii\.gz: shape"):
+        write_overlays(report, tmp_path / "other", {"case_000": wrong})
+    with pytest.raises(DataError, match="not a folder of images"):
+        find_images(dataset, tmp_path / "missing")

@@ -8,7 +8,7 @@ on tensors only (no files, no preprocessing).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,15 +69,43 @@ def predict_volume(
         autocast_dtype: run the network under autocast with this dtype (CUDA mixed precision).
     """
     model.eval()
+    return map_volume(
+        _Probabilities(model, spatial_dims, mirror),
+        image,
+        spatial_dims,
+        slice_axis=slice_axis,
+        patch_size=patch_size,
+        batch_size=batch_size,
+        overlap=overlap,
+        device=device,
+        autocast_dtype=autocast_dtype,
+    )
+
+
+@torch.inference_mode()
+def map_volume(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    spatial_dims: int,
+    slice_axis: int = 2,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int = 8,
+    overlap: float = 0.5,
+    device: str | torch.device = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Run ``function`` (a batch (B, C, *s) -> (B, M, *s), same spatial size) over a whole image (C, *S)
+    the way ``predict_volume`` runs a network: slice by slice, or by Gaussian-blended sliding window.
+    Returns (M, *S), float32 on the CPU. ``predict_volume`` is this with softmax probabilities; the
+    attention maps of ``attnseg visualize`` are this with the maps as channels."""
     device = torch.device(device)
-    predictor = _Probabilities(model, spatial_dims, mirror)
     image_dims = image.dim() - 1
     if image_dims == spatial_dims:
-        return _run(predictor, image.unsqueeze(0), patch_size, batch_size, overlap, device, autocast_dtype)[0]
+        return _run(function, image.unsqueeze(0), patch_size, batch_size, overlap, device, autocast_dtype)[0]
     if spatial_dims == 2 and image_dims == 3:
         slices = image.movedim(slice_axis + 1, 0)  # (N, C, H, W)
         parts = [
-            _run(predictor, slices[start : start + batch_size], patch_size, batch_size, overlap, device, autocast_dtype)
+            _run(function, slices[start : start + batch_size], patch_size, batch_size, overlap, device, autocast_dtype)
             for start in range(0, slices.shape[0], batch_size)
         ]
         return torch.cat(parts, dim=0).movedim(0, slice_axis + 1)
@@ -87,18 +115,28 @@ def predict_volume(
 def predict_preprocessed(model: nn.Module, image: np.ndarray, plan: Plan, **options: object) -> torch.Tensor:
     """``predict_volume`` on an image already on ``plan``'s grid: 2D networks slice across the plan's
     axis, 3D networks run windows of the plan's patch size. ``options`` go to ``predict_volume``."""
-    return predict_volume(
-        model,
+    return predict_volume(model, *_on_plan(image, plan), **options)
+
+
+def map_preprocessed(
+    function: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, plan: Plan, **options: object
+) -> torch.Tensor:
+    """``map_volume`` on an image already on ``plan``'s grid, sliced or windowed as ``predict_preprocessed``."""
+    return map_volume(function, *_on_plan(image, plan), **options)
+
+
+def _on_plan(image: np.ndarray, plan: Plan) -> tuple[torch.Tensor, int, int, tuple[int, ...] | None]:
+    """The image tensor and how to cover it: (image, spatial_dims, slice_axis, patch_size)."""
+    return (
         torch.tensor(np.asarray(image)),  # a copy: preprocessed cases may be read-only memory maps
         plan.spatial_dims,
-        slice_axis=plan.slice_axis if plan.slice_axis is not None else 0,
-        patch_size=plan.patch_size if plan.spatial_dims == 3 else None,
-        **options,
+        plan.slice_axis if plan.slice_axis is not None else 0,
+        tuple(plan.patch_size) if plan.spatial_dims == 3 else None,
     )
 
 
 def _run(
-    predictor: nn.Module,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
     batch: torch.Tensor,
     patch_size: Sequence[int] | None,
     batch_size: int,

@@ -1,40 +1,37 @@
-"""Overlays: masks and attention maps drawn over the image slice they belong to.
+"""Prediction against reference, drawn so that a reader sees at once where they differ.
 
-All functions take 2D arrays in the scan's voxel order (X, Y) and draw them with X downwards, as
-`matplotlib.imshow` does for a transposed-free array; pass the same slice for image and masks.
+One row per slice, three panels: the image alone (the anatomy, unobscured); the reference (solid) and
+the prediction (dashed) outlined per class in the class's colour; and the errors filled in (missed:
+reference only, extra: prediction only, wrong class). A legend names every class and error kind. By
+default the rows are the slices where prediction and reference disagree most, shown in radiological
+convention with pixels shaped by the voxel spacing (see :mod:`attnseg.visualize.orientation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from attnseg.fileio import atomic_path
+from attnseg.data.geometry import Geometry
+from attnseg.visualize.drawing import (
+    class_legend,
+    draw_contours,
+    draw_edges,
+    draw_errors,
+    draw_image,
+    error_legend,
+    panel_width,
+    save_figure,
+    window,
+)
+from attnseg.visualize.orientation import slice_view
+from attnseg.visualize.slices import DEFAULT_COUNT, check_slices, most_disagreement
 
-PALETTE = matplotlib.colormaps["tab10"].colors
-
-
-def _window(image: np.ndarray) -> tuple[float, float]:
-    """Display range from the 1st-99th percentiles, robust to outliers."""
-    low, high = np.percentile(image, [1, 99])
-    return float(low), float(high if high > low else low + 1)
-
-
-def _label_colormap(labels: Mapping[str, int]) -> tuple[ListedColormap, int]:
-    top = max(labels.values(), default=0)
-    colors = [(0, 0, 0, 0)] + [(*PALETTE[(v - 1) % len(PALETTE)], 0.45) for v in range(1, top + 1)]
-    return ListedColormap(colors), top
-
-
-def _save(figure: Figure, path: str | Path, overwrite: bool) -> None:
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        figure.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
+LINE_STYLES = {"reference": "-", "prediction": (0, (2.5, 1.5))}  # short dashes stay visible on tight curves
+OVERLAY_INCHES = 4.0  # taller panels than the attention pictures: outlines of two masks must be told apart
 
 
 def save_comparison(
@@ -43,58 +40,81 @@ def save_comparison(
     prediction: np.ndarray,
     labels: Mapping[str, int],
     path: str | Path,
+    *,
+    geometry: Geometry | None = None,
+    slices: Sequence[int] | None = None,
+    axis: int | None = None,
+    count: int = DEFAULT_COUNT,
     title: str = "",
     overwrite: bool = False,
-) -> None:
-    """Three panels: the image, the reference mask over it, the predicted mask over it."""
-    cmap, top = _label_colormap(labels)
-    vmin, vmax = _window(image)
-    figure = Figure(figsize=(12, 4.4), layout="constrained")
-    axes = figure.subplots(1, 3)
-    for axis, mask, name in (
-        (axes[0], None, "image"),
-        (axes[1], reference, "reference"),
-        (axes[2], prediction, "prediction"),
-    ):
-        axis.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-        if mask is not None:
-            axis.imshow(mask, cmap=cmap, vmin=0, vmax=max(top, 1), interpolation="nearest")
-        axis.set_title(name)
-        axis.axis("off")
-    handles = [Patch(color=PALETTE[(v - 1) % len(PALETTE)], label=n) for n, v in labels.items() if v > 0]
-    figure.legend(handles=handles, loc="lower center", ncol=max(len(handles), 1), frameon=False)
-    if title:
-        figure.suptitle(title)
-    _save(figure, path, overwrite)
+) -> Path:
+    """Write :func:`comparison_figure` as a PNG (atomically; an existing file only with ``overwrite``)."""
+    figure = comparison_figure(
+        image, reference, prediction, labels, geometry=geometry, slices=slices, axis=axis, count=count, title=title
+    )
+    return save_figure(figure, path, overwrite)
 
 
-def save_attention_maps(
+def comparison_figure(
     image: np.ndarray,
-    maps: Mapping[str, np.ndarray],
-    path: str | Path,
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    labels: Mapping[str, int],
+    *,
+    geometry: Geometry | None = None,
+    slices: Sequence[int] | None = None,
+    axis: int | None = None,
+    count: int = DEFAULT_COUNT,
     title: str = "",
-    overwrite: bool = False,
-    value_range: tuple[float, float] | None = (0.0, 1.0),
-) -> None:
-    """The image, then each attention map (already resized to the image) as a heat map over it.
+) -> Figure:
+    """Draw ``prediction`` against ``reference`` over ``image``, one row per slice.
 
-    ``value_range`` fixes the colour scale (gate coefficients lie in [0, 1], so one scale compares the
-    levels); ``None`` scales each map to [0, its maximum] (unbounded maps such as position attention).
+    Args:
+        image, reference, prediction: arrays on one grid, (X, Y) or (X, Y, Z) (one channel, label values).
+        labels: class name -> label value (the legend's names).
+        geometry: the grid's geometry (orientation and aspect ratio); None: unit spacing, identity axes.
+        slices: indices along ``axis``; None: the ``count`` slices where the masks disagree most.
+        axis: the voxel axis to cut; None: the axial one (ignored for 2-D images).
     """
-    vmin, vmax = _window(image)
-    columns = 1 + len(maps)
-    figure = Figure(figsize=(3.6 * columns, 4), layout="constrained")
-    axes = figure.subplots(1, columns, squeeze=False)
-    axes[0, 0].imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
-    axes[0, 0].set_title("image")
-    for axis, (name, values) in zip(axes[0, 1:], maps.items(), strict=True):
-        axis.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
-        low, high = value_range or (0.0, max(float(values.max()), 1e-6))
-        shown = axis.imshow(values, cmap="jet", alpha=0.5, vmin=low, vmax=high)
-        axis.set_title(name)
-        figure.colorbar(shown, ax=axis, fraction=0.046)
-    for axis in axes[0]:
-        axis.axis("off")
+    image, reference, prediction = (np.asarray(a) for a in (image, reference, prediction))
+    if not image.shape == reference.shape == prediction.shape:
+        raise ValueError(
+            f"image {image.shape}, reference {reference.shape} and prediction {prediction.shape} must share a grid"
+        )
+    geometry = geometry or Geometry.identity(image.ndim)
+    view = slice_view(geometry, axis)
+    if view.axis is None:
+        chosen: list[int | None] = [None]
+    elif slices is None:
+        chosen = list(most_disagreement(prediction, reference, view.axis, count))
+    else:
+        chosen = list(check_slices(slices, image.shape[view.axis], view.axis))
+
+    planes = [(view.cut(image, i), view.cut(reference, i), view.cut(prediction, i)) for i in chosen]
+    width = panel_width(planes[0][0].shape, view.aspect, OVERLAY_INCHES)
+    figure = Figure(figsize=(3 * width, len(planes) * OVERLAY_INCHES * 1.1 + 0.7), layout="constrained")
+    axes = figure.subplots(len(planes), 3, squeeze=False)
+    value_range = window(image)
+    low, high = value_range
+    dimmed = (low, low + 2.5 * (high - low))  # the error panel's image, darker, so every error colour stands out
+    for row, (index, (picture, ref, pred)) in enumerate(zip(chosen, planes, strict=True)):
+        draw_image(axes[row, 0], picture, view, value_range)
+        draw_image(axes[row, 1], picture, view, value_range)
+        draw_image(axes[row, 2], picture, view, dimmed)
+        draw_edges(axes[row, 0], view)
+        draw_contours(axes[row, 1], ref, labels, LINE_STYLES["reference"], linewidth=1.2)
+        draw_contours(axes[row, 1], pred, labels, LINE_STYLES["prediction"], linewidth=1.2)
+        draw_errors(axes[row, 2], pred, ref, view.aspect)
+        where = "" if index is None else f"{view.view} slice {index}: "
+        axes[row, 0].set_title(f"{where}image", fontsize=9)
+        axes[row, 1].set_title("reference (solid), prediction (dashed)", fontsize=9)
+        axes[row, 2].set_title(f"errors: {int(np.count_nonzero(ref != pred))} voxels differ", fontsize=9)
+    handles = class_legend(labels, LINE_STYLES) + error_legend()
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
+    if view.axis is not None and slices is None:
+        title = f"{title}: " if title else ""
+        which = f"{view.view} slice" if len(chosen) == 1 else f"{len(chosen)} {view.view} slices"
+        title += f"the {which} where prediction and reference disagree most"
     if title:
         figure.suptitle(title)
-    _save(figure, path, overwrite)
+    return figure
