@@ -28,13 +28,20 @@ def attnseg(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "attnseg", *args], check=True, cwd=HERE.parent)
 
 
-def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int) -> dict:
+def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, steps: str | None = None) -> dict:
+    """One recipe: ``budget`` of wall time, or ``steps`` (``EPOCHSxITERATIONS``) to compare recipes on a busy
+    machine, where equal steps are fairer than equal seconds."""
     work = proxy / "runs" / name
     model, predictions = work / "model", work / "predictions"
     sets = [item for text in overrides for item in ("--set", text)]
+    if steps:
+        epochs, iterations = steps.lower().split("x")
+        length = ["--epochs", epochs, "--set", f"training.iterations_per_epoch={iterations}"]
+    else:
+        length = ["--time-budget", budget]
     started = time.perf_counter()
-    attnseg("train", "--dataset", str(proxy / "train"), "--output", str(model), "--fold", "all",
-            "--time-budget", budget, "--seed", str(seed), "--no-progress", "--overwrite", *sets)  # fmt: skip
+    attnseg("train", "--dataset", str(proxy / "train"), "--output", str(model), "--fold", "all", *length,
+            "--seed", str(seed), "--no-progress", "--overwrite", *sets)  # fmt: skip
     train_seconds = time.perf_counter() - started
     attnseg("predict", "-m", str(model), "-i", str(proxy / "test" / "images"), "-o", str(predictions),
             "--overwrite", "--no-progress")  # fmt: skip
@@ -46,7 +53,7 @@ def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int) ->
     }
     return {
         "name": name,
-        "budget": budget,
+        "budget": steps or budget,
         "seed": seed,
         "overrides": overrides,
         "train_seconds": round(train_seconds, 1),
@@ -72,13 +79,14 @@ def main() -> None:
     parser.add_argument("proxy", type=Path)
     parser.add_argument("--name", default="defaults")
     parser.add_argument("--budget", default="5m")
+    parser.add_argument("--steps", help="EPOCHSxITERATIONS instead of a time budget, e.g. 8x25")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="a configuration override for train")
     parser.add_argument("--table", action="store_true", help="only print the table of the results so far")
     args = parser.parse_args()
     results = args.proxy / "results.jsonl"
     if not args.table:
-        row = run(args.proxy, args.name, args.budget, args.set, args.seed)
+        row = run(args.proxy, args.name, args.budget, args.set, args.seed, args.steps)
         with open(results, "a") as stream:
             stream.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]

@@ -3,9 +3,10 @@
 attnseg is meant to segment the *next* patient, scanned elsewhere. With no such data shipped in any
 package, this builds a stand-in from the MNI ICBM152 2009a T1 template (nilearn wheel, 1 mm, skull-stripped):
 
-* **training head**: the template brain, wrapped in synthetic head tissues (cerebrospinal fluid, the inner
-  and outer tables of the skull around fatty diploe, muscle, subcutaneous fat, air) whose thicknesses vary
-  smoothly around the head; label: the brain mask. Stored RAS at 1 mm, like the template.
+* **training head**: the template brain, wrapped in synthetic head tissues (cerebrospinal fluid that thins
+  to nothing in places, dura, the inner and outer tables of the skull around fatty diploe, muscle close to
+  grey matter in intensity, subcutaneous fat, neck muscle around the brainstem, air) whose thicknesses and
+  textures vary smoothly; label: the brain mask. Stored RAS at 1 mm, like the template.
 * **unseen heads**: the same template *deformed into another subject* (a random affine: rotation up to 8
   degrees, scaling 0.9-1.1 per axis; plus a smooth elastic warp of a few mm), wrapped in other head
   tissues, then acquired by another *scanner*: its own T1 contrast (gamma, tissue intensities), a bias
@@ -37,15 +38,19 @@ from attnseg.data.io import read_image, write_image
 from attnseg.data.orientation import reorientation
 
 TEMPLATE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-# Head tissue layers outward from the brain: (name, thickness mm, T1-weighted intensity relative to white matter)
+# Head tissue layers outward from the brain: (name, thickness mm, T1-weighted intensity relative to white
+# matter). Grey matter is about 0.6: the muscle is close to it, and the CSF layer thins to nothing in places,
+# where the brain touches the dura and skull, as in real heads.
 LAYERS = [
-    ("csf", 2.5, 0.15),
+    ("csf", 1.5, 0.15),
+    ("dura", 1.0, 0.35),
     ("inner_table", 1.5, 0.04),
-    ("diploe", 2.5, 0.55),
+    ("diploe", 2.5, 0.70),
     ("outer_table", 1.5, 0.04),
-    ("muscle", 4.0, 0.40),
+    ("muscle", 4.0, 0.55),
     ("fat", 4.0, 0.95),
 ]
+NECK_BELOW = 0.30  # below this fraction of the head's height, the space around the brainstem is neck muscle
 
 
 @dataclass(frozen=True)
@@ -89,16 +94,23 @@ def smooth_field(shape: tuple[int, ...], rng: np.random.Generator, scale: float)
 
 
 def wrap_in_head(brain: np.ndarray, mask: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
-    """The brain with head tissue layers around it (thickness varying +-30%, intensities +-``jitter``)."""
+    """The brain with head tissue layers around it (thickness varying +-60%, so the CSF vanishes in places;
+    intensities +-``jitter`` per layer, with a texture of +-15%), and neck muscle around the brainstem."""
     distance = ndimage.distance_transform_edt(~mask).astype(np.float32)  # mm at 1 mm voxels
-    thickness = 1.0 + 0.3 * smooth_field(mask.shape, rng, 40.0)
+    thickness = 1.0 + 0.6 * smooth_field(mask.shape, rng, 30.0)
+    texture = 1.0 + 0.15 * smooth_field(mask.shape, rng, 6.0)
     head = np.where(mask, brain, 0.0).astype(np.float32)
     inner = np.zeros_like(distance)
     for _, width, level in LAYERS:
         outer = inner + width * thickness
         shell = (~mask) & (distance > inner) & (distance <= outer)
-        head[shell] = level * (1.0 + jitter * rng.uniform(-1, 1))
+        head[shell] = level * (1.0 + jitter * rng.uniform(-1, 1)) * texture[shell]
         inner = outer
+    rows = np.nonzero(mask.any(axis=(0, 1)))[0]
+    neck_top = int(rows[0] + NECK_BELOW * (rows[-1] - rows[0]))
+    neck = np.zeros_like(mask)
+    neck[:, :, :neck_top] = (distance[:, :, :neck_top] > 0) & (distance[:, :, :neck_top] <= 25.0)
+    head[neck & ~mask] = 0.55 * (1.0 + jitter * rng.uniform(-1, 1)) * texture[neck & ~mask]
     return head
 
 
@@ -128,13 +140,13 @@ def subject_coordinates(shape: tuple[int, ...], rng: np.random.Generator) -> np.
 
 def acquire(head: np.ndarray, mask: np.ndarray, scanner: Scanner, rng: np.random.Generator) -> tuple:
     """Contrast, bias field, noise and resolution of another scanner; returns (image, label) on its RAS grid."""
-    image = np.clip(head, 0, None) ** rng.uniform(0.75, 1.35)  # T1 contrast
-    image *= np.exp(0.25 * smooth_field(head.shape, rng, 60.0))  # bias field
+    image = np.clip(head, 0, None) ** rng.uniform(0.7, 1.4)  # T1 contrast
+    image *= np.exp(0.35 * smooth_field(head.shape, rng, 60.0))  # bias field
     factors = [1.0 / s for s in scanner.spacing]
     sigma = [0.42 * s for s in scanner.spacing]  # slice profile: a Gaussian of about one voxel's FWHM
     image = ndimage.zoom(ndimage.gaussian_filter(image, sigma), factors, order=1)
     label = ndimage.zoom(mask.astype(np.float32), factors, order=1) > 0.5
-    sigma_noise = 0.03
+    sigma_noise = rng.uniform(0.02, 0.06)
     noisy = np.sqrt(
         (image + rng.normal(0, sigma_noise, image.shape)) ** 2 + rng.normal(0, sigma_noise, image.shape) ** 2
     )

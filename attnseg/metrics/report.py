@@ -41,7 +41,7 @@ EMPTY_POLICY_TEXT = (
 )
 CSV_COLUMNS = ("case_id", "label", "label_value", "empty", *METRIC_KEYS, "prediction_file", "reference_file")
 # The columns of the Markdown table: report key -> header (the NSD header gets the tolerance).
-_TABLE_METRICS = {
+TABLE_METRICS = {
     "Dice": "Dice",
     "IoU": "IoU",
     "Precision": "Precision",
@@ -313,7 +313,7 @@ def markdown_table(report: EvaluationReport) -> str:
     left out of the distance means.
     """
     means, stds, empties = report.mean(), report.std(), report.empty_counts()
-    headers = {**_TABLE_METRICS, "NSD": f"NSD@{report.nsd_tolerance_mm:g}mm"}
+    headers = {**TABLE_METRICS, "NSD": f"NSD@{report.nsd_tolerance_mm:g}mm"}
     digits = {k: 2 if k in ("HD95", "ASSD") else 3 for k in headers}
     lines = [
         "| class | " + " | ".join(headers.values()) + " | empty P/R/both |",

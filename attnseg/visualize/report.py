@@ -30,6 +30,7 @@ from typing import Any
 from attnseg import __version__
 from attnseg.errors import DataError
 from attnseg.fileio import write_text
+from attnseg.metrics.report import TABLE_METRICS
 from attnseg.visualize import html
 from attnseg.visualize.curves import progress_figure, read_log
 from attnseg.visualize.drawing import figure_png
@@ -39,16 +40,6 @@ MODEL_FILES = ("network.json", "plan.json")
 SUMMARY = "summary.json"
 # where pictures are looked for, relative to the run folder
 PICTURE_FOLDERS = ("pictures", "attention", "metrics/overlays", "overlays")
-TABLE_METRICS = {
-    "Dice": "Dice",
-    "IoU": "IoU",
-    "Precision": "Precision",
-    "Recall": "Recall",
-    "VolumeSimilarity": "VS",
-    "HD95": "HD95 (mm)",
-    "ASSD": "ASSD (mm)",
-    "NSD": "NSD",
-}
 DISTANCES = ("HD95", "ASSD")
 
 
