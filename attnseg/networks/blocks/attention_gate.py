@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from attnseg.networks.blocks.conv import NormName, conv_layer, norm_layer, resize_to
+from attnseg.networks.blocks.conv import ConvNormAct, NormName, conv_layer, norm_layer, resize_to
 
 GateStyle = Literal["grid", "additive"]
 GATE_STYLES: tuple[str, ...] = ("grid", "additive")
@@ -86,10 +86,7 @@ class AttentionGate(nn.Module):
         if psi_bias is not None:
             nn.init.constant_(self.psi[0].bias, psi_bias)
         self.output_transform: nn.Module = (
-            nn.Sequential(
-                conv_layer(spatial_dims, skip_channels, skip_channels, kernel_size=1),
-                norm_layer(spatial_dims, norm, skip_channels),
-            )
+            ConvNormAct(spatial_dims, skip_channels, skip_channels, kernel_size=1, norm=norm, act=None)
             if style == "grid"
             else nn.Identity()
         )
@@ -134,15 +131,12 @@ class MultiHeadAttentionGate(nn.Module):
         )
         fuse = style == "grid" or heads > 1
         self.combine: nn.Module = (
-            nn.Sequential(
-                conv_layer(spatial_dims, heads * skip_channels, skip_channels, kernel_size=1),
-                norm_layer(spatial_dims, norm, skip_channels),
-                nn.ReLU(),
-            )
+            ConvNormAct(spatial_dims, heads * skip_channels, skip_channels, kernel_size=1, norm=norm)
             if fuse
             else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs, alphas = zip(*(gate(x, g) for gate in self.gates), strict=True)
-        return self.combine(torch.cat(outputs, dim=1)), torch.cat(alphas, dim=1)
+        fused = self.combine(list(outputs)) if isinstance(self.combine, ConvNormAct) else outputs[0]
+        return fused, torch.cat(alphas, dim=1)
