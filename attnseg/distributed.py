@@ -171,6 +171,16 @@ def broadcast_flag(flag: bool, context: DistContext, device: torch.device, what:
     return bool(value.item() > 0.5)
 
 
+def broadcast_index(index: int, context: DistContext, device: torch.device, what: str = "broadcast") -> int:
+    """Rank 0's ``index`` (a small non-negative integer) on every rank (a no-op without DDP)."""
+    if not context.enabled:
+        return index
+    value = torch.tensor([index], dtype=torch.int64, device=device)
+    with collective(context, what):
+        dist.broadcast(value, src=0)
+    return int(value.item())
+
+
 def barrier(context: DistContext, what: str = "barrier") -> None:
     """Wait for every rank (a no-op without DDP)."""
     if context.enabled:

@@ -17,7 +17,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from attnseg import distributed as dist_utils
 from attnseg.distributed import DistContext
-from attnseg.errors import AttnsegError, ConfigError
+from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
+from attnseg.runtime import Runtime, is_out_of_memory, runtime_candidates
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer, build_scheduler
 from attnseg.training.seeding import (
@@ -40,6 +41,7 @@ from attnseg.training.seeding import (
     seed_worker,
     set_rng_state,
 )
+from attnseg.training.step import TrainStep, choose_runtime
 
 Validator = Callable[[nn.Module], dict[str, float]]
 SELECTION_METRIC = "val_dice_mean"
@@ -85,24 +87,6 @@ class EpochSampler(Sampler[int]):
         return self.num_samples
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision on the CPU."""
-    if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            raise ConfigError(f"training.amp={amp} needs a CUDA device; use 'auto' or 'off' on {device.type}")
-        return None
-    if amp == "off":
-        return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 class Trainer:
     """Train ``model`` with ``loss_fn`` on ``train_data``; validate with ``validate``; write ``model_dir``.
 
@@ -116,6 +100,9 @@ class Trainer:
             weights. Without it, the last weights are kept.
         device, context: where to train, and the DDP context (from ``init_distributed``).
         show_progress: draw the progress bar (rank 0 only).
+        runtime: memory layout and mixed precision (a resumed run passes its recorded one); None:
+            chosen from ``training.layout`` and ``training.amp``, by measurement for ``auto``
+            (:func:`attnseg.training.step.choose_runtime`).
     """
 
     def __init__(
@@ -129,27 +116,33 @@ class Trainer:
         device: torch.device | None = None,
         context: DistContext | None = None,
         show_progress: bool = True,
+        runtime: Runtime | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
         self.context = context or DistContext()
         self.device = device or torch.device("cpu")
-        self.model = dist_utils.wrap_model(model.to(self.device), self.context, self.device)
-        self.loss_fn = loss_fn.to(self.device)
+        loss_fn = loss_fn.to(self.device)
         self.train_data = train_data
         self.model_dir = model_dir
         self.validate = validate
         self.show_progress = show_progress and self.context.is_main
-        self.amp_dtype = autocast_dtype(self.train_cfg.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        model = model.to(self.device)
+        self.runtime = runtime or self._choose_runtime(model, loss_fn)
+        # the layout is set before DDP wraps the model: its gradient buckets follow the parameters' strides
+        self.model = dist_utils.wrap_model(self.runtime.prepare_model(model), self.context, self.device)
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, self.train_cfg.epochs)
+        self.train_step = TrainStep(self.model, loss_fn, self.optimizer, self.runtime, self.train_cfg.grad_clip)
+        self.scaler = self.train_step.scaler
         self.state = TrainState()
         self._writer = None
 
     # public ------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainState:
+        if self.context.is_main:
+            self.model_dir.write_runtime(self.runtime.to_dict())
         if resume:
             self._restore()
         if self.state.epoch == 0 or not resume:
@@ -163,6 +156,14 @@ class Trainer:
         if self.context.is_main and self.validate is None:
             self.model_dir.save_weights(self.network, {"epoch": self.state.epoch})
         return self.state
+
+    @property
+    def loss_fn(self) -> nn.Module:
+        return self.train_step.loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, loss_fn: nn.Module) -> None:
+        self.train_step.loss_fn = loss_fn
 
     @property
     def network(self) -> nn.Module:
@@ -179,19 +180,44 @@ class Trainer:
     def preflight(self) -> None:
         """One forward/backward pass on one batch before the first epoch, so a misconfigured run fails
         in seconds: wrong channels or classes, labels out of range, shapes the network rejects."""
+        batch = self._first_batch(self.network)
+        self.model.train()
+        loss = self._forward_loss(batch)
+        self._guard_finite(loss, "the pre-flight batch")
+        loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _first_batch(self, network: nn.Module) -> dict[str, torch.Tensor]:
+        """The pre-flight batch, its labels checked against the network's classes."""
         batch = next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
-        classes = getattr(self.network, "out_channels", None)
+        classes = getattr(network, "out_channels", None)
         top = int(batch["label"].max())
         if classes is not None and top >= classes:
             raise TrainingError(
                 f"the training labels contain value {top}, "
                 f"but the network predicts {classes} classes (0..{classes - 1})"
             )
-        self.model.train()
-        loss = self._forward_loss(batch)
-        self._guard_finite(loss, "the pre-flight batch")
-        loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        return batch
+
+    def _choose_runtime(self, model: nn.Module, loss_fn: nn.Module) -> Runtime:
+        """Layout and precision for this run (timed on the pre-flight batch when ``auto``); under DDP
+        every rank takes rank 0's choice."""
+        needs_batch = self.train_cfg.layout == "auto" or self.train_cfg.amp == "auto"
+        batch = self._first_batch(model) if needs_batch and not self.train_cfg.deterministic else {}
+        try:
+            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device)
+        except (RuntimeError, MemoryError) as error:
+            if is_out_of_memory(error):
+                raise TrainingError(self._oom_message()) from error
+            raise
+        if not self.context.enabled:
+            return runtime
+        candidates = runtime_candidates(self.device, self.train_cfg.layout, self.train_cfg.amp)
+        names = [candidate.name for candidate in candidates]
+        chosen = dist_utils.broadcast_index(
+            names.index(runtime.name), self.context, self.device, "sharing rank 0's choice of layout and precision"
+        )
+        return runtime if chosen == names.index(runtime.name) else replace(candidates[chosen], reason="rank 0's choice")
 
     # one epoch ---------------------------------------------------------------------------------
 
@@ -244,18 +270,12 @@ class Trainer:
         return total / max(steps, 1)
 
     def _step(self, batch: dict[str, torch.Tensor], epoch: int, iteration: int) -> float:
+        loss = self._forward_loss(batch)
+        self._guard_finite(loss, f"epoch {epoch + 1}, iteration {iteration + 1}")
         try:
-            loss = self._forward_loss(batch)
-            self._guard_finite(loss, f"epoch {epoch + 1}, iteration {iteration + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.train_cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.train_step.update(loss)
         except (RuntimeError, MemoryError) as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
             raise
         return float(loss.detach())
@@ -264,11 +284,9 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True)
         try:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                output = self.model(image)
-                return self.loss_fn(output, label)
+            return self.train_step.forward_loss(image, label)
         except (RuntimeError, MemoryError) as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
             raise
 
@@ -346,6 +364,7 @@ class Trainer:
             "state": asdict(self.state),
             "rng": rng_state(),
             "config": self.config.to_dict(),
+            "runtime": self.runtime.to_dict(),
             "provenance": {**provenance(), "world_size": self.context.world_size},
         }
 
