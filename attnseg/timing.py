@@ -32,11 +32,14 @@ def interleaved_times(
     warmup: int = 1,
     device: torch.device | str = "cpu",
     reduce: Callable[[list[float]], float] = statistics.median,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Seconds per call of each function, timed in rounds that run every function once.
 
     Every function first runs ``warmup`` untimed times (allocator, kernel selection); then ``repeats``
     rounds each time every function once, in order. Returns ``reduce`` (the median) of each one's times.
+    ``clock`` is wall time by default; ``time.process_time`` (CPU time of this process) with one torch
+    thread gives figures that background load barely moves, for comparisons on a busy machine.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -45,8 +48,8 @@ def interleaved_times(
     for _ in range(max(repeats, 1)):
         for name, fn in fns.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: reduce(values) for name, values in times.items()}
