@@ -150,8 +150,8 @@ def fastest(
 
     Each candidate runs once to warm up (a candidate that runs out of memory there is left out), then
     ``repeats`` rounds time every candidate once, in turn, so that they share the machine's background
-    load; the best time of each counts. If every candidate runs out of memory, the first is returned and
-    the run meets the error itself.
+    load; the best time of each counts. If memory runs out, the first candidate that ran is kept (or
+    the first of all, and the run meets the error itself).
     """
     calls: dict[str, Callable[[], object]] = {}
     skipped: list[str] = []
@@ -168,7 +168,13 @@ def fastest(
                 torch.cuda.empty_cache()
     if not calls:
         return replace(candidates[0], reason=f"every candidate ran out of memory while its {what} was timed")
-    seconds = interleaved_times(calls, repeats, warmup=0, device=device, reduce=min)
+    try:
+        seconds = interleaved_times(calls, repeats, warmup=0, device=device, reduce=min)
+    except (RuntimeError, MemoryError) as error:  # the candidates' copies together did not fit
+        if not is_out_of_memory(error):
+            raise
+        first = next(c for c in candidates if c.name in calls)
+        return replace(first, reason=f"out of memory while timing the candidates together; kept {first.name}")
     best = min((c for c in candidates if c.name in seconds), key=lambda c: seconds[c.name])
     reason = f"the fastest {what} of {len(seconds)} timed on this {device.type} (best of {repeats} rounds)"
     if skipped:

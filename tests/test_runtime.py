@@ -80,6 +80,22 @@ def test_candidates_that_run_out_of_memory_are_left_out():
     assert everything_fails.layout == "channels_last" and "every candidate ran out of memory" in everything_fails.reason
 
 
+def test_running_out_of_memory_while_timing_keeps_the_first_candidate_that_ran():
+    candidates = [Runtime("cpu", "channels_last"), Runtime("cpu", "contiguous")]
+    calls = {"count": 0}
+
+    def runner(candidate):
+        def run():
+            calls["count"] += 1
+            if calls["count"] > 2:  # both warm-ups fit, the timed rounds do not
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+        return run
+
+    chosen = fastest(candidates, runner, CPU, repeats=2)
+    assert chosen.layout == "channels_last" and "out of memory while timing" in chosen.reason
+
+
 def test_other_errors_are_not_swallowed():
     def runner(candidate):
         def run():
