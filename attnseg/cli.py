@@ -253,7 +253,13 @@ TRAIN_EPILOG = """examples:
 The configuration is YAML with the sections network, data, optimizer, scheduler, loss, training (see
 --print-config for every key and its default). Unknown keys and wrong types are errors that name the key.
 The output folder becomes a model directory for `attnseg predict`: config.yaml, plan.json, labels.json,
-weights.safetensors (best validation Dice), checkpoint/last.pt (resume), log.csv, progress.png, tensorboard/.
+weights.safetensors (best validation Dice), checkpoint/last.pt (resume), runtime.json (memory layout and
+mixed precision, and why), log.csv, progress.png, tensorboard/.
+
+Speed: training.layout (channels_last, contiguous) and training.amp (bf16, fp16, off) default to auto: a
+few training steps of every candidate are timed on the first batch and the fastest is kept (bf16 or fp16
+on CUDA; fp32 or, where the CPU has bf16 kernels, bf16 on a CPU). --deterministic takes channels-last
+and the device's default precision without timing. `attnseg profile NETWORK --train` shows the choice.
 """
 
 
@@ -266,7 +272,8 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
             "preprocessing from the dataset's fingerprint, take one fold of its splits.json (5 case-level folds "
             "are made when it has none), sample slices (2D networks) or patches (3D networks) with foreground "
             "oversampling and augmentation, and validate on whole cases (slices reassembled into volumes) with "
-            "Dice per class. Mixed precision on CUDA, full precision on the CPU; DDP under torchrun."
+            "Dice per class. Memory layout and mixed precision chosen by measurement (see below); DDP under "
+            "torchrun."
         ),
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
