@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo test test-slow lint format clean bench bench-speed bench-attention bench-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,29 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/attnseg demo --overwrite
+
+# Benchmarks: each part prints Markdown tables (date, machine, versions, medians, same-run ratios);
+# docs/benchmarks.md holds the latest. `make bench` runs the parts one after the other (never in
+# parallel: they time things). A new part is a target below, appended to BENCH_PARTS.
+BENCH_PARTS := bench-speed bench-attention bench-e2e
+
+bench:
+	@for part in $(BENCH_PARTS); do $(MAKE) --no-print-directory $$part || exit 1; done
+
+# (a) network speed and memory vs MONAI AttentionUnet and UNet at equal widths, 2D and 3D (+ a GPU table)
+bench-speed: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.network_speed
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(BIN)/python -m benchmarks.network_speed --device cuda; fi
+
+# (b) position attention, naive vs memory-efficient, at 32^2, 64^2, 128^2
+bench-attention: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.position_attention
+
+# (d) end to end: `attnseg demo`, and predicting a 256 x 256 x 160 volume
+bench-e2e: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.end_to_end
+	$(BIN)/python -m benchmarks.predict_speed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -87,23 +87,43 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from attnseg.networks.registry import build_network, get_spec
-    from attnseg.profiling import profile_forward
+    from attnseg.profiling import profile_forward, profile_training
+    from attnseg.training.config import load_config
 
     spec = get_spec(args.network)
     if len(args.size) != args.spatial_dims:
         raise ConfigError(f"--size needs {args.spatial_dims} numbers for a {args.spatial_dims}D network")
-    model = build_network(args.network, **_network_config(args, spec))
+    if (args.config or args.set) and not args.train:
+        raise ConfigError("--config and --set describe a training run: add --train")
+    config = load_config(args.config, [f"network.name={args.network}", *args.set]) if args.train else None
+    extra = dict(config.network.model_extra or {}) if config else {}  # e.g. --set network.aux_outputs=true
+    model = build_network(args.network, **{**_network_config(args, spec), **extra})
     shape = (args.batch, args.in_channels, *args.size)
-    p = profile_forward(model, shape, device=args.device, repeats=args.repeats)
-    if args.json:
-        print(json.dumps({"network": args.network, "input_shape": shape, **p.as_dict()}, indent=2))
+    if config is not None:
+        p = profile_training(config, model, shape, device=args.device, repeats=args.repeats)
     else:
-        peak = "n/a" if p.peak_mib is None else f"{p.peak_mib:,.0f} MiB"
-        print(
-            f"{args.network} on {tuple(shape)} ({args.device}): {p.parameters:,} parameters, "
-            f"{p.gflops:,.1f} GFLOP, {p.seconds:.3f} s per forward, peak +{peak}"
-        )
+        p = profile_forward(model, shape, device=args.device, repeats=args.repeats)
+    if args.json:
+        report = {"network": args.network, "input_shape": shape, "device": args.device, **p.as_dict()}
+        print(json.dumps(report, indent=2))
+        return 0
+    runtime = p.runtime
+    print(
+        f"{args.network} on {tuple(shape)}, {args.device}, {runtime['layout']} layout, "
+        f"{'fp32' if runtime['amp'] == 'off' else runtime['amp'] + ' autocast'} ({runtime['reason']})"
+    )
+    print(f"  {p.parameters:,} parameters, {p.gflops:,.1f} GFLOP per forward pass")
+    print(f"  forward pass   {p.forward_ms:9.1f} ms  (median of {args.repeats}), peak +{_mib_text(p.peak_mib)}")
+    if p.train_step_ms is not None:
+        peak = _mib_text(p.train_peak_mib)
+        print(f"  training step  {p.train_step_ms:9.1f} ms  (median of {args.repeats}), peak +{peak}")
+    if runtime.get("step_ms"):
+        print("  measured steps: " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in runtime["step_ms"].items()))
     return 0
+
+
+def _mib_text(mib: float | None) -> str:
+    return "n/a" if mib is None else f"{mib:,.0f} MiB"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -239,7 +259,13 @@ TRAIN_EPILOG = """examples:
 The configuration is YAML with the sections network, data, optimizer, scheduler, loss, training (see
 --print-config for every key and its default). Unknown keys and wrong types are errors that name the key.
 The output folder becomes a model directory for `attnseg predict`: config.yaml, plan.json, labels.json,
-weights.safetensors (best validation Dice), checkpoint/last.pt (resume), log.csv, progress.png, tensorboard/.
+weights.safetensors (best validation Dice), checkpoint/last.pt (resume), runtime.json (memory layout and
+mixed precision, and why), log.csv, progress.png, tensorboard/.
+
+Speed: training.layout (channels_last, contiguous) and training.amp (bf16, fp16, off) default to auto: a
+few training steps of every candidate are timed on the first batch and the fastest is kept (bf16 or fp16
+on CUDA; fp32 or, where the CPU has bf16 kernels, bf16 on a CPU). --deterministic takes channels-last
+and the device's default precision without timing. `attnseg profile NETWORK --train` shows the choice.
 """
 
 
@@ -261,7 +287,8 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
             "preprocessing from the dataset's fingerprint, take one fold of its splits.json (5 case-level folds "
             "are made when it has none), sample slices (2D networks) or patches (3D networks) with foreground "
             "oversampling and augmentation, and validate on whole cases (slices reassembled into volumes) with "
-            "Dice per class. Mixed precision on CUDA, full precision on the CPU; DDP under torchrun."
+            "Dice per class. Memory layout and mixed precision chosen by measurement (see below); DDP under "
+            "torchrun."
         ),
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -310,6 +337,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         overlap=args.overlap,
         largest_component=args.largest_component,
+        amp=args.amp,
     )
     report = predict_cases(
         predictor,
@@ -404,6 +432,13 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap, 3D (default 0.5)")
     predict.add_argument(
         "--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto: under torchrun, GPU LOCAL_RANK)"
+    )
+    predict.add_argument(
+        "--amp",
+        choices=("auto", "off", "bf16", "fp16"),
+        default="auto",
+        help="mixed precision (default auto: as the training chose on this kind of device, recorded in "
+        "MODEL/runtime.json; else fp16 on CUDA, fp32 on a CPU); off: full fp32",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace existing masks")
     predict.add_argument(
@@ -750,9 +785,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = verbs.add_parser(
         "profile",
-        help="parameters, FLOPs, time and peak memory of one forward pass",
-        description="Build one network and measure an inference forward pass on random input.",
-        epilog="example: attnseg profile attention_unet --spatial-dims 3 --size 160 160 96",
+        help="parameters, FLOPs, time and peak memory of a forward pass (and a training step with --train)",
+        description=(
+            "Build one network and time it on random input. The forward pass runs as `attnseg predict` runs "
+            "a model: inference mode, channels-last layout, fp16 autocast on CUDA. With --train, also a full "
+            "training step exactly as `attnseg train` runs it: the loss it builds for the network (deep "
+            "supervision, or the guided-attention loss), the optimizer and gradient clipping, and the memory "
+            "layout and mixed precision it chooses (training.layout and training.amp; with auto, the fastest "
+            "candidate, timed on this batch); the forward pass then runs under the same choice. --config and "
+            "--set take the same training configuration as `attnseg train`. Times are medians; peak memory is "
+            "the growth of the allocator's peak (CUDA) or of the process's resident set (CPU)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  attnseg profile attention_unet --spatial-dims 3 --size 160 160 96\n"
+            "  attnseg profile attention_unet --size 256 256 --batch 4 --train --json\n"
+            "  attnseg profile attention_unet --train --set network.aux_outputs=true --set training.amp=off\n"
+            "  attnseg profile unet --spatial-dims 3 --size 96 96 96 --train --device cuda"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     profile.add_argument("network", help="a name from `attnseg models`")
     _add_network_options(profile)
@@ -760,6 +811,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--batch", type=int, default=1, help="batch size (default: 1)")
     profile.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     profile.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is shown (default: 3)")
+    profile.add_argument("--train", action="store_true", help="also time a training step as `attnseg train` runs it")
+    profile.add_argument("--config", type=Path, help="with --train: a training configuration (YAML)")
+    profile.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="with --train: override a configuration key"
+    )
     profile.add_argument("--json", action="store_true", help="machine-readable output")
     profile.set_defaults(func=cmd_profile)
 

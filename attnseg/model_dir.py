@@ -8,6 +8,7 @@
       weights.safetensors   the selected weights (best validation, else last), with provenance metadata
       metadata.json         package version, git revision, torch version, date
       postprocessing.json   what the predictor does after the network, and why (largest component per class)
+      runtime.json          how training ran: memory layout, mixed precision, why (measured step times)
       checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
       log.csv, progress.png, tensorboard/
 
@@ -68,6 +69,7 @@ class ModelDir:
     WEIGHTS = "weights.safetensors"
     METADATA = "metadata.json"
     POSTPROCESSING = "postprocessing.json"
+    RUNTIME = "runtime.json"
     CHECKPOINT = "checkpoint/last.pt"
     LOG = "log.csv"
     PROGRESS = "progress.png"
@@ -95,6 +97,11 @@ class ModelDir:
         write_json(self.file(self.LABELS), labels, overwrite=True)
         write_json(self.file(self.METADATA), provenance(), overwrite=True)
 
+    def write_runtime(self, runtime: dict[str, Any]) -> None:
+        """The memory layout and precision the training runs with (``attnseg.runtime.Runtime``)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.file(self.RUNTIME), runtime, overwrite=True)
+
     def save_weights(self, model: nn.Module, extra_metadata: dict[str, Any] | None = None) -> None:
         metadata = {k: str(v) for k, v in {**provenance(), **(extra_metadata or {})}.items() if v is not None}
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -118,6 +125,10 @@ class ModelDir:
         if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs"), dict):
             raise ModelDirError(f"{self.file(self.NETWORK)}: expected {{'name': NETWORK, 'kwargs': {{...}}}}")
         return spec
+
+    def runtime(self) -> dict[str, Any] | None:
+        """The training's recorded runtime; None for model directories written before it was recorded."""
+        return self._read_json(self.RUNTIME) if self.file(self.RUNTIME).exists() else None
 
     def plan(self) -> dict[str, Any]:
         return self._read_json(self.PLAN)

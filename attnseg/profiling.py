@@ -1,26 +1,32 @@
-"""Cost of a network: parameters, FLOPs, time and peak memory of a forward (or training) step.
+"""Cost of a network: parameters, FLOPs, time and peak memory of a forward pass and a training step.
 
-Used by ``attnseg profile`` and by the scripts in ``benchmarks/``. Peak memory is the allocator's
-peak on CUDA; on the CPU it is the growth of the process's peak resident set (Linux ``VmHWM``,
-reset through ``/proc/self/clear_refs`` before each measurement), i.e. what the step really costs
-in RAM, allocator caching included.
+Used by ``attnseg profile`` and by the scripts in ``benchmarks/``. The training step is the one
+``attnseg train`` runs (:mod:`attnseg.training.step`), with its loss, optimizer, memory layout and
+precision. Peak memory is the allocator's peak on CUDA; on the CPU it is the growth of the process's
+peak resident set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before each
+measurement), i.e. what the step really costs in RAM, allocator caching included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnseg.networks.utils import count_parameters
+from attnseg.runtime import Runtime, inference_runtime
+from attnseg.timing import time_call
+from attnseg.training.config import Config
+from attnseg.training.run import build_loss
+from attnseg.training.step import choose_runtime, step_runner
+
+__all__ = ["PeakMemory", "Profile", "count_gflops", "profile_forward", "profile_training", "time_call"]
 
 _PROC_STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -69,12 +75,18 @@ class PeakMemory:
 
 @dataclass
 class Profile:
+    """Cost of a network on one input shape: forward pass (as ``attnseg predict`` runs it) and, from
+    :func:`profile_training`, a training step (as ``attnseg train`` runs it). Times are medians."""
+
     parameters: int
     gflops: float
-    seconds: float
+    forward_ms: float
     peak_mib: float | None
+    train_step_ms: float | None = None
+    train_peak_mib: float | None = None
+    runtime: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -89,34 +101,61 @@ def count_gflops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, device: str = "cpu") -> float:
-    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _mib(peak: PeakMemory) -> float | None:
+    return None if peak.peak_bytes is None else peak.peak_bytes / 2**20
 
 
-def profile_forward(model: nn.Module, input_shape: tuple[int, ...], device: str = "cpu", repeats: int = 3) -> Profile:
-    """Parameters, GFLOPs, median time and extra peak memory of an inference forward pass."""
-    model = model.to(device).eval()
+def profile_forward(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str | torch.device = "cpu",
+    repeats: int = 3,
+    runtime: Runtime | None = None,
+) -> Profile:
+    """Parameters, GFLOPs, median time and extra peak memory of an inference forward pass, run as
+    ``attnseg predict`` runs a model: under ``runtime`` (layout, precision), by default the one it
+    uses for a model without a recorded runtime (channels-last; fp16 on CUDA, fp32 elsewhere)."""
+    device = torch.device(device)
+    runtime = runtime or inference_runtime(None, device)
+    gflops = count_gflops(model, input_shape)
+    model = runtime.prepare_model(copy.deepcopy(model).to(device)).eval()
     x = torch.randn(input_shape, device=device)
 
     def forward() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(), runtime.autocast():
             return model(x)
 
-    gflops = count_gflops(model, input_shape)
     with PeakMemory(device) as peak:
         forward()
     seconds = time_call(forward, repeats=repeats, warmup=0, device=device)
-    peak_mib = None if peak.peak_bytes is None else peak.peak_bytes / 2**20
-    return Profile(count_parameters(model), gflops, seconds, peak_mib)
+    return Profile(count_parameters(model), gflops, seconds * 1000, _mib(peak), runtime=runtime.to_dict())
+
+
+def profile_training(
+    config: Config,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    device: str | torch.device = "cpu",
+    repeats: int = 3,
+) -> Profile:
+    """A training step and a forward pass exactly as ``attnseg train`` runs them for ``config``.
+
+    The loss ``attnseg train`` builds for this model (deep supervision, or the guided-attention loss),
+    the configured optimizer and gradient clipping, and the layout and precision it would choose
+    (measured on this random batch for ``auto``, see :mod:`attnseg.runtime`). The forward pass is
+    timed under the same runtime, as ``attnseg predict`` would run the trained model. Peak memory of
+    the step is that of the first one (it allocates the optimizer's state).
+    """
+    device = torch.device(device)
+    classes = getattr(model, "out_channels", 2)
+    image = torch.randn(input_shape, device=device)
+    label = torch.randint(0, classes, (input_shape[0], *input_shape[2:]), device=device)
+    model = model.to(device)
+    loss_fn = build_loss(config, model).to(device)
+    runtime = choose_runtime(config, model, loss_fn, {"image": image, "label": label}, device)
+    step = step_runner(config, model, loss_fn, image, label)(runtime)
+    with PeakMemory(device) as peak:
+        step()
+    seconds = time_call(step, repeats=repeats, warmup=0, device=device)
+    forward = profile_forward(model, input_shape, device, repeats, runtime)
+    return replace(forward, train_step_ms=seconds * 1000, train_peak_mib=_mib(peak))

@@ -1,12 +1,14 @@
 """Time to segment one 256 x 256 x 160 volume with a 2D Attention U-Net of the demo's size.
 
-    .venv/bin/python benchmarks/predict_speed.py [--repeats 2] [--threads N]
+    .venv/bin/python -m benchmarks.predict_speed [--repeats 2] [--threads N]
 
 The whole ``Predictor.predict_image`` path is timed (preprocessing, 160 axial slices through the
 network, probabilities back on the scan's grid, argmax): one slice per forward pass in PyTorch's default
-memory layout (the baseline), larger batches, the predictor's default (4 slices per forward in the
-channels-last layout), and that with mirroring TTA (4 flips). The weights are random: speed does not
-depend on them. Printed as a Markdown table with speed-ups over the baseline.
+memory layout in fp32 (the baseline), larger batches, the predictor's default for a model trained in
+fp32 (4 slices per forward, channels-last), the same under bf16 autocast (what it runs for a model whose
+training chose bf16 on this kind of CPU, or with ``--amp bf16``; CPUs with bf16 kernels only), and the
+default with mirroring TTA (4 flips). The weights are random: speed does not depend on them. Printed as
+a Markdown table with speed-ups over the baseline.
 """
 
 from __future__ import annotations
@@ -25,23 +27,18 @@ from attnseg.data.plan import ChannelNormalization
 from attnseg.inference.predictor import Predictor
 from attnseg.model_dir import ModelDir
 from attnseg.networks.registry import build_network
+from attnseg.runtime import cpu_has_bf16
+from benchmarks.report import header, markdown_table
 
 SHAPE = (256, 256, 160)
 LABELS = {"background": 0, "grey_matter": 1, "white_matter": 2}
 
 
 CASES = [
-    ("1 slice per forward, contiguous layout (baseline)", {"batch_size": 1, "contiguous": True}),
-    ("16 slices per forward, contiguous layout", {"batch_size": 16, "contiguous": True}),
-    ("4 slices per forward, channels-last (default)", {}),
-    ("default + mirroring TTA (4 flips)", {"mirror": True}),
-]
-
-
-CASES = [
-    ("1 slice per forward, contiguous layout (baseline)", {"batch_size": 1, "contiguous": True}),
-    ("16 slices per forward, contiguous layout", {"batch_size": 16, "contiguous": True}),
-    ("4 slices per forward, channels-last (default)", {}),
+    ("1 slice per forward, contiguous layout, fp32 (baseline)", {"batch_size": 1, "contiguous": True}),
+    ("16 slices per forward, contiguous layout, fp32", {"batch_size": 16, "contiguous": True}),
+    ("4 slices per forward, channels-last, fp32 (default)", {}),
+    ("4 slices per forward, channels-last, bf16 autocast", {"amp": "bf16"}),
     ("default + mirroring TTA (4 flips)", {"mirror": True}),
 ]
 
@@ -88,21 +85,24 @@ def main() -> None:
         model_dir = make_model_dir(Path(folder) / "model")
         rows = []
         for name, options in CASES:
-            predictor = Predictor([model_dir.path], device="cpu", batch_size=options.get("batch_size"))
-            predictor.mirror = options.get("mirror", False)
+            if options.get("amp") == "bf16" and not cpu_has_bf16():
+                continue
+            predictor = Predictor(
+                [model_dir.path],
+                device="cpu",
+                mirror=options.get("mirror", False),
+                batch_size=options.get("batch_size"),
+                amp=options.get("amp", "off"),
+            )
             if options.get("contiguous"):  # undo the predictor's channels-last layout: the naive baseline
                 for loaded in predictor.models:
                     loaded.network.to(memory_format=torch.contiguous_format)
             rows.append((name, time_case(predictor, image, args.repeats)))
     baseline = rows[0][1]
-    print(
-        f"2D Attention U-Net (feature_scale 4), one {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} volume, "
-        f"{torch.get_num_threads()} CPU thread(s), median of {args.repeats}\n"
-    )
-    print("| setting | seconds | speed-up |")
-    print("|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.1f} | {baseline / seconds:.2f}x |")
+    print(header(f"Predicting a {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]} volume (CPU)"))
+    print(f"2D Attention U-Net (feature_scale 4, 3 classes), median of {args.repeats}\n")
+    table = [[name, f"{seconds:.1f}", f"{baseline / seconds:.2f}x"] for name, seconds in rows]
+    print(markdown_table(["setting", "seconds", "speed-up"], table))
 
 
 if __name__ == "__main__":

@@ -120,7 +120,13 @@ class TrainingConfig(_Section):
     val_every: int = Field(1, ge=1, description="validate every N epochs")
     patience: int | None = Field(None, ge=1, description="early stopping: validations without improvement")
     grad_clip: float | None = Field(12.0, gt=0, description="max gradient norm; None: no clipping")
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto",
+        description="mixed precision; auto: bf16 (fp16 without bf16) on CUDA; fp32 or bf16 on a CPU, measured",
+    )
+    layout: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="memory layout of the network and batches; auto: the faster one, measured"
+    )
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
@@ -138,6 +144,12 @@ class TrainingConfig(_Section):
     @classmethod
     def _duration(cls, value: float | str | None) -> float | None:
         return None if value is None else parse_duration(value)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` as false: ``amp: off`` means fp32."""
+        return "off" if value is False else value
 
 
 class Config(_Section):

@@ -42,6 +42,7 @@ from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network
+from attnseg.runtime import Runtime, runtime_candidates
 from attnseg.training.budget import TimeBudget
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
@@ -105,6 +106,7 @@ def _train_in_group(
         context=context,
         show_progress=show_progress,
         budget=budget,
+        runtime=recorded_runtime(config, model_dir, device) if resume else None,
     )
     try:
         state = trainer.fit(resume=resume)
@@ -113,6 +115,17 @@ def _train_in_group(
     if context.is_main:
         model_dir.write_postprocessing(choose_postprocessing(data, state))
     return state
+
+
+def recorded_runtime(config: Config, model_dir: ModelDir, device: torch.device) -> Runtime | None:
+    """The layout and precision of the run being resumed, so that it continues as it started; None when
+    it ran on another kind of device or the configuration no longer allows it (then a new choice)."""
+    recorded = model_dir.runtime()
+    if recorded is None:
+        return None
+    runtime = Runtime.from_dict(recorded)
+    allowed = runtime_candidates(device, config.training.layout, config.training.amp)
+    return runtime if runtime.name in {candidate.name for candidate in allowed} else None
 
 
 def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:

@@ -17,7 +17,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 from attnseg import distributed as dist_utils
 from attnseg.distributed import DistContext
-from attnseg.errors import AttnsegError, ConfigError
+from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
+from attnseg.runtime import Runtime, is_out_of_memory, runtime_candidates
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
     EpochCost,
@@ -51,6 +52,7 @@ from attnseg.training.seeding import (
     seed_worker,
     set_rng_state,
 )
+from attnseg.training.step import TrainStep, choose_runtime
 
 Validator = Callable[[nn.Module], dict[str, float]]
 SELECTION_METRIC = "val_dice_mean"
@@ -96,24 +98,6 @@ class EpochSampler(Sampler[int]):
         return self.num_samples
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); full precision on the CPU."""
-    if device.type != "cuda":
-        if amp in ("bf16", "fp16"):
-            raise ConfigError(f"training.amp={amp} needs a CUDA device; use 'auto' or 'off' on {device.type}")
-        return None
-    if amp == "off":
-        return None
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 class Trainer:
     """Train ``model`` with ``loss_fn`` on ``train_data``; validate with ``validate``; write ``model_dir``.
 
@@ -127,6 +111,9 @@ class Trainer:
             weights. Without it, the last weights are kept.
         device, context: where to train, and the DDP context (from ``init_distributed``).
         show_progress: draw the progress bar (rank 0 only).
+        runtime: memory layout and mixed precision (a resumed run passes its recorded one); None:
+            chosen from ``training.layout`` and ``training.amp``, by measurement for ``auto``
+            (:func:`attnseg.training.step.choose_runtime`).
         budget: a wall-clock budget for the whole run: the number of epochs (and the spacing of
             validations) is planned from measured costs so that the run ends on time (see
             :mod:`attnseg.training.budget`); ``training.epochs`` is then ignored.
@@ -143,20 +130,22 @@ class Trainer:
         device: torch.device | None = None,
         context: DistContext | None = None,
         show_progress: bool = True,
+        runtime: Runtime | None = None,
         budget: TimeBudget | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
         self.context = context or DistContext()
         self.device = device or torch.device("cpu")
-        self.model = dist_utils.wrap_model(model.to(self.device), self.context, self.device)
-        self.loss_fn = loss_fn.to(self.device)
+        loss_fn = loss_fn.to(self.device)
         self.train_data = train_data
         self.model_dir = model_dir
         self.validate = validate
         self.show_progress = show_progress and self.context.is_main
-        self.amp_dtype = autocast_dtype(self.train_cfg.amp, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        model = model.to(self.device)
+        self.runtime = runtime or self._choose_runtime(model, loss_fn)
+        # the layout is set before DDP wraps the model: its gradient buckets follow the parameters' strides
+        self.model = dist_utils.wrap_model(self.runtime.prepare_model(model), self.context, self.device)
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
         self.budget = budget
         self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
@@ -164,12 +153,16 @@ class Trainer:
         self.iterations = self.train_cfg.iterations_per_epoch
         self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
+        self.train_step = TrainStep(self.model, loss_fn, self.optimizer, self.runtime, self.train_cfg.grad_clip)
+        self.scaler = self.train_step.scaler
         self.state = TrainState()
         self._writer = None
 
     # public ------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainState:
+        if self.context.is_main:
+            self.model_dir.write_runtime(self.runtime.to_dict())
         if resume:
             self._restore()
         batch = self.preflight() if self.state.epoch == 0 or not resume else None
@@ -188,6 +181,14 @@ class Trainer:
         return self.state
 
     @property
+    def loss_fn(self) -> nn.Module:
+        return self.train_step.loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, loss_fn: nn.Module) -> None:
+        self.train_step.loss_fn = loss_fn
+
+    @property
     def network(self) -> nn.Module:
         return dist_utils.unwrap(self.model)
 
@@ -195,6 +196,7 @@ class Trainer:
         """Drop the DistributedDataParallel wrapper (it holds the process group, which must outlive it;
         see :mod:`attnseg.distributed`) and the TensorBoard writer. ``network`` stays usable."""
         self.model = self.network
+        self.train_step.model = self.network
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -203,14 +205,7 @@ class Trainer:
         """One forward/backward pass on one batch before the first epoch, so a misconfigured run fails
         in seconds: wrong channels or classes, labels out of range, shapes the network rejects. Returns
         the batch."""
-        batch = self._probe_batch()
-        classes = getattr(self.network, "out_channels", None)
-        top = int(batch["label"].max())
-        if classes is not None and top >= classes:
-            raise TrainingError(
-                f"the training labels contain value {top}, "
-                f"but the network predicts {classes} classes (0..{classes - 1})"
-            )
+        batch = self._first_batch(self.network)
         self.model.train()
         loss = self._forward_loss(batch)
         self._guard_finite(loss, "the pre-flight batch")
@@ -218,14 +213,45 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return batch
 
-    def _probe_batch(self) -> dict[str, torch.Tensor]:
-        return next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
+    def _first_batch(self, network: nn.Module) -> dict[str, torch.Tensor]:
+        """The pre-flight batch, its labels checked against the network's classes."""
+        batch = next(iter(self._loader(epoch=-1, num_samples=self.config.data.batch_size)))
+        classes = getattr(network, "out_channels", None)
+        top = int(batch["label"].max())
+        if classes is not None and top >= classes:
+            raise TrainingError(
+                f"the training labels contain value {top}, "
+                f"but the network predicts {classes} classes (0..{classes - 1})"
+            )
+        return batch
+
+    def _choose_runtime(self, model: nn.Module, loss_fn: nn.Module) -> Runtime:
+        """Layout and precision for this run (timed on the pre-flight batch when ``auto``); under DDP
+        every rank takes rank 0's choice."""
+        needs_batch = self.train_cfg.layout == "auto" or self.train_cfg.amp == "auto"
+        batch = self._first_batch(model) if needs_batch and not self.train_cfg.deterministic else {}
+        try:
+            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device)
+        except (RuntimeError, MemoryError) as error:
+            if is_out_of_memory(error):
+                raise TrainingError(self._oom_message()) from error
+            raise
+        if not self.context.enabled:
+            return runtime
+        candidates = runtime_candidates(self.device, self.train_cfg.layout, self.train_cfg.amp)
+        names = [candidate.name for candidate in candidates]
+        chosen = int(
+            dist_utils.broadcast_number(
+                names.index(runtime.name), self.context, self.device, "sharing rank 0's choice of layout and precision"
+            )
+        )
+        return runtime if chosen == names.index(runtime.name) else replace(candidates[chosen], reason="rank 0's choice")
 
     # time budget ---------------------------------------------------------------------------------
 
     def _plan_budget(self, batch: dict[str, torch.Tensor] | None) -> None:
         """The first plan, from a training step and a validation batch timed on this machine."""
-        batch = batch if batch is not None else self._probe_batch()
+        batch = batch if batch is not None else self._first_batch(self.network)
 
         def train_step() -> None:
             self.model.train()
@@ -233,8 +259,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
 
         def forward() -> None:
-            with torch.no_grad():
-                self.network.eval()(batch["image"].to(self.device))
+            with torch.no_grad(), self.runtime.autocast():
+                self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
         step = median_seconds(train_step) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
@@ -274,6 +300,13 @@ class Trainer:
         validations = math.ceil(epochs / self.val_every) if epochs else 0
         return epochs * (cost.train + cost.writing) + validations * cost.validation
 
+    def _keep_within_budget(self, train: float, validation: float | None, writing: float) -> None:
+        """After an epoch: plan again from what it cost (validation: the last one measured)."""
+        if validation is not None:
+            self._validation_seconds = validation
+        cost = EpochCost(train, self._validation_seconds, writing)
+        self._replan(cost, allow_longer=self.state.epoch == 1, why=f"epoch {self.state.epoch} measured")
+
     # one epoch ---------------------------------------------------------------------------------
 
     def _run_epoch(self, epoch: int) -> None:
@@ -307,15 +340,8 @@ class Trainer:
             self._write_logs(row)
             self._print_summary(row)
         if self.budget is not None and not last:
-            validation = validated - trained if "val_dice_mean" in row else None
+            validation = validated - trained if SELECTION_METRIC in row else None
             self._keep_within_budget(trained - started, validation, time.perf_counter() - validated)
-
-    def _keep_within_budget(self, train: float, validation: float | None, writing: float) -> None:
-        """After an epoch: plan again from what it cost (validation: the last one measured)."""
-        if validation is not None:
-            self._validation_seconds = validation
-        cost = EpochCost(train, self._validation_seconds, writing)
-        self._replan(cost, allow_longer=self.state.epoch == 1, why=f"epoch {self.state.epoch} measured")
 
     def _train_one_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -337,18 +363,12 @@ class Trainer:
         return total / max(steps, 1)
 
     def _step(self, batch: dict[str, torch.Tensor], epoch: int, iteration: int) -> float:
+        loss = self._forward_loss(batch)
+        self._guard_finite(loss, f"epoch {epoch + 1}, iteration {iteration + 1}")
         try:
-            loss = self._forward_loss(batch)
-            self._guard_finite(loss, f"epoch {epoch + 1}, iteration {iteration + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.train_cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.train_step.update(loss)
         except (RuntimeError, MemoryError) as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
             raise
         return float(loss.detach())
@@ -357,11 +377,9 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True)
         try:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                output = self.model(image)
-                return self.loss_fn(output, label)
+            return self.train_step.forward_loss(image, label)
         except (RuntimeError, MemoryError) as error:
-            if _is_out_of_memory(error):
+            if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
             raise
 
@@ -441,6 +459,7 @@ class Trainer:
             "state": asdict(self.state),
             "rng": rng_state(),
             "config": self.config.to_dict(),
+            "runtime": self.runtime.to_dict(),
             "provenance": {**provenance(), "world_size": self.context.world_size},
         }
 

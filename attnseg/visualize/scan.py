@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from attnseg.data import preprocess_case, read_case, read_image, write_image
 from attnseg.errors import ConfigError
@@ -95,7 +94,7 @@ def visualize_scan(
         batch_size=predictor.batch_size,
         overlap=predictor.overlap,
         device=predictor.device,
-        autocast_dtype=torch.float16 if predictor.device.type == "cuda" else None,
+        autocast_dtype=loaded.runtime.amp_dtype,  # as attnseg predict runs the model
     ).numpy()
     layout = channels.layout
     if layout is None or not layout.maps:

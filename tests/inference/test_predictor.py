@@ -1,3 +1,6 @@
+import json
+import shutil
+
 import numpy as np
 import pydicom
 import pytest
@@ -9,6 +12,7 @@ from attnseg.data.geometry import Geometry
 from attnseg.errors import ConfigError, DataError, OutputExistsError
 from attnseg.inference.postprocess import keep_largest_components
 from attnseg.inference.predictor import Predictor
+from attnseg.model_dir import ModelDir
 from tests.fixtures import oblique_geometry, rotation, synthetic_case, write_dicom_series
 
 
@@ -129,3 +133,23 @@ def test_dicom_series_input_gives_nrrd_or_a_dicom_series_in_its_study(trained_mo
     with pytest.raises(ConfigError, match=r"series1: the mask series would replace its own input"):
         Predictor([trained_model]).predict_files(scan.path, tmp_path, output_ending="dicom", overwrite=True)
     assert _study_uid(scan.path) == {scan.meta["dicom"]["StudyInstanceUID"]}  # the scan is untouched
+
+
+def test_prediction_runs_as_the_training_chose_unless_told_otherwise(trained_model, tiny_dataset, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    assert json.loads((model / ModelDir.RUNTIME).read_text())["device"] == "cpu"  # written by attnseg train
+    (model / ModelDir.RUNTIME).write_text(json.dumps({"device": "cpu", "layout": "contiguous", "amp": "bf16"}))
+    image = read_image(tiny_dataset / "imagesTr" / "case_002_0000.nii.gz")
+
+    followed = Predictor([model])
+    (loaded,) = followed.models
+    assert loaded.runtime.name == "contiguous/bf16" and "as the training chose" in loaded.runtime.reason
+    assert all(p.is_contiguous() for p in loaded.network.parameters())
+    full = Predictor([model], amp="off")
+    assert full.models[0].runtime.name == "contiguous/fp32"
+    (mask_bf16, prob_bf16), (mask_fp32, prob_fp32) = followed.predict_image(image), full.predict_image(image)
+    np.testing.assert_allclose(prob_bf16, prob_fp32, atol=0.05)  # bf16 keeps ~3 significant digits
+    assert np.mean(mask_bf16 == mask_fp32) > 0.98
+    (model / ModelDir.RUNTIME).unlink()  # a model directory from before runtime.json: the default
+    assert Predictor([model]).models[0].runtime.name == "channels_last/fp32"

@@ -98,6 +98,20 @@ def test_multi_head_gate_fuses_heads(heads):
     assert torch.all(y >= 0)  # the fusion ends in ReLU
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_stacked_heads_compute_each_heads_own_gate(dims):
+    """θ, φ and ψ of all heads in one convolution each give every head its own α and gated skip."""
+    block = MultiHeadAttentionGate(dims, 4, 6, heads=3, inter_channels=5).train()
+    assert block.stacked
+    x, g = _inputs(dims, (10, 14) if dims == 2 else (6, 10, 8), (4, 8) if dims == 2 else (3, 4, 5))
+    outputs, alphas = zip(*(gate(x, g) for gate in block.gates), strict=True)
+    expected = block.combine[2](block.combine[1](block.combine[0](torch.cat(outputs, 1))))
+    y, alpha = block(x, g)
+    torch.testing.assert_close(alpha, torch.cat(alphas, 1))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    assert not MultiHeadAttentionGate(dims, 4, 6, heads=3, psi_norm=True).stacked
+
+
 def test_bad_gate_arguments():
     with pytest.raises(ValueError, match="gate style"):
         AttentionGate(2, 4, 6, style="dot")

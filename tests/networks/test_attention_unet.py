@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -169,3 +171,84 @@ def test_registry_rejects_unknown_names_and_keys():
     with pytest.raises(ConfigError, match="does not take gate_heads"):
         build_network("unet", gate_heads=2)
     assert {"unet", "attention_unet"} <= set(NETWORKS)
+
+
+def _plain_block(block, x):
+    """ConvNormAct as conv, norm, activation modules called in turn (no folding, no channel parts)."""
+    for layer in block:
+        x = layer(x)
+    return x
+
+
+def _plain_gate(block, x, g):
+    """The multi-head grid gate written out: per head θ, φ, ReLU, ψ, sigmoid, resize, W(α·x); then the
+    concatenation of the heads through the 1x1 conv + norm + ReLU."""
+    outputs = []
+    for head in block.gates:
+        theta = head.theta(x)
+        phi = torch.nn.functional.interpolate(head.phi(g), size=theta.shape[2:], mode=INTERP[x.dim()])
+        alpha = torch.sigmoid(head.psi(torch.relu(theta + phi)))
+        alpha = torch.nn.functional.interpolate(alpha, size=x.shape[2:], mode=INTERP[x.dim()])
+        outputs.append(_plain_block(head.output_transform, alpha * x))
+    return _plain_block(block.combine, torch.cat(outputs, 1))
+
+
+def _plain_forward(model, x):
+    """The authors' forward pass, with every concatenation built: encoder, decoder gating, resize and
+    concatenate, double conv; fused deep supervision over the concatenated, resized level logits."""
+    resize = torch.nn.functional.interpolate
+    size = x.shape[2:]
+    x = torch.nn.functional.pad(x, [p for s in reversed(size) for p in (0, (-s) % model.size_multiple)])
+    skips = []
+    for i, block in enumerate(model.encoder):
+        x = _plain_block(block[1], _plain_block(block[0], x if i == 0 else model.pool(x)))
+        skips.append(x)
+    coarse = skips.pop()
+    projected = _plain_block(model.gating, coarse)
+    decoded = {}
+    for level in range(model.levels, 0, -1):
+        skip = skips[level - 1]
+        if str(level) in model.gates:
+            skip = _plain_gate(model.gates[str(level)], skip, projected if level == model.levels else coarse)
+        up = resize(coarse, size=skip.shape[2:], mode=INTERP[x.dim()])
+        double = model.decoder[str(level)].conv
+        coarse = decoded[level] = _plain_block(double[1], _plain_block(double[0], torch.cat([skip, up], 1)))
+    heads = [model.heads[str(level)](decoded[level]) for level in range(1, model.levels + 1)]
+    full = decoded[1].shape[2:]
+    logits = model.fuse(torch.cat([resize(h, size=full, mode=INTERP[x.dim()]) for h in heads], 1))
+    return logits[(slice(None), slice(None), *(slice(0, s) for s in size))], heads
+
+
+INTERP = {4: "bilinear", 5: "trilinear"}
+
+
+@pytest.mark.parametrize(("dims", "size"), [(2, (37, 45)), (3, (13, 18, 11))])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_paths_compute_the_plain_forward_pass(dims, size, training, channels_last):
+    """Channel parts instead of concatenations, deep supervision fused level by level, batch norm folded
+    in eval mode: the same logits and gradients as the plain formulas, in either memory layout."""
+    torch.manual_seed(0)
+    model = AttentionUNet(dims, 2, 3, features=SMALL, aux_outputs=True)
+    with torch.no_grad():  # running statistics away from the identity, so folding is exercised
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2)
+    plain = copy.deepcopy(model).train(training)
+    model.train(training)
+    x = torch.randn(2, 2, *size)
+    if channels_last:
+        layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+        model, x = model.to(memory_format=layout), x.contiguous(memory_format=layout)
+    expected, heads = _plain_forward(plain, x)
+    out = model(x)
+    logits = out.logits if training else out
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    if training:
+        for aux, head in zip(out.aux_logits, heads[1:], strict=True):
+            torch.testing.assert_close(aux, head[(slice(None), slice(None), *(slice(0, s) for s in aux.shape[2:]))])
+        expected.square().mean().backward()
+        logits.square().mean().backward()
+        for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=name)

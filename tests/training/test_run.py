@@ -30,6 +30,9 @@ def test_print_config_merges_file_flags_and_overrides(tmp_path, capsys):
     assert effective["network"]["gate_heads"] == 1
     assert effective["optimizer"]["lr"] == 3e-4
     assert effective["training"]["epochs"] == 7
+    assert main(["train", "--set", "training.amp=off", "--set", "training.layout=contiguous", "--print-config"]) == 0
+    effective = yaml.safe_load(capsys.readouterr().out)  # YAML reads a bare `off` as false
+    assert (effective["training"]["amp"], effective["training"]["layout"]) == ("off", "contiguous")
 
 
 @pytest.mark.parametrize(
@@ -60,8 +63,13 @@ def test_train_2d_then_resume_and_refuse_to_clobber(make_nnunet, tmp_path, capsy
 
     assert _train(dataset, output, "--epochs", "2") == 2
     assert "already holds a training run; pass --resume" in capsys.readouterr().err
+    # a resumed run continues with the layout and precision its start chose (here: one planted)
+    planted = {"device": "cpu", "layout": "contiguous", "amp": "off", "reason": "planted", "step_ms": {}}
+    (output / ModelDir.RUNTIME).write_text(json.dumps(planted))
     assert _train(dataset, output, "--epochs", "3", "--resume") == 0
     assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 3
+    assert json.loads((output / ModelDir.RUNTIME).read_text()) == planted
+    assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["runtime"] == planted
     assert _train(dataset, output, "--epochs", "1", "--overwrite") == 0
     assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
 

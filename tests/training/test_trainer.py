@@ -1,4 +1,6 @@
 import csv
+import json
+import math
 import signal
 import subprocess
 import sys
@@ -10,6 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from attnseg.model_dir import ModelDir
+from attnseg.networks import build_network
+from attnseg.runtime import runtime_candidates
+from attnseg.training.seeding import seed_everything
 from attnseg.training.trainer import TrainingError
 from tests.processes import child_env, run_with_stack_dump, torchrun_command
 from tests.training.synthetic import make_trainer
@@ -107,7 +112,9 @@ def test_torchrun_two_ranks_stay_in_sync_and_only_rank0_writes(tmp_path):
         torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
     )
     written = sorted(p.name for p in out.iterdir() if not p.name.startswith("rank"))
-    assert written == sorted(["checkpoint", "log.csv", "progress.png", "tensorboard", "weights.safetensors"])
+    assert written == sorted(
+        ["checkpoint", "log.csv", "progress.png", "runtime.json", "tensorboard", "weights.safetensors"]
+    )
     assert len(list((out / "tensorboard").iterdir())) == 1  # one event file: rank 0's
     checkpoint = torch.load(out / ModelDir.CHECKPOINT, weights_only=True)
     assert checkpoint["provenance"]["world_size"] == 2
@@ -146,11 +153,41 @@ def test_early_stopping(tmp_path):
     assert state.stopped_early and state.epoch == 3 and state.best_epoch == 1
 
 
-def test_amp_precision_is_refused_on_cpu(tmp_path):
+def test_deterministic_run_takes_the_default_runtime_unmeasured_and_records_it(tmp_path):
+    trainer = make_trainer(tmp_path, ["training.epochs=1"])  # make_trainer is deterministic
+    assert trainer.runtime.name == "channels_last/fp32" and trainer.runtime.step_ms == {}
+    assert "deterministic" in trainer.runtime.reason
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trainer.network.parameters() if p.dim() == 4)
+    trainer.fit()
+    assert json.loads((tmp_path / ModelDir.RUNTIME).read_text()) == trainer.runtime.to_dict()
+
+
+def test_auto_runtime_is_the_fastest_measured_and_leaves_the_model_untouched(tmp_path):
+    seed_everything(0)  # make_trainer builds the same network from the same seed
+    initial = build_network("attention_unet", in_channels=1, out_channels=2, features=[4, 8, 16]).state_dict()
+    trainer = make_trainer(tmp_path, ["training.deterministic=false"])
+    runtime = trainer.runtime
+    assert set(runtime.step_ms) == {c.name for c in runtime_candidates(torch.device("cpu"))}
+    assert runtime.step_ms[runtime.name] == min(runtime.step_ms.values())
+    assert "fastest training step" in runtime.reason
+    for key, value in trainer.network.state_dict().items():  # weights and batch-norm statistics
+        assert torch.equal(value, initial[key]), key
+
+
+def test_set_layout_and_bf16_precision_train_on_the_cpu(tmp_path):
+    trainer = make_trainer(tmp_path, ["training.epochs=2", "training.layout=contiguous", "training.amp=bf16"])
+    assert trainer.runtime.name == "contiguous/bf16" and "set:" in trainer.runtime.reason
+    state = trainer.fit()
+    assert all(p.is_contiguous() for p in trainer.network.parameters())
+    assert all(math.isfinite(row["train_loss"]) for row in state.history)
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def test_fp16_precision_is_refused_on_cpu(tmp_path):
     from attnseg.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"training\.amp=bf16 needs a CUDA device"):
-        make_trainer(tmp_path, ["training.amp=bf16"])
+    with pytest.raises(ConfigError, match=r"training\.amp=fp16 needs a CUDA device"):
+        make_trainer(tmp_path, ["training.amp=fp16"])
 
 
 def test_out_of_memory_names_the_settings_to_lower(tmp_path):

@@ -6,6 +6,7 @@ network definition serves 2D slices and 3D volumes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -71,16 +72,59 @@ def max_pool(spatial_dims: int, kernel_size: int = 2) -> nn.Module:
 def resize_to(x: torch.Tensor, size: list[int] | tuple[int, ...]) -> torch.Tensor:
     """Linear (bi/tri) resize to an exact spatial size; a no-op when the size already matches.
 
-    Exact sizes (not scale factors) keep odd-sized inputs aligned.
+    Exact sizes (not scale factors) keep odd-sized inputs aligned. Maps of 2-3 channels (class
+    logits) are resized in the plain layout, which is faster for them on a CPU.
     """
     if list(x.shape[2:]) == list(size):
         return x
+    if 1 < x.shape[1] < 4:  # the channels-last kernel is 4x slower than the plain one for 2-3 channels
+        x = x.contiguous()
     mode = "bilinear" if x.dim() == 4 else "trilinear"
     return F.interpolate(x, size=list(size), mode=mode, align_corners=False)
 
 
+def convolve(
+    conv: nn.Module,
+    x: torch.Tensor | Sequence[torch.Tensor],
+    weight_and_bias: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """``conv(x)`` for a Conv2d/Conv3d, with ``weight_and_bias`` in place of its own when given.
+
+    ``x`` may be a list of channel parts: the result is ``conv(torch.cat(x, 1))``, computed as the sum
+    of each part convolved with its slice of the weight (a convolution is linear in its input
+    channels), so the concatenation is never built. Same FLOPs, but no copy of every part into a new
+    tensor, and no strided channel slices of one gradient in the backward pass, which the kernels
+    after it handle slowly in the channels-last layout: on a CPU this made the decoder's first
+    convolution 1.4x faster in a training step (docs/benchmarks.md).
+    """
+    weight, bias = (conv.weight, conv.bias) if weight_and_bias is None else weight_and_bias
+    function = F.conv2d if weight.dim() == 4 else F.conv3d
+    options = (conv.stride, conv.padding, conv.dilation, conv.groups)
+    if isinstance(x, torch.Tensor):
+        return function(x, weight, bias, *options)
+    if conv.groups != 1 or sum(part.shape[1] for part in x) != weight.shape[1]:
+        raise ValueError(
+            f"channel parts {[part.shape[1] for part in x]} do not add up to the {weight.shape[1]} input "
+            f"channels of an ungrouped convolution"
+        )
+    out, start = None, 0
+    for part in x:
+        width = part.shape[1]
+        y = function(part, weight[:, start : start + width], bias if out is None else None, *options)
+        out = y if out is None else out.add_(y)  # a convolution's backward does not need its output
+        start += width
+    return out
+
+
 class ConvNormAct(nn.Sequential):
-    """Conv -> norm -> activation (ReLU by default)."""
+    """Conv -> norm -> activation (ReLU by default; ``act=None``: conv -> norm).
+
+    The input may be a tensor or a list of channel parts that the block concatenates (see
+    :func:`convolve`). In eval mode a batch norm is folded into the convolution (with its running
+    statistics it is an affine map per channel): one pass over the output instead of two, the same
+    function up to rounding. Parameters and buffers stay where they are, so state dicts, training and
+    exports are unchanged. ReLU runs in place (batch norm's backward does not need its output).
+    """
 
     def __init__(
         self,
@@ -89,14 +133,42 @@ class ConvNormAct(nn.Sequential):
         out_channels: int,
         kernel_size: int = 3,
         norm: NormName = "batch",
-        act: type[nn.Module] = nn.ReLU,
+        act: type[nn.Module] | None = nn.ReLU,
         bias: bool = True,
     ) -> None:
-        super().__init__(
+        layers = [
             conv_layer(spatial_dims, in_channels, out_channels, kernel_size, bias=bias),
             norm_layer(spatial_dims, norm, out_channels),
-            act(),
-        )
+        ]
+        super().__init__(*layers, *([act()] if act is not None else []))
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        conv, norm, *rest = self
+        if self.training or not is_foldable(norm):
+            y = norm(convolve(conv, x))
+        else:
+            y = convolve(conv, x, folded_conv_norm(conv, norm))
+        for layer in rest:
+            y = torch.relu_(y) if type(layer) is nn.ReLU else layer(y)
+        return y
+
+
+def is_foldable(norm: nn.Module) -> bool:
+    """A batch norm that normalises with running statistics (eval mode) is an affine map per channel."""
+    return isinstance(norm, nn.modules.batchnorm._BatchNorm) and not norm.training and norm.running_var is not None
+
+
+def folded_conv_norm(conv: nn.Module, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution equal to ``norm(conv(x))`` for an eval-mode batch norm:
+    w' = w * s and b' = (b - mean) * s + beta per output channel, with s = gamma / sqrt(var + eps)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    bias = (bias - norm.running_mean) * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    return conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1)), bias
 
 
 class DoubleConv(nn.Sequential):

@@ -42,6 +42,7 @@ from attnseg.networks.blocks.conv import (
     NormName,
     check_spatial_dims,
     conv_layer,
+    convolve,
     init_kaiming,
     max_pool,
     resize_to,
@@ -61,14 +62,17 @@ def features_from_scale(feature_scale: float, base: Sequence[int] = BASE_FEATURE
 
 
 class UpBlock(nn.Module):
-    """Resize the coarser features to the skip's size, concatenate, double conv (``UnetUp3_CT``)."""
+    """Resize the coarser features to the skip's size, concatenate, double conv (``UnetUp3_CT``).
+
+    The concatenation is never built: the first convolution takes the two parts (``convolve``).
+    """
 
     def __init__(self, spatial_dims: int, skip_channels: int, coarse_channels: int, norm: NormName = "batch") -> None:
         super().__init__()
         self.conv = DoubleConv(spatial_dims, skip_channels + coarse_channels, skip_channels, norm)
 
     def forward(self, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([skip, resize_to(coarse, skip.shape[2:])], dim=1))
+        return self.conv([skip, resize_to(coarse, skip.shape[2:])])
 
 
 class AttentionUNet(nn.Module):
@@ -194,13 +198,7 @@ class AttentionUNet(nn.Module):
         decoded, attention = self._decode(skips, center)
 
         level_logits = {level: head(decoded[int(level)]) for level, head in self.heads.items()}
-        if self.fuse is not None:
-            full = decoded[1].shape[2:]
-            logits = self.fuse(
-                torch.cat([resize_to(level_logits[str(lv)], full) for lv in range(1, self.levels + 1)], 1)
-            )
-        else:
-            logits = level_logits["1"]
+        logits = self._fuse(level_logits, decoded[1].shape[2:]) if self.fuse is not None else level_logits["1"]
         logits = crop_to(logits, size)
         if not self.training and not return_attention:
             return logits
@@ -211,6 +209,23 @@ class AttentionUNet(nn.Module):
         aux = [at_level(level_logits[str(lv)], lv) for lv in range(2, self.levels + 1)] if self.aux_outputs else []
         maps = {f"level{lv}": at_level(a, lv) for lv, a in attention.items()} if return_attention else {}
         return SegmentationOutput(logits=logits, aux_logits=aux, attention=maps)
+
+    def _fuse(self, level_logits: dict[str, torch.Tensor], full: torch.Size) -> torch.Tensor:
+        """The authors' fusion, ``fuse(cat([resize(logits_l) for each level l]))``, level by level.
+
+        ``fuse`` is a 1x1 convolution, which commutes with a linear resize (both are linear maps and
+        the resize's weights sum to one per output voxel): each level's slice of it runs on that
+        level's own grid, and only its K fused channels are resized to the input grid and summed. The
+        same logits up to rounding, without the full-resolution concatenation of every level.
+        """
+        k = self.out_channels
+        total = None
+        for index in range(self.levels):
+            weight = self.fuse.weight[:, index * k : (index + 1) * k]
+            bias = self.fuse.bias if index == 0 else None
+            part = resize_to(convolve(self.fuse, level_logits[str(index + 1)], (weight, bias)), full)
+            total = part if total is None else total + part
+        return total
 
     def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []

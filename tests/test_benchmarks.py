@@ -1,0 +1,41 @@
+"""The benchmark scripts run and print their tables (on scaled-down inputs: figures here mean nothing;
+speed targets live in the benchmarks themselves, not in tests)."""
+
+import sys
+
+import pytest
+
+from benchmarks.report import markdown_table, ratio
+from tests.processes import run_with_stack_dump
+
+
+def _run(*args: str) -> str:
+    done = run_with_stack_dump([sys.executable, "-m", *args], timeout=900)  # the checkout on PYTHONPATH
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_report_helpers():
+    assert markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+    assert (ratio(3.0, 2.0), ratio(None, 2.0), ratio(1.0, 0.0)) == ("1.50x", "n/a", "n/a")
+
+
+def test_network_speed_prints_every_network_and_the_targets():
+    out = _run("benchmarks.network_speed", "--dims", "2", "--scale", "8", "--rounds", "1", "--no-memory")
+    assert "- machine:" in out and "- versions: attnseg" in out and "- command: `python -m benchmarks" in out
+    for name in ("MONAI AttentionUnet", "MONAI UNet", "attnseg unet", "attnseg attention_unet"):
+        assert f"| {name} |" in out
+    assert "channels_last/fp32, training step:" in out and "x MONAI AttentionUnet (target <= 0.80:" in out
+
+
+@pytest.mark.slow
+def test_network_speed_measures_memory_in_fresh_processes():
+    out = _run("benchmarks.network_speed", "--dims", "2", "--scale", "8", "--rounds", "1", "--networks", "unet")
+    assert " MiB |" in out
+
+
+@pytest.mark.slow
+def test_position_attention_compares_both_implementations():
+    out = _run("benchmarks.position_attention", "--sizes", "8", "--repeats", "1", "--batch", "1", "--channels", "8")
+    assert "| 8^2 (64 positions) | naive |" in out and "| 8^2 (64 positions) | sdpa |" in out
+    assert "never stored" in out and "failed" not in out

@@ -1,0 +1,123 @@
+import time
+
+import pytest
+import torch
+
+from attnseg.errors import ConfigError
+from attnseg.networks import build_network
+from attnseg.runtime import Runtime, cpu_has_bf16, fastest, inference_runtime, runtime_candidates
+from attnseg.timing import interleaved_times
+
+CPU = torch.device("cpu")
+
+
+def test_cpu_candidates_put_the_default_first():
+    names = [c.name for c in runtime_candidates(CPU)]
+    assert names[:2] == ["channels_last/fp32", "contiguous/fp32"]
+    assert names[2:] == (["channels_last/bf16", "contiguous/bf16"] if cpu_has_bf16() else [])
+    assert [c.name for c in runtime_candidates(CPU, "contiguous", "off")] == ["contiguous/fp32"]
+    assert [c.name for c in runtime_candidates(CPU, "auto", "bf16")] == ["channels_last/bf16", "contiguous/bf16"]
+
+
+def test_impossible_settings_are_clear_errors():
+    with pytest.raises(ConfigError, match=r"training\.amp=fp16 needs a CUDA device"):
+        runtime_candidates(CPU, amp="fp16")
+    with pytest.raises(ConfigError, match=r"training\.layout=nhwc: choose one of auto, channels_last, contiguous"):
+        runtime_candidates(CPU, layout="nhwc")
+    with pytest.raises(ConfigError, match=r"--amp=fp16 needs a CUDA device"):
+        inference_runtime(None, CPU, amp="fp16")
+
+
+@pytest.mark.parametrize(("dims", "layout"), [(2, torch.channels_last), (3, torch.channels_last_3d)])
+def test_layouts_reach_the_weights_and_the_batch(dims, layout):
+    model = build_network("unet", spatial_dims=dims, features=(4, 8, 16))
+    Runtime("cpu", "channels_last").prepare_model(model)
+    convs = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert all(w.is_contiguous(memory_format=layout) for w in convs)
+    x = Runtime("cpu", "channels_last").prepare_input(torch.randn(2, 3, *[8] * dims))
+    assert x.is_contiguous(memory_format=layout) and not x.is_contiguous()
+    Runtime("cpu", "contiguous").prepare_model(model)
+    assert all(w.is_contiguous() for w in convs)
+
+
+def test_autocast_follows_the_precision():
+    linear = torch.nn.Linear(4, 4)
+    with Runtime("cpu", amp="bf16").autocast():
+        assert linear(torch.randn(2, 4)).dtype == torch.bfloat16
+    with Runtime("cpu", amp="off").autocast():
+        assert linear(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_the_fastest_candidate_wins_and_every_time_is_recorded():
+    delays = {"channels_last/fp32": 0.15, "contiguous/fp32": 0.0, "channels_last/bf16": 0.3}
+    candidates = [Runtime("cpu", "channels_last"), Runtime("cpu", "contiguous"), Runtime("cpu", amp="bf16")]
+    calls = []
+
+    def runner(candidate):
+        calls.append(candidate.name)
+        return lambda: time.sleep(delays[candidate.name])
+
+    chosen = fastest(candidates, runner, CPU, repeats=3)
+    assert chosen.name == "contiguous/fp32"
+    assert set(chosen.step_ms) == set(delays) and chosen.step_ms["channels_last/bf16"] >= 300
+    assert "fastest training step of 3" in chosen.reason
+    assert calls == list(delays)  # each candidate's work is built once
+
+
+def test_candidates_that_run_out_of_memory_are_left_out():
+    candidates = [Runtime("cpu", "channels_last"), Runtime("cpu", "contiguous")]
+
+    def runner(candidate):
+        def run():
+            if candidate.layout == "channels_last":
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+
+        return run
+
+    chosen = fastest(candidates, runner, CPU, repeats=1)
+    assert chosen.layout == "contiguous" and "out of memory: channels_last/fp32" in chosen.reason
+    everything_fails = fastest(candidates[:1], runner, CPU, repeats=1)
+    assert everything_fails.layout == "channels_last" and "every candidate ran out of memory" in everything_fails.reason
+
+
+def test_running_out_of_memory_while_timing_keeps_the_first_candidate_that_ran():
+    candidates = [Runtime("cpu", "channels_last"), Runtime("cpu", "contiguous")]
+    calls = {"count": 0}
+
+    def runner(candidate):
+        def run():
+            calls["count"] += 1
+            if calls["count"] > 2:  # both warm-ups fit, the timed rounds do not
+                raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+        return run
+
+    chosen = fastest(candidates, runner, CPU, repeats=2)
+    assert chosen.layout == "channels_last" and "out of memory while timing" in chosen.reason
+
+
+def test_other_errors_are_not_swallowed():
+    def runner(candidate):
+        def run():
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+        return run
+
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        fastest([Runtime("cpu")], runner, CPU)
+
+
+def test_inference_follows_the_training_choice_on_the_same_kind_of_device():
+    recorded = Runtime("cpu", "contiguous", "bf16", "measured", {"contiguous/bf16": 1.0}).to_dict()
+    runtime = inference_runtime(recorded, CPU)
+    assert (runtime.layout, runtime.amp) == ("contiguous", "bf16")
+    assert (inference_runtime(recorded, CPU, amp="off").amp, inference_runtime(None, CPU).amp) == ("off", "off")
+    elsewhere = inference_runtime({**recorded, "device": "cuda"}, CPU)
+    assert (elsewhere.layout, elsewhere.amp) == ("channels_last", "off")
+    assert Runtime.from_dict({**recorded, "added_later": 1}) == Runtime.from_dict(recorded)
+
+
+def test_interleaved_times_run_every_function_in_rounds():
+    order = []
+    times = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2, warmup=1)
+    assert order == ["a", "b", "a", "b", "a", "b"] and set(times) == {"a", "b"}
