@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint format clean bench bench-speed bench-attention bench-e2e
+.PHONY: demo test test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 # Benchmarks: each part prints Markdown tables (date, machine, versions, medians, same-run ratios);
 # docs/benchmarks.md holds the latest. `make bench` runs the parts one after the other (never in
 # parallel: they time things). A new part is a target below, appended to BENCH_PARTS.
-BENCH_PARTS := bench-speed bench-attention bench-e2e
+BENCH_PARTS := bench-speed bench-attention bench-accuracy bench-e2e
 
 bench:
 	@for part in $(BENCH_PARTS); do $(MAKE) --no-print-directory $$part || exit 1; done
@@ -40,6 +40,10 @@ bench-speed: $(VENV)/.installed
 # (b) position attention, naive vs memory-efficient, at 32^2, 64^2, 128^2
 bench-attention: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.position_attention
+
+# (c) accuracy for an equal time budget: attention_unet, unet, ms_guided, MONAI AttentionUnet, 3 seeds (~12 min)
+bench-accuracy: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.accuracy_budget
 
 # (d) end to end: `attnseg demo`, and predicting a 256 x 256 x 160 volume
 bench-e2e: $(VENV)/.installed
