@@ -4,6 +4,7 @@
 Two encoder levels (double 3x3 conv + norm + ReLU, then max-pool 2), channels d -> 2d -> 4d, give the
 latent z (4d, H/4, W/4); two decoder levels (double 3x3 conv + norm + ReLU, then a 2x2 stride-2
 transposed conv), channels 4d -> 2d -> d, reconstruct the input (d, H, W), no output activation.
+3D is the same with 3x3x3 convs, 2x2x2 pooling and 2x2x2 transposed convs (latent (4d, D/4, H/4, W/4)).
 The guided loss compares the latents of consecutive refinement steps; the reconstruction loss compares
 the reconstruction with the module's input.
 
@@ -21,20 +22,21 @@ from attnseg.networks.blocks.conv import DoubleConv, NormName, max_pool, resize_
 
 
 class SemanticModule(nn.Module):
-    """Encoder-decoder returning (latent, reconstruction); 2D.
+    """Encoder-decoder returning (latent, reconstruction); 2D or 3D.
 
     Args:
         channels: d, the input width (the network uses 2 x its head width, i.e. 128).
         norm: normalisation of the conv blocks (the authors': batch).
+        spatial_dims: 2 or 3.
     """
 
-    def __init__(self, channels: int, norm: NormName = "batch") -> None:
+    def __init__(self, channels: int, norm: NormName = "batch", spatial_dims: int = 2) -> None:
         super().__init__()
-        d = channels
-        self.enc1 = nn.Sequential(DoubleConv(2, d, 2 * d, norm), max_pool(2))
-        self.enc2 = nn.Sequential(DoubleConv(2, 2 * d, 4 * d, norm), max_pool(2))
-        self.dec2 = nn.Sequential(DoubleConv(2, 4 * d, 2 * d, norm), transposed_conv_layer(2, 2 * d, 2 * d))
-        self.dec1 = nn.Sequential(DoubleConv(2, 2 * d, d, norm), transposed_conv_layer(2, d, d))
+        d, n = channels, spatial_dims
+        self.enc1 = nn.Sequential(DoubleConv(n, d, 2 * d, norm), max_pool(n))
+        self.enc2 = nn.Sequential(DoubleConv(n, 2 * d, 4 * d, norm), max_pool(n))
+        self.dec2 = nn.Sequential(DoubleConv(n, 4 * d, 2 * d, norm), transposed_conv_layer(n, 2 * d, 2 * d))
+        self.dec1 = nn.Sequential(DoubleConv(n, 2 * d, d, norm), transposed_conv_layer(n, d, d))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         enc1 = self.enc1(x)
