@@ -32,7 +32,8 @@ from attnseg.errors import ConfigError
 
 GIB = 2**30
 _MEMINFO = Path("/proc/meminfo")
-_CGROUPS = Path("/sys/fs/cgroup")  # cgroup v2: a container's limit, which /proc/meminfo does not show
+_CGROUPS = Path("/sys/fs/cgroup")  # a container's limit, which /proc/meminfo does not show
+_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 def available_memory(device: torch.device | str = "cpu") -> int | None:
@@ -63,7 +64,7 @@ def _cgroup_room() -> list[int]:
     """limit - usage of the process's memory cgroup and of every cgroup above it that has a limit
     (cgroup v2: memory.max / memory.current; v1: memory.limit_in_bytes / memory.usage_in_bytes)."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = _SELF_CGROUP.read_text().splitlines()
     except OSError:
         return []
     rooms = []

@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from attnseg.cli import main
+from attnseg.data import read_image
 from attnseg.model_dir import ModelDir
 from tests.processes import run_with_stack_dump, torchrun_command
 
@@ -93,6 +94,35 @@ def test_train_the_multi_scale_guided_network(make_nnunet, tmp_path):
     network = json.loads((output / ModelDir.NETWORK).read_text())
     assert network["name"] == "ms_guided" and network["kwargs"]["out_channels"] == 3
     assert (output / ModelDir.WEIGHTS).exists()
+
+
+def test_train_and_predict_the_3d_multi_scale_guided_network(make_nnunet, tmp_path):
+    """``attnseg train`` on 3D patches with the plan (the patch rounded to the network's multiple of 32,
+    so patches hold data rather than padding), the guided loss with its three terms, validation by
+    sliding window; then ``attnseg predict`` by sliding window writes masks on each scan's grid."""
+    dataset = make_nnunet(cases=4, shape=(40, 36, 20), spacing=(1.0, 1.0, 1.0))
+    output = tmp_path / "msg3d"
+    args = [
+        "train", "--dataset", str(dataset), "--output", str(output), "--no-progress", "--spatial-dims", "3",
+        "--network", "ms_guided", "--epochs", "1", "--set", "data.batch_size=2",
+        "--set", "training.iterations_per_epoch=2", "--set", "network.backbone_width=8",
+        "--set", "network.head_channels=8", "--set", "loss.name=dice_ce",
+    ]  # fmt: skip
+    assert main(args) == 0
+    network = json.loads((output / ModelDir.NETWORK).read_text())
+    assert network["kwargs"]["spatial_dims"] == 3 and network["name"] == "ms_guided"
+    plan = json.loads((output / ModelDir.PLAN).read_text())
+    assert plan["spatial_dims"] == 3 and all(p % 32 == 0 for p in plan["patch_size"])
+    log = (output / ModelDir.LOG).read_text().splitlines()
+    assert "val_dice_mean" in log[0] and len(log) == 2
+    predictions = tmp_path / "predictions"
+    assert main(["predict", "-m", str(output), "-i", str(dataset / "imagesTr"), "-o", str(predictions),
+                 "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    for case in ("case_000", "case_003"):
+        mask = read_image(predictions / f"{case}.nii.gz")
+        reference = read_image(dataset / "labelsTr" / f"{case}.nii.gz")
+        assert mask.spatial_shape == reference.spatial_shape
+        assert mask.geometry.allclose(reference.geometry, atol=1e-6)
 
 
 def _torchrun_train(dataset: Path, output: Path, timeout: float):
