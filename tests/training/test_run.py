@@ -8,6 +8,8 @@ import yaml
 from attnseg.cli import main
 from attnseg.data import read_image
 from attnseg.model_dir import ModelDir
+from attnseg.training.config import load_config
+from attnseg.training.run import patch_multiple
 from tests.processes import run_with_stack_dump, torchrun_command
 
 TINY = [
@@ -72,6 +74,11 @@ def test_train_3d_on_patches(make_nnunet, tmp_path):
     assert _train(dataset, output, *extra) == 0
     plan = json.loads((output / ModelDir.PLAN).read_text())
     assert plan["spatial_dims"] == 3 and plan["patch_size"] == [16, 16, 8]
+
+
+def test_patch_multiple_follows_the_network():
+    assert patch_multiple(load_config(None, ["network.name=ms_guided"])) == 32
+    assert patch_multiple(load_config(None, ["network.name=attention_unet"])) == 16  # padding set per instance
 
 
 def test_wrong_fold_is_a_clear_error(make_nnunet, tmp_path, capsys):

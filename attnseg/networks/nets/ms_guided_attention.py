@@ -51,7 +51,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from attnseg.networks.backbones.resnet import build_backbone
 from attnseg.networks.blocks.channel_attention import ChannelAttention
@@ -81,33 +80,6 @@ class AttentionBranch(nn.Sequential):
             attention,
             ConvNormAct(spatial_dims, channels, channels, 3, norm, act=nn.PReLU),
         )
-
-
-def run_in_chunks(module: nn.Module, x: torch.Tensor, chunks: int) -> torch.Tensor:
-    """``module`` on ``chunks`` inputs stacked along the batch, as if it ran on each separately.
-
-    Every layer of a (nested) ``nn.Sequential`` but batch norm is per sample, so it runs once on the
-    stack; a batch-norm layer that uses batch statistics (training mode) normalises each chunk with
-    its own and updates its running statistics chunk after chunk, exactly as separate calls would.
-    """
-    if chunks == 1:
-        return module(x)
-    if isinstance(module, nn.Sequential):
-        for layer in module:
-            x = run_in_chunks(layer, x, chunks)
-        return x
-    if isinstance(module, _BatchNorm) and (module.training or module.running_mean is None):
-        return torch.cat([module(part) for part in x.chunk(chunks)])
-    return module(x)
-
-
-def semantic_in_chunks(module: SemanticModule, x: torch.Tensor, chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``SemanticModule.forward`` on ``chunks`` inputs stacked along the batch (see ``run_in_chunks``)."""
-    enc1 = run_in_chunks(module.enc1, x, chunks)
-    latent = run_in_chunks(module.enc2, enc1, chunks)
-    dec2 = resize_to(run_in_chunks(module.dec2, latent, chunks), enc1.shape[2:])
-    reconstruction = resize_to(run_in_chunks(module.dec1, dec2, chunks), x.shape[2:])
-    return latent, reconstruction
 
 
 class GuidedAttentionStep(nn.Module):
@@ -144,7 +116,7 @@ class GuidedAttentionStep(nn.Module):
         ``channel`` and ``input`` (X_s). ``batch_scales`` runs a shared encoder-decoder once on the
         stacked inputs (same result as one call per scale)."""
         if len(self.semantic) == 1 and batch_scales:
-            latents, reconstructions = semantic_in_chunks(self.semantic[0], torch.cat(inputs), len(inputs))
+            latents, reconstructions = self.semantic[0](torch.cat(inputs), chunks=len(inputs))
             semantic = list(zip(latents.chunk(len(inputs)), reconstructions.chunk(len(inputs)), strict=True))
         else:
             semantic = [self.semantic[s if len(self.semantic) > 1 else 0](x) for s, x in enumerate(inputs)]
