@@ -8,7 +8,8 @@ mm, CT normalisation, patches from the plan: 128 x 128 x 16 for the Attention U-
 multi-scale network's multiple, 128 x 128 x 32), foreground oversampling, the default augmentation,
 Dice + CE (the guided network adds its guided and reconstruction terms), AdamW at 1e-3 with the poly
 schedule, batch 2, and the same seed. The budget is training time: each network's training step is
-timed first (3 steps after a warm-up, on batches from its own sampler, in this process), the number of
+timed first (3 steps after a warm-up, on batches from its own sampler, in this process; all networks
+one after the other before any training, so they see the machine's load alike), the number of
 iterations that fits the budget follows, and ``attnseg train`` runs that many (epochs of
 ``--iterations-per-epoch``; the learning-rate schedule spans exactly the run) and validates once, at
 the end, on the held-out slab (slices 14-19, whole slab, sliding window). The trainer itself has no
@@ -26,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import math
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -40,6 +38,7 @@ import torch
 from attnseg.data import prepare_builtin
 from attnseg.distributed import DistContext
 from attnseg.networks.utils import count_parameters
+from benchmarks.report import header
 from attnseg.training.config import load_config
 from attnseg.training.run import build_loss, build_model, prepare_data, train, training_samples
 
@@ -57,23 +56,6 @@ COMMON = [
     "optimizer.lr=0.001",
     "scheduler.name=poly",
 ]
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import monai
-
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, MONAI {monai.__version__}"
-    )
 
 
 def settings(network: str, dataset: Path, output: Path, seed: int) -> list[str]:
@@ -104,8 +86,7 @@ def step_seconds(network: str, dataset: Path, seed: int, steps: int = 3) -> tupl
     return statistics.median(times), count_parameters(model)
 
 
-def run(network: str, dataset: Path, output: Path, seed: int, budget: float, per_epoch: int) -> dict:
-    seconds, parameters = step_seconds(network, dataset, seed)
+def run(network: str, dataset: Path, output: Path, seed: int, budget: float, per_epoch: int, seconds: float) -> dict:
     iterations = max(per_epoch, round(budget / seconds / per_epoch) * per_epoch)
     epochs = iterations // per_epoch
     overrides = [
@@ -119,7 +100,7 @@ def run(network: str, dataset: Path, output: Path, seed: int, budget: float, per
     rows = list(csv.DictReader((output / "log.csv").open()))
     trained = sum(float(r["seconds"]) for r in rows)
     dice = {k.removeprefix("val_dice_"): float(v) for k, v in rows[-1].items() if k.startswith("val_dice_") and v}
-    return {"parameters": parameters, "step": seconds, "iterations": iterations, "seconds": trained, "dice": dice}
+    return {"step": seconds, "iterations": iterations, "seconds": trained, "dice": dice}
 
 
 def mean_std(values: list[float]) -> str:
@@ -152,13 +133,16 @@ def main() -> int:
         prepare_builtin("ctchest", dataset)
     budget = 60 * args.budget_minutes
 
+    # every network's step is timed first, one after the other, so that they see the machine's load alike
+    calibration = {name: step_seconds(name, dataset, args.seeds[0]) for name in args.networks}
     results: dict[str, list[dict]] = {name: [] for name in args.networks}
     for seed in args.seeds:
         for name in args.networks:
             output = work / f"{name}_seed{seed}"
-            results[name].append(run(name, dataset, output, seed, budget, args.iterations_per_epoch))
+            seconds = calibration[name][0]
+            results[name].append(run(name, dataset, output, seed, budget, args.iterations_per_epoch, seconds))
 
-    print(f"\n{datetime.date.today()}, {machine()}")
+    print("\n" + header("MS guided network, 3D, accuracy for an equal time budget"))
     print(
         f"ctchest, 3D, {args.budget_minutes:g} min of training per network and seed, seeds {args.seeds}; "
         f"validation Dice on the held-out slab (mean over seeds ± std)\n"
@@ -169,7 +153,7 @@ def main() -> int:
     for name, runs in results.items():
         cells = [mean_std([r["dice"][c] for r in runs if not math.isnan(r["dice"][c])] or [math.nan]) for c in classes]
         print(
-            f"| {name} | {runs[0]['parameters'] / 1e6:.2f} M | {statistics.mean(r['step'] for r in runs):.1f} "
+            f"| {name} | {calibration[name][1] / 1e6:.2f} M | {statistics.mean(r['step'] for r in runs):.1f} "
             f"| {statistics.mean(r['iterations'] for r in runs):.0f} "
             f"| {statistics.mean(r['seconds'] for r in runs) / 60:.1f} min | " + " | ".join(cells) + " |"
         )

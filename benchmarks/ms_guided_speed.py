@@ -23,9 +23,6 @@ forward FLOPs per part of the network).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
 from attnseg.networks import build_network
+from benchmarks.report import header
 
 BATCH, CLASSES, SLICE = 8, 3, (80, 96)
 CONFIGURATIONS: dict[str, tuple[str, dict]] = {
@@ -49,21 +47,6 @@ CONFIGURATIONS: dict[str, tuple[str, dict]] = {
     "attention_unet (the demo's network)": ("attention_unet", {"feature_scale": 4, "aux_outputs": True}),
 }
 BASELINE = next(iter(CONFIGURATIONS))
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo").read().splitlines():  # noqa: SIM115 (one read)
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads; "
-        f"Python {platform.python_version()}, torch {torch.__version__}"
-    )
 
 
 def build(name: str, options: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -160,7 +143,7 @@ def main() -> int:
             cpu[label].append(time.process_time() - started_cpu)
         print(f"round {round_ + 1}/{args.rounds} done", flush=True)
 
-    print(f"\n{datetime.date.today()}, {machine()}")
+    print("\n" + header("MS guided network, 2D light preset, training speed"))
     print(
         f"training step, batch {BATCH}, {SLICE[0]} x {SLICE[1]} slices, {CLASSES} classes, medians of {args.rounds}\n"
     )
