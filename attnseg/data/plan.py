@@ -207,6 +207,7 @@ def plan_dataset(
     normalization: Mapping[int, Scheme] | None = None,
     crop_to_nonzero: bool = True,
     max_patch_voxels: int | None = None,
+    patch_multiple: int = PATCH_MULTIPLE,
 ) -> Plan:
     """Plan preprocessing for ``dataset`` (checked and fingerprinted unless ``fingerprint`` is given).
 
@@ -219,6 +220,9 @@ def plan_dataset(
         normalization: override the scheme of some channels, e.g. ``{0: "ct"}``.
         crop_to_nonzero: crop to the bounding box of non-zero voxels (nnU-Net always does).
         max_patch_voxels: cap on the automatic patch size (default 128^3 in 3D, 512^2 in 2D).
+        patch_multiple: the automatic patch size is a multiple of this (16: four poolings); a network
+            that pads its input to a larger multiple (the multi-scale guided network: 32) gets patches of
+            real data instead of padding.
     """
     if spatial_dims not in (2, 3):
         raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -247,7 +251,7 @@ def plan_dataset(
             spacing = tuple(None if a == axis else s for a, s in enumerate(spacing))
     if patch_size is None:
         budget = max_patch_voxels or MAX_PATCH_VOXELS[spatial_dims]
-        patch = _patch_size(fp, spacing, axis, spatial_dims, budget, crop_to_nonzero)
+        patch = _patch_size(fp, spacing, axis, spatial_dims, budget, crop_to_nonzero, patch_multiple)
     else:
         patch = tuple(int(p) for p in patch_size)
     norms = [
@@ -305,6 +309,7 @@ def _patch_size(
     spatial_dims: int,
     budget: int,
     crop_to_nonzero: bool,
+    multiple: int = PATCH_MULTIPLE,
 ) -> tuple[int, ...]:
     shapes = fp.cropped_shapes() if crop_to_nonzero else fp.shapes()
     spacings = fp.spacings()
@@ -318,9 +323,9 @@ def _patch_size(
         size = np.maximum(np.median(resampled, axis=0), 1.0)
     while np.prod(size) > budget:
         size[np.argmax(size)] *= 0.9
-    rounded = [max(PATCH_MULTIPLE, math.ceil(s / PATCH_MULTIPLE) * PATCH_MULTIPLE) for s in size]
-    while np.prod(rounded) > budget and max(rounded) > PATCH_MULTIPLE:
-        rounded[int(np.argmax(rounded))] -= PATCH_MULTIPLE
+    rounded = [max(multiple, math.ceil(s / multiple) * multiple) for s in size]
+    while np.prod(rounded) > budget and max(rounded) > multiple:
+        rounded[int(np.argmax(rounded))] -= multiple
     return tuple(rounded[:spatial_dims])
 
 

@@ -10,6 +10,8 @@ a naive position attention, gradients), but not allocator caching, fragmentation
 workspaces, so measured peaks are somewhat higher (see benchmarks/ms_guided_memory.py for the ratio).
 Optimiser state (2 x parameters for Adam) is the trainer's and is not included; autocast is not
 modelled (activations are counted in the input's dtype, an upper bound under bf16/fp16 autocast).
+
+``available_memory`` says how much a device can still give (for ``memory_limit_gib="auto"``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,6 +31,62 @@ from torch.utils._pytree import tree_flatten
 from attnseg.errors import ConfigError
 
 GIB = 2**30
+_MEMINFO = Path("/proc/meminfo")
+_CGROUPS = Path("/sys/fs/cgroup")  # a container's limit, which /proc/meminfo does not show
+_SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes the process can still allocate on ``device``; None where it cannot be read.
+
+    CPU: the kernel's MemAvailable, or less when the process runs in a cgroup (a container, a batch
+    job) whose limit leaves less. CUDA: the driver's free memory plus what PyTorch's caching allocator
+    holds unused.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    candidates = []
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                candidates.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    candidates += _cgroup_room()
+    return min(candidates) if candidates else None
+
+
+def _cgroup_room() -> list[int]:
+    """limit - usage of the process's memory cgroup and of every cgroup above it that has a limit
+    (cgroup v2: memory.max / memory.current; v1: memory.limit_in_bytes / memory.usage_in_bytes)."""
+    try:
+        lines = _SELF_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    rooms = []
+    for line in lines:
+        _, controllers, relative = line.split(":", 2)
+        if controllers == "":
+            root, files = _CGROUPS, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            root, files = _CGROUPS / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        folder = root / relative.lstrip("/")
+        for group in (folder, *folder.parents):
+            if not group.is_relative_to(root):
+                break
+            try:
+                limit = (group / files[0]).read_text().strip()
+                if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as a huge number
+                    rooms.append(int(limit) - int((group / files[1]).read_text()))
+            except (OSError, ValueError):
+                continue
+    return rooms
 
 
 _estimating = 0  # > 0 while estimate_step_memory replays a model on the meta device

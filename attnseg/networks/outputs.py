@@ -32,23 +32,24 @@ class SegmentationOutput:
 
 @dataclass
 class GuidedAttentionOutput:
-    """Output of the multi-scale guided attention network (``MultiScaleGuidedAttentionNet``).
+    """Output of the multi-scale guided attention network (``MultiScaleGuidedAttentionNet``), 2D or 3D.
 
     Scales are ordered finest first (backbone strides 4, 8, 16, 32); steps in order of refinement.
+    S is the input's spatial size, (H, W) or (D, H, W); s the attention grid, stride 4 of the input
+    padded to a multiple of 32.
 
     Attributes:
-        logits: (B, K, H, W) the prediction: the mean of ``refined_logits`` (the eval output).
-        feature_logits: one (B, K, H, W) per scale, the heads on the projected features F'_s.
-        refined_logits: one (B, K, H, W) per scale, the heads on the last step's refined features.
-        latents: ``latents[step][scale]``, the semantic encoder's latent (B, 4d, h/4, w/4).
+        logits: (B, K, *S) the prediction: the mean of ``refined_logits`` (the eval output).
+        feature_logits: one (B, K, *S) per scale, the heads on the projected features F'_s.
+        refined_logits: one (B, K, *S) per scale, the heads on the last step's refined features.
+        latents: ``latents[step][scale]``, the semantic encoder's latent (B, 4d, *s / 4).
         module_inputs: ``module_inputs[step][scale]``, the input [F'_s, F_MS] (step 1) or
-            [F'_s, A_s ⊙ F_MS] (later steps) of the semantic module, (B, d, h, w).
+            [F'_s, A_s ⊙ F_MS] (later steps) of the semantic module, (B, d, *s).
         reconstructions: ``reconstructions[step][scale]``, its reconstruction, same shape.
         attention: with ``return_attention=True``, per step t and scale s:
             ``"step{t}.scale{s}.position"`` and ``"step{t}.scale{s}.channel"`` (outputs of the position
-            and channel attention branches) and ``"step{t}.scale{s}.guided"`` (A_s), each (B, C, h, w)
-            on the attention grid (stride 4), cropped to ceil(H/4) x ceil(W/4).
-        (h, w: the attention grid of the input padded to a multiple of 32.)
+            and channel attention branches) and ``"step{t}.scale{s}.guided"`` (A_s), each (B, C, *s)
+            cropped to ceil(S / 4).
     """
 
     logits: torch.Tensor

@@ -101,8 +101,7 @@ register_network(
         "ms_guided",
         MultiScaleGuidedAttentionNet,
         "Multi-scale self-guided attention, ResNet-18 backbone, the paper's head: light, trains on a CPU",
-        preset={"backbone": "resnet18"},
-        spatial_dims=(2,),
+        preset={"backbone": "resnet18", "memory_limit_gib": "auto"},
     )
 )
 register_network(
@@ -110,7 +109,11 @@ register_network(
         "ms_guided_faithful",
         MultiScaleGuidedAttentionNet,
         "Multi-scale self-guided attention as the authors' code: ResNeXt-101 32x8d, random init, 5 classes",
-        preset={"backbone": "resnext101_32x8d", "share_semantic_module": True, "out_channels": 5},
-        spatial_dims=(2,),
+        preset={
+            "backbone": "resnext101_32x8d",
+            "share_semantic_module": True,
+            "out_channels": 5,
+            "memory_limit_gib": "auto",
+        },
     )
 )

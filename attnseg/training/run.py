@@ -32,6 +32,7 @@ from attnseg.data import (
     split_cases,
 )
 from attnseg.data.dataset import Dataset
+from attnseg.data.plan import PATCH_MULTIPLE
 from attnseg.device import resolve_device
 from attnseg.distributed import DistContext, barrier, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
@@ -41,7 +42,7 @@ from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, Segmentation
 from attnseg.metrics.overlap import dice, overlap_counts
 from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
-from attnseg.networks.registry import build_network
+from attnseg.networks.registry import build_network, get_spec
 from attnseg.runtime import Runtime, runtime_candidates
 from attnseg.training.budget import TimeBudget
 from attnseg.training.config import Config, augment_config
@@ -157,6 +158,7 @@ def prepare_data(
             slice_axis=config.data.slice_axis,
             patch_size=config.data.patch_size,
             normalization=normalization_overrides(config.data.normalization, dataset.num_channels or 1),
+            patch_multiple=patch_multiple(config),
         )
     split = fold_split(dataset, config.data.fold, config.output if context.is_main else None)
     case_ids = split["train"] + split["val"]
@@ -169,6 +171,14 @@ def prepare_data(
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)
+
+
+def patch_multiple(config: Config) -> int:
+    """The multiple the automatic patch size is rounded to: the plan's 16, or the network's own larger
+    one where its class fixes it (``size_multiple``; the multi-scale guided network pads to 32), so that
+    training patches and inference windows are real data, not padding added inside the network."""
+    multiple = getattr(get_spec(config.network.name).cls, "size_multiple", None)
+    return max(PATCH_MULTIPLE, multiple) if isinstance(multiple, int) else PATCH_MULTIPLE
 
 
 def normalization_overrides(schemes: str | list[str] | None, channels: int) -> dict[int, str] | None:

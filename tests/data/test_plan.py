@@ -46,6 +46,17 @@ def test_plan_3d_and_overrides(make_nnunet):
     assert isotropic.slice_axis == 2  # the data's coarsest axis
 
 
+def test_patch_multiple_for_networks_that_pad_further(make_nnunet):
+    """A network that pads to 32 (the multi-scale guided network) gets patches of 32s, still covering
+    the median case; the default is the U-Net's 16; a size given by hand is kept."""
+    root = make_nnunet(cases=3, shape=(40, 36, 20), spacing=(1.0, 1.0, 1.0))
+    sixteen = plan_dataset(root, spatial_dims=3)
+    thirty_two = plan_dataset(root, spatial_dims=3, patch_multiple=32)
+    assert sixteen.patch_size == (48, 48, 32)  # the 38 x 34 x 18 cropped median, up to 16s
+    assert thirty_two.patch_size == (64, 64, 32)
+    assert plan_dataset(root, spatial_dims=3, patch_size=[40, 40, 20], patch_multiple=32).patch_size == (40, 40, 20)
+
+
 def test_ct_normalisation_statistics_are_the_foreground_ones(make_nnunet):
     root = make_nnunet(cases=2, channel_names=["CT"])
     plan = plan_dataset(root, spatial_dims=2)

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from attnseg.errors import DataError
-from attnseg.networks.backbones import BACKBONES, adapt_first_conv, build_backbone
+from attnseg.networks.backbones import BACKBONES, adapt_first_conv, build_backbone, inflate_kernel
 from attnseg.networks.utils import count_parameters
 
 # torchvision's published parameter counts minus its classifier (fc: 512*1000+1000 for ResNet-18/34,
@@ -153,3 +153,96 @@ def test_bad_configurations():
         build_backbone("vgg16")
     with pytest.raises(ValueError, match="no channels per group; use width >= 8"):
         build_backbone("resnext101_32x8d", width=4)
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 1"):
+        build_backbone("resnet18", spatial_dims=1)
+
+
+# 3D --------------------------------------------------------------------------------------------------
+
+
+def resnet_parameters(name: str, in_channels: int, spatial_dims: int) -> int:
+    """Parameters of a ResNet/ResNeXt without classifier, counted from its definition: a k x k kernel has
+    k**spatial_dims taps (the stem's k = 7, the blocks' 3, shortcuts 1); two per batch norm."""
+    spec = BACKBONES[name]
+    taps = {k: k**spatial_dims for k in (1, 3, 7)}
+    total = 64 * in_channels * taps[7] + 2 * 64
+    inplanes = 64
+    for stage, blocks in enumerate(spec.layers):
+        planes = 64 * 2**stage
+        for b in range(blocks):
+            if spec.block.expansion == 1:
+                total += inplanes * planes * taps[3] + planes * planes * taps[3] + 4 * planes
+                out = planes
+            else:
+                width = int(planes * spec.width_per_group / 64) * spec.groups
+                out = 4 * planes
+                total += inplanes * width + width * (width // spec.groups) * taps[3] + width * out
+                total += 2 * (2 * width + out)
+            if b == 0 and (stage > 0 or inplanes != out):
+                total += inplanes * out + 2 * out  # 1x1 shortcut + batch norm
+            inplanes = out
+    return total
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_parameter_formula_reproduces_torchvision_then_counts_3d(name):
+    assert resnet_parameters(name, 3, spatial_dims=2) == TORCHVISION_WITHOUT_FC[name]
+    with torch.device("meta"):
+        backbone = build_backbone(name, in_channels=1, spatial_dims=3)
+    assert count_parameters(backbone) == resnet_parameters(name, 1, spatial_dims=3)
+
+
+def test_3d_state_dict_has_the_2d_keys_with_5d_kernels():
+    with torch.device("meta"):
+        two, three = build_backbone("resnet50").state_dict(), build_backbone("resnet50", spatial_dims=3).state_dict()
+    assert list(two) == list(three)
+    for key, value in two.items():
+        expected = (*value.shape, value.shape[-1]) if value.dim() == 4 else value.shape
+        assert three[key].shape == expected, key
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (33, 47, 20)])
+@pytest.mark.parametrize("name", ["resnet18", "resnext101_32x8d"])
+def test_3d_taps_at_strides_4_8_16_32(name, size):
+    backbone = build_backbone(name, in_channels=2, width=8, spatial_dims=3).eval()
+    assert isinstance(backbone.conv1, torch.nn.Conv3d) and backbone.conv1.kernel_size == (7, 7, 7)
+    with torch.no_grad():
+        taps = backbone(torch.randn(1, 2, *size))
+    for tap, stride, channels in zip(taps, (4, 8, 16, 32), backbone.out_channels, strict=True):
+        assert tap.shape == (1, channels, *(math.ceil(s / stride) for s in size))
+
+
+def test_inflated_2d_weights_give_the_2d_activations_on_a_volume_constant_in_depth(tmp_path):
+    """I3D's property: repeat each kernel k times along depth and divide by k, and a volume whose
+    slices all equal an image gives the 2D network's features of that image, away from the ends of the
+    volume (where the zero padding along depth is seen)."""
+    source, path = _torchvision_style_file(tmp_path, "pth")
+    backbone = build_backbone("resnet18", in_channels=1, spatial_dims=3)
+    assert backbone.load_pretrained(path) == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(backbone.conv1.weight, inflate_kernel(adapt_first_conv(source.conv1.weight.detach(), 1)))
+    image = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = source(image.repeat(1, 3, 1, 1))[0]  # layer1 of the 2D network on (g, g, g)
+        volume = image.unsqueeze(2).expand(-1, -1, 96, -1, -1)  # 96 identical slices
+        got = backbone.eval()(volume)[0]
+    # layer1's receptive field reaches 35 input slices: at stride 4 the middle slices are clear of the ends
+    for depth in (10, 12, 14):
+        torch.testing.assert_close(got[:, :, depth], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_inflate_kernel():
+    weight = torch.randn(4, 2, 3, 3)
+    inflated = inflate_kernel(weight)
+    assert inflated.shape == (4, 2, 3, 3, 3)
+    torch.testing.assert_close(inflated.sum(2), weight)
+    with pytest.raises(ValueError, match="expected a 2D conv weight"):
+        inflate_kernel(inflated)
+
+
+def test_3d_weights_do_not_load_into_a_2d_backbone(tmp_path):
+    path = tmp_path / "r18_3d.pt"
+    torch.save(build_backbone("resnet18", in_channels=1, width=8, spatial_dims=3).state_dict(), path)
+    with pytest.raises(DataError, match=r"r18_3d\.pt: conv1\.weight has shape \(8, 1, 7, 7, 7\), this backbone needs"):
+        build_backbone("resnet18", in_channels=1, width=8).load_pretrained(path)
+    three = build_backbone("resnet18", in_channels=1, width=8, spatial_dims=3)
+    assert three.load_pretrained(path) == []  # a 3D file loads as it is

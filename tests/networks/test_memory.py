@@ -46,3 +46,36 @@ def test_flop_counting_still_sees_the_attention():
     n, channels = 32 * 32, 16
     attention_products = 2 * (2 * n * n * channels)  # q·kᵀ (q/k padded to C) and A·v, 2 FLOPs per MAC
     assert count_gflops(PositionAttention(channels), (1, channels, 32, 32)) * 1e9 >= attention_products
+
+
+def _fake_system(tmp_path, monkeypatch, meminfo_kib: int, cgroup_lines: str, files: dict[str, str]) -> None:
+    from attnseg.networks import memory
+
+    (tmp_path / "meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {meminfo_kib} kB\n")
+    (tmp_path / "self_cgroup").write_text(cgroup_lines)
+    for relative, text in files.items():
+        path = tmp_path / "cgroup" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.setattr(memory, "_MEMINFO", tmp_path / "meminfo")
+    monkeypatch.setattr(memory, "_SELF_CGROUP", tmp_path / "self_cgroup")
+    monkeypatch.setattr(memory, "_CGROUPS", tmp_path / "cgroup")
+
+
+def test_available_memory_is_the_smallest_room(tmp_path, monkeypatch):
+    """MemAvailable, unless the process's cgroup (or one above it) leaves less: v2 and v1 layouts; v1's
+    "no limit" is a huge number and is ignored."""
+    from attnseg.networks.memory import available_memory
+
+    gib = 2**30
+    _fake_system(tmp_path, monkeypatch, 20 * 2**20, "0::/jobs/42\n", {
+        "jobs/42/memory.max": "max\n", "jobs/42/memory.current": str(gib),
+        "jobs/memory.max": str(6 * gib), "jobs/memory.current": str(2 * gib),
+    })  # fmt: skip
+    assert available_memory() == 4 * gib  # the parent's 6 GiB limit minus its 2 GiB in use
+    _fake_system(tmp_path, monkeypatch, 3 * 2**20, "4:memory:/box\n0::/\n", {
+        "memory/box/memory.limit_in_bytes": str(8 * gib), "memory/box/memory.usage_in_bytes": str(gib),
+        "memory/memory.limit_in_bytes": "9223372036854771712",
+    })  # fmt: skip
+    assert available_memory() == 3 * gib  # MemAvailable is smaller than the v1 limit's 7 GiB of room
+    assert available_memory("meta") is None

@@ -168,10 +168,12 @@ def test_pretrained_backbone_is_loaded(tmp_path):
 
 
 def test_bad_configuration_and_input():
-    with pytest.raises(ValueError, match="2D only"):
-        tiny(spatial_dims=3)
-    with pytest.raises(ConfigError, match=r"supports spatial_dims \(2,\), got 3"):
-        build_network("ms_guided", spatial_dims=3)
+    with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 1"):
+        tiny(spatial_dims=1)
+    with pytest.raises(ConfigError, match=r"supports spatial_dims \(2, 3\), got 4"):
+        build_network("ms_guided", spatial_dims=4)
+    with pytest.raises(ValueError, match="memory_limit_gib must be positive or 'auto'"):
+        tiny(memory_limit_gib=0)
     with pytest.raises(ConfigError, match="does not take feature_scale"):
         build_network("ms_guided", feature_scale=4)
     with pytest.raises(ValueError, match="steps must be >= 1"):
@@ -208,6 +210,7 @@ def test_models_verb_lists_the_presets(capsys):
     counts = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)["networks"]}
     assert counts["ms_guided"] == 27_805_919
     assert counts["ms_guided_faithful"] == 103_556_063
-    assert main(["models", "--spatial-dims", "3"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ms_guided")]
-    assert len(lines) == 2 and all("3D n/a" in line for line in lines)
+    assert main(["models", "--spatial-dims", "3", "--classes", "5", "--json"]) == 0
+    counts = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)["networks"]}
+    assert counts["ms_guided"] == 82_080_351  # cubic kernels: about 3x the 2D count (27 / 9 taps)
+    assert counts["ms_guided_faithful"] == 157_203_807

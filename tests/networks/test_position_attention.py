@@ -151,3 +151,96 @@ def test_semantic_module_layout():
     assert [u.out_channels for u in ups] == [256, 128]
     convs = [m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs == [256, 256, 512, 512, 256, 256, 128, 128]
+
+
+# 3D ---------------------------------------------------------------------------------------------------
+
+
+def pam3d_by_formula(pam: PositionAttention, x: torch.Tensor) -> torch.Tensor:
+    """The same formula over the D·H·W positions of a volume."""
+    b = x.shape[0]
+    n = x.shape[2:].numel()
+    q, k, v = (proj(x).reshape(b, -1, n) for proj in (pam.query, pam.key, pam.value))
+    energy = torch.einsum("bci,bcj->bij", q, k)
+    attention = torch.softmax(energy.double(), -1).float()
+    out = torch.einsum("bcj,bij->bci", v, attention)
+    return pam.gamma * out.reshape(x.shape) + x
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "naive"])
+@pytest.mark.parametrize("size", [(4, 6, 5), (6, 6, 6)])
+def test_pam_3d_equals_the_formula(implementation, size):
+    pam = PositionAttention(16, implementation=implementation, spatial_dims=3)
+    assert isinstance(pam.query, torch.nn.Conv3d)
+    with torch.no_grad():
+        pam.gamma.fill_(0.7)
+    x = torch.randn(2, 16, *size)
+    torch.testing.assert_close(pam(x), pam3d_by_formula(pam, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kv_pool", [1, 2])
+def test_pam_3d_memory_efficient_equals_naive_with_gradients(kv_pool):
+    """On a small 3D grid (6 x 7 x 5 = 210 positions), channels-last input, γ != 0: outputs and the
+    gradients of the input and of every parameter agree."""
+    sdpa = PositionAttention(32, implementation="sdpa", kv_pool=kv_pool, spatial_dims=3)
+    naive = PositionAttention(32, implementation="naive", kv_pool=kv_pool, spatial_dims=3)
+    with torch.no_grad():
+        sdpa.gamma.fill_(0.8)
+    naive.load_state_dict(sdpa.state_dict())
+    x = (torch.randn(2, 32, 6, 7, 5) * 2).contiguous(memory_format=torch.channels_last_3d)
+    results = []
+    for module in (sdpa, naive):
+        leaf = x.clone().requires_grad_()
+        out = module(leaf)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), leaf.grad, *(p.grad for p in module.parameters())))
+    for a, b in zip(*results, strict=True):  # float32 sums over 420 positions: rounding near 1e-4
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-3)
+
+
+def test_sdpa_uses_the_fused_cpu_kernel_in_3d():
+    pam = PositionAttention(64, spatial_dims=3)
+    q, k, v = pam._projections(torch.randn(1, 64, 6, 8, 8, requires_grad=True))
+    assert q.shape == (1, 384, 8)
+    out = position_attention_sdpa(q, k, v)
+    assert "FlashAttention" in type(out.grad_fn.next_functions[0][0]).__name__
+
+
+def test_pam_3d_key_value_pooling():
+    pam = PositionAttention(16, kv_pool=2, spatial_dims=3)
+    attention = pam.attention_weights(torch.randn(2, 16, 5, 6, 7))
+    assert attention.shape == (2, 5 * 6 * 7, 3 * 3 * 4)  # ceil(S / 2) keys along every axis: p³ fewer
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 210))
+
+
+def test_pam_3d_output_keeps_a_channels_last_layout():
+    pam = PositionAttention(16, spatial_dims=3)
+    with torch.no_grad():
+        pam.gamma.fill_(1.0)
+    x = torch.randn(1, 16, 4, 5, 6).contiguous(memory_format=torch.channels_last_3d)
+    assert pam(x).is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_cam_3d_equals_the_formula_in_both_layouts(layout):
+    cam = ChannelAttention()
+    with torch.no_grad():
+        cam.gamma.fill_(0.3)
+    x = torch.randn(2, 6, 3, 4, 5)
+    flat = x.reshape(2, 6, 60)
+    energy = flat @ flat.transpose(1, 2)
+    attention = torch.softmax(energy.max(-1, keepdim=True).values - energy, -1)
+    expected = 0.3 * (attention @ flat).reshape(x.shape) + x
+    out = cam(x.contiguous(memory_format=layout))
+    torch.testing.assert_close(out, expected)
+    assert out.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize(("size", "latent"), [((16, 16, 8), (4, 4, 2)), ((10, 14, 12), (2, 3, 3))])
+def test_semantic_module_3d(size, latent):
+    module = SemanticModule(8, spatial_dims=3)
+    z, recon = module(torch.randn(2, 8, *size))
+    assert z.shape == (2, 32, *latent) and recon.shape == (2, 8, *size)
+    ups = [m for m in module.modules() if isinstance(m, torch.nn.ConvTranspose3d)]
+    assert [u.kernel_size for u in ups] == [(2, 2, 2)] * 2
+    assert len([m for m in module.modules() if isinstance(m, torch.nn.MaxPool3d)]) == 2

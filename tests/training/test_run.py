@@ -7,8 +7,11 @@ import yaml
 from safetensors import safe_open
 
 from attnseg.cli import main
+from attnseg.data import read_image
 from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
+from attnseg.training.config import load_config
+from attnseg.training.run import patch_multiple
 from tests.processes import run_with_stack_dump, torchrun_command
 
 TINY = [
@@ -83,6 +86,11 @@ def test_train_3d_on_patches(make_nnunet, tmp_path):
     assert plan["spatial_dims"] == 3 and plan["patch_size"] == [16, 16, 8]
 
 
+def test_patch_multiple_follows_the_network():
+    assert patch_multiple(load_config(None, ["network.name=ms_guided"])) == 32
+    assert patch_multiple(load_config(None, ["network.name=attention_unet"])) == 16  # padding set per instance
+
+
 def test_wrong_fold_is_a_clear_error(make_nnunet, tmp_path, capsys):
     dataset = make_nnunet(cases=3)
     assert _train(dataset, tmp_path / "run", "--fold", "7") == 2
@@ -103,6 +111,35 @@ def test_train_the_multi_scale_guided_network(make_nnunet, tmp_path):
     network = json.loads((output / ModelDir.NETWORK).read_text())
     assert network["name"] == "ms_guided" and network["kwargs"]["out_channels"] == 3
     assert (output / ModelDir.WEIGHTS).exists()
+
+
+def test_train_and_predict_the_3d_multi_scale_guided_network(make_nnunet, tmp_path):
+    """``attnseg train`` on 3D patches with the plan (the patch rounded to the network's multiple of 32,
+    so patches hold data rather than padding), the guided loss with its three terms, validation by
+    sliding window; then ``attnseg predict`` by sliding window writes masks on each scan's grid."""
+    dataset = make_nnunet(cases=4, shape=(40, 36, 20), spacing=(1.0, 1.0, 1.0))
+    output = tmp_path / "msg3d"
+    args = [
+        "train", "--dataset", str(dataset), "--output", str(output), "--no-progress", "--spatial-dims", "3",
+        "--network", "ms_guided", "--epochs", "1", "--set", "data.batch_size=2",
+        "--set", "training.iterations_per_epoch=2", "--set", "network.backbone_width=8",
+        "--set", "network.head_channels=8", "--set", "loss.name=dice_ce",
+    ]  # fmt: skip
+    assert main(args) == 0
+    network = json.loads((output / ModelDir.NETWORK).read_text())
+    assert network["kwargs"]["spatial_dims"] == 3 and network["name"] == "ms_guided"
+    plan = json.loads((output / ModelDir.PLAN).read_text())
+    assert plan["spatial_dims"] == 3 and all(p % 32 == 0 for p in plan["patch_size"])
+    log = (output / ModelDir.LOG).read_text().splitlines()
+    assert "val_dice_mean" in log[0] and len(log) == 2
+    predictions = tmp_path / "predictions"
+    assert main(["predict", "-m", str(output), "-i", str(dataset / "imagesTr"), "-o", str(predictions),
+                 "--no-progress", "--device", "cpu"]) == 0  # fmt: skip
+    for case in ("case_000", "case_003"):
+        mask = read_image(predictions / f"{case}.nii.gz")
+        reference = read_image(dataset / "labelsTr" / f"{case}.nii.gz")
+        assert mask.spatial_shape == reference.spatial_shape
+        assert mask.geometry.allclose(reference.geometry, atol=1e-6)
 
 
 def _torchrun_train(dataset: Path, output: Path, timeout: float):

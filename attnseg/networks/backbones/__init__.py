@@ -1,4 +1,4 @@
-"""Encoders (written here, torchvision-compatible weights) with feature taps at strides 4, 8, 16, 32."""
+"""Encoders (written here, torchvision-compatible weights), 2D or 3D, with feature taps at strides 4, 8, 16, 32."""
 
 from attnseg.networks.backbones.resnet import (
     BACKBONES,
@@ -7,6 +7,7 @@ from attnseg.networks.backbones.resnet import (
     ResNetBackbone,
     adapt_first_conv,
     build_backbone,
+    inflate_kernel,
     read_state_dict,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "ResNetBackbone",
     "adapt_first_conv",
     "build_backbone",
+    "inflate_kernel",
     "read_state_dict",
 ]

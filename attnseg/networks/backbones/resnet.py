@@ -1,9 +1,17 @@
-"""ResNet and ResNeXt encoders with feature taps at strides 4, 8, 16 and 32, written without torchvision.
+"""ResNet and ResNeXt encoders with feature taps at strides 4, 8, 16 and 32, in 2D or 3D, written
+without torchvision.
 
 The module layout and the parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``layer2.0.downsample.0``, ...), so an ImageNet state dict saved from torchvision loads as it is
 (``load_pretrained``). Blocks follow torchvision's "ResNet v1.5": in a bottleneck the stride sits on the
 3x3 convolution.
+
+3D (``spatial_dims=3``) is the same network with every kernel cubic (7x7x7 stem, 3x3x3 blocks, 3x3x3
+max-pool) and every stride isotropic, as the 3D ResNets of Hara et al. (CVPR 2018) and MedicalNet (Chen
+et al. 2019, "Med3D"; they dilate layers 3-4 instead of striding them, we keep torchvision's strides so
+the taps sit at 4, 8, 16, 32 in both). Its state dict has the same keys with 5-D kernels, and
+``load_pretrained`` also takes a 2D (ImageNet) file and inflates it (I3D, Carreira & Zisserman, CVPR
+2017; see ``inflate_kernel``).
 
 Deviations from torchvision, and why:
 
@@ -28,6 +36,14 @@ from torch import nn
 from attnseg.errors import DataError
 
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM: dict[int, type[nn.Module]] = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAX_POOL: dict[int, type[nn.Module]] = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+
+
+def _check_dims(spatial_dims: int) -> None:
+    if spatial_dims not in _CONV:
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
 class BasicBlock(nn.Module):
@@ -43,15 +59,17 @@ class BasicBlock(nn.Module):
         downsample: nn.Module | None = None,
         groups: int = 1,
         base_width: int = 64,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        conv, norm = _CONV[spatial_dims], _BATCH_NORM[spatial_dims]
+        self.conv1 = conv(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = norm(planes)
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,15 +92,17 @@ class Bottleneck(nn.Module):
         downsample: nn.Module | None = None,
         groups: int = 1,
         base_width: int = 64,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        conv, norm = _CONV[spatial_dims], _BATCH_NORM[spatial_dims]
         width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.conv1 = conv(inplanes, width, 1, bias=False)
+        self.bn1 = norm(width)
+        self.conv2 = conv(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = norm(width)
+        self.conv3 = conv(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = norm(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -118,6 +138,7 @@ class ResNetBackbone(nn.Module):
         block, layers, groups, width_per_group: the architecture, as torchvision's ``ResNet``.
         in_channels: input channels (torchvision: 3).
         width: channels of the stem; stage ``i`` has ``width * 2**i`` planes (torchvision: 64).
+        spatial_dims: 2 (torchvision's network) or 3 (the same with cubic kernels).
     """
 
     def __init__(
@@ -128,8 +149,10 @@ class ResNetBackbone(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         width: int = 64,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        _check_dims(spatial_dims)
         if len(layers) != 4 or min(layers) < 1:
             raise ValueError(f"layers must list 4 positive block counts, got {tuple(layers)}")
         if in_channels < 1 or width < 1:
@@ -142,11 +165,12 @@ class ResNetBackbone(nn.Module):
         self.width = width
         self.groups = groups
         self.base_width = width_per_group
+        self.spatial_dims = spatial_dims
         self.inplanes = width
-        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.conv1 = _CONV[spatial_dims](in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = _BATCH_NORM[spatial_dims](width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = _MAX_POOL[spatial_dims](3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, width, layers[0])
         self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
@@ -158,31 +182,41 @@ class ResNetBackbone(nn.Module):
     def _make_layer(
         self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int = 1
     ) -> nn.Sequential:
+        dims = self.spatial_dims
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
+                _CONV[dims](self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                _BATCH_NORM[dims](planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, dims)]
         self.inplanes = planes * block.expansion
         layers += [
-            block(self.inplanes, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)
+            block(self.inplanes, planes, groups=self.groups, base_width=self.base_width, spatial_dims=dims)
+            for _ in range(1, blocks)
         ]
         return nn.Sequential(*layers)
 
     def reset_parameters(self) -> None:
         """torchvision's initialisation: Kaiming-normal (fan_out, ReLU) convolutions, BN weight 1, bias 0."""
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Features of ``layer1..layer4``: (B, out_channels[i], ceil(H / stride_i), ceil(W / stride_i))."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward(self, x: torch.Tensor, memory_format: torch.memory_format | None = None) -> list[torch.Tensor]:
+        """Features of ``layer1..layer4``: (B, out_channels[i], ceil(S / stride_i) for every spatial size S).
+
+        ``memory_format``: lay the activations out so from the stem on. (A one-channel input is laid out
+        both ways at once, and a convolution then keeps the default layout, so asking the input is not
+        enough.)
+        """
+        x = self.conv1(x)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        x = self.maxpool(self.relu(self.bn1(x)))
         taps = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
@@ -195,7 +229,8 @@ class ResNetBackbone(nn.Module):
         ``.safetensors`` files are read with safetensors, anything else with
         ``torch.load(weights_only=True)``; nothing is unpickled and nothing is downloaded. The
         classifier (``fc.*``) is ignored; the first convolution is adapted to ``in_channels`` with
-        ``adapt_first_conv``. Every other tensor must be present with the right shape.
+        ``adapt_first_conv``. Every other tensor must be present with the right shape. A 3D backbone
+        also takes a 2D file: its kernels are inflated along the first spatial axis (``inflate_kernel``).
 
         Returns the keys of the file that were ignored. Raises ``DataError`` naming the file when it
         cannot be read or does not match this architecture.
@@ -204,9 +239,13 @@ class ResNetBackbone(nn.Module):
         state = read_state_dict(path)
         ignored = sorted(k for k in state if k.startswith("fc."))
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        if self.spatial_dims == 3:
+            state = {
+                k: inflate_kernel(v) if k in own and own[k].dim() == 5 and v.dim() == 4 else v for k, v in state.items()
+            }
         if "conv1.weight" in state:
             state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], self.in_channels)
-        own = self.state_dict()
         # Old torchvision files predate BN's num_batches_tracked; such a missing counter is harmless.
         missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
         unexpected = sorted(k for k in state if k not in own)
@@ -228,7 +267,8 @@ class ResNetBackbone(nn.Module):
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Adapt a first-convolution weight (O, S, k, k) trained on S input channels to ``in_channels``.
+    """Adapt a first-convolution weight (O, S, *kernel), 2D or 3D, trained on S input channels to
+    ``in_channels``.
 
     Unchanged when the channel counts agree. Otherwise the kernels are summed over the S source
     channels and spread evenly over the new ones: ``w_c = sum_s w_s / in_channels``. So an input whose
@@ -236,12 +276,25 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     the image (g, g, g): for one channel this is the usual "sum over RGB" rule (as timm does), and for
     C > 1 no channel is favoured.
     """
-    if weight.dim() != 4:
-        raise ValueError(f"expected a conv weight (O, S, k, k), got shape {tuple(weight.shape)}")
+    if weight.dim() not in (4, 5):
+        raise ValueError(f"expected a conv weight (O, S, k, k) or (O, S, k, k, k), got shape {tuple(weight.shape)}")
     if weight.shape[1] == in_channels:
         return weight
     grey = weight.sum(dim=1, keepdim=True)
-    return grey.repeat(1, in_channels, 1, 1) / in_channels
+    return grey.expand(-1, in_channels, *grey.shape[2:]) / in_channels
+
+
+def inflate_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """A 2D kernel (O, I, kh, kw) as a 3D one (O, I, kh, kh, kw): repeated kh times along the new first
+    spatial axis and divided by kh (I3D's inflation, Carreira & Zisserman, CVPR 2017).
+
+    So a volume that is constant along that axis gives, away from its ends, the activations the 2D
+    network gives for one of its slices: an ImageNet start for a 3D backbone.
+    """
+    if weight.dim() != 4:
+        raise ValueError(f"expected a 2D conv weight (O, I, kh, kw), got shape {tuple(weight.shape)}")
+    depth = weight.shape[2]
+    return weight.unsqueeze(2).expand(-1, -1, depth, -1, -1) / depth
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -263,9 +316,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_backbone(name: str, in_channels: int = 3, width: int = 64) -> ResNetBackbone:
-    """A backbone by name: one of ``BACKBONES`` (resnet18/34/50/101, resnext101_32x8d)."""
+def build_backbone(name: str, in_channels: int = 3, width: int = 64, spatial_dims: int = 2) -> ResNetBackbone:
+    """A backbone by name: one of ``BACKBONES`` (resnet18/34/50/101, resnext101_32x8d), 2D or 3D."""
     if name not in BACKBONES:
         raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {name!r}")
     spec = BACKBONES[name]
-    return ResNetBackbone(spec.block, spec.layers, in_channels, spec.groups, spec.width_per_group, width)
+    return ResNetBackbone(spec.block, spec.layers, in_channels, spec.groups, spec.width_per_group, width, spatial_dims)

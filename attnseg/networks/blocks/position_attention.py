@@ -1,12 +1,15 @@
-"""Position attention module (PAM) of DANet (Fu et al., CVPR 2019) as used by Sinha & Dolz (JBHI 2020).
+"""Position attention module (PAM) of DANet (Fu et al., CVPR 2019) as used by Sinha & Dolz (JBHI 2020),
+in 2D and 3D.
 
-For x of shape (B, C, H, W) and N = H·W positions:
+For x of shape (B, C, H, W) and N = H·W positions (3D: (B, C, D, H, W) and N = D·H·W; the formula is
+the same, every position attends to every other position of the volume):
 
     q = Conv1x1(C -> C/r)(x), k = Conv1x1(C -> C/r)(x), v = Conv1x1(C -> C)(x)
     E = qᵀk (N x N, *unscaled*),  A = softmax(E) over the keys (last axis),  out_i = Σ_j A_ij v_j
     y = γ·out + x,  γ a learnable scalar initialised to 0 (so the module starts as the identity)
 
-Memory: A has N² entries per image (64 MiB in fp32 on a 64x64 grid, 1 GiB on 128x128). The default
+Memory: A has N² entries per image (64 MiB in fp32 on a 64x64 grid, 1 GiB on 128x128; 324 MiB on the
+24x24x16 grid of a 96x96x64 volume at stride 4). The default
 ``implementation="sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)``,
 the same formula, through fused kernels that never store A. The fused CPU kernel (and CUDA's flash
 kernel) needs q, k and v to have the same head size and contiguous channels; otherwise PyTorch silently
@@ -16,8 +19,9 @@ is unchanged) and all three are made contiguous, and the fused kernel runs (meas
 ``implementation="naive"`` is the literal formula, kept as the reference and for inspecting A.
 
 ``kv_pool`` > 1 average-pools the keys and values (non-local-networks style): each query then attends
-over ceil(H/p)·ceil(W/p) pooled positions, which cuts the cost of the naive path by p² for large grids.
-It is an extension, off by default (the paper attends over every position).
+over ceil(H/p)·ceil(W/p) pooled positions (3D: ceil(D/p)·ceil(H/p)·ceil(W/p)), which cuts the cost of
+the attention by p² (3D: p³) for large grids, and the memory of the naive path by as much. It is an
+extension, off by default (the paper attends over every position).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnseg.networks.blocks.conv import conv_layer
 from attnseg.networks.memory import estimating_memory
 
 PositionAttentionImpl = Literal["sdpa", "naive"]
@@ -80,13 +85,14 @@ def attention_map_bytes(batch: int, queries: int, keys: int, element_size: int =
 
 
 class PositionAttention(nn.Module):
-    """DANet's position attention module (PAM), 2D.
+    """DANet's position attention module (PAM), 2D or 3D.
 
     Args:
         channels: C, the width of input and output.
         reduction: q and k have ``channels // reduction`` channels (DANet: 8).
         implementation: ``"sdpa"`` (fused, memory-efficient, default) or ``"naive"`` (literal formula).
-        kv_pool: average-pool keys and values by this factor (1: off, the paper's).
+        kv_pool: average-pool keys and values by this factor along every axis (1: off, the paper's).
+        spatial_dims: 2 or 3.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class PositionAttention(nn.Module):
         reduction: int = 8,
         implementation: PositionAttentionImpl = "sdpa",
         kv_pool: int = 1,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         if implementation not in IMPLEMENTATIONS:
@@ -105,14 +112,16 @@ class PositionAttention(nn.Module):
         self.channels = channels
         self.implementation = implementation
         self.kv_pool = kv_pool
-        self.query = nn.Conv2d(channels, qk_channels, 1)
-        self.key = nn.Conv2d(channels, qk_channels, 1)
-        self.value = nn.Conv2d(channels, channels, 1)
+        self.spatial_dims = spatial_dims
+        self.query = conv_layer(spatial_dims, channels, qk_channels, 1)
+        self.key = conv_layer(spatial_dims, channels, qk_channels, 1)
+        self.value = conv_layer(spatial_dims, channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, N, Cq), k (B, M, Cq), v (B, M, C); M = N unless keys and values are pooled."""
-        context = x if self.kv_pool == 1 else F.avg_pool2d(x, self.kv_pool, ceil_mode=True)
+        pool = F.avg_pool2d if self.spatial_dims == 2 else F.avg_pool3d
+        context = x if self.kv_pool == 1 else pool(x, self.kv_pool, ceil_mode=True)
         # The pooled map is a linear function of x, so pooling before the 1x1 convs equals pooling their
         # outputs, at a p² smaller cost.
         q = self.query(x).flatten(2).transpose(1, 2)
@@ -121,13 +130,13 @@ class PositionAttention(nn.Module):
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         q, k, v = self._projections(x)
         if self.implementation == "sdpa":
             out = position_attention_sdpa(q, k, v)
         else:
             out = position_attention_naive(q, k, v)[0]
-        out = out.transpose(1, 2).reshape(b, c, h, w)
+        # (B, N, C) -> (B, C, *S): a view, laid out channels-last, as the flattened channels-last x is
+        out = out.transpose(1, 2).unflatten(2, x.shape[2:])
         return self.gamma * out + x
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,4 +148,7 @@ class PositionAttention(nn.Module):
         return position_attention_naive(q, k, v)[1]
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, implementation={self.implementation!r}, kv_pool={self.kv_pool}"
+        return (
+            f"channels={self.channels}, implementation={self.implementation!r}, kv_pool={self.kv_pool}, "
+            f"spatial_dims={self.spatial_dims}"
+        )

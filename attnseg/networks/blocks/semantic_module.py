@@ -4,41 +4,67 @@
 Two encoder levels (double 3x3 conv + norm + ReLU, then max-pool 2), channels d -> 2d -> 4d, give the
 latent z (4d, H/4, W/4); two decoder levels (double 3x3 conv + norm + ReLU, then a 2x2 stride-2
 transposed conv), channels 4d -> 2d -> d, reconstruct the input (d, H, W), no output activation.
+3D is the same with 3x3x3 convs, 2x2x2 pooling and 2x2x2 transposed convs (latent (4d, D/4, H/4, W/4)).
 The guided loss compares the latents of consecutive refinement steps; the reconstruction loss compares
 the reconstruction with the module's input.
 
 Deviation: the authors return the latent flattened over the whole batch; we keep its shape (B, 4d,
 H/4, W/4) (the MSE is the same). Both resizes (to the first encoder level, and to the input) are
 no-ops for sizes divisible by 4, as inside the network; they make other sizes work too.
+
+``forward(x, chunks=k)`` runs the module on k inputs stacked along the batch as if it ran on each
+separately (the network's four scales share one module): bigger matrix products, same maths, see
+``run_in_chunks``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from attnseg.networks.blocks.conv import DoubleConv, NormName, max_pool, resize_to, transposed_conv_layer
 
 
+def run_in_chunks(module: nn.Module, x: torch.Tensor, chunks: int) -> torch.Tensor:
+    """``module`` on ``chunks`` inputs stacked along the batch, as if it ran on each separately.
+
+    Every layer of a (nested) ``nn.Sequential`` but batch norm is per sample, so it runs once on the
+    stack; a batch-norm layer that uses batch statistics (training mode) normalises each chunk with
+    its own and updates its running statistics chunk after chunk, exactly as separate calls would.
+    """
+    if chunks == 1:
+        return module(x)
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x = run_in_chunks(layer, x, chunks)
+        return x
+    if isinstance(module, _BatchNorm) and (module.training or module.running_mean is None):
+        return torch.cat([module(part) for part in x.chunk(chunks)])
+    return module(x)
+
+
 class SemanticModule(nn.Module):
-    """Encoder-decoder returning (latent, reconstruction); 2D.
+    """Encoder-decoder returning (latent, reconstruction); 2D or 3D.
 
     Args:
         channels: d, the input width (the network uses 2 x its head width, i.e. 128).
         norm: normalisation of the conv blocks (the authors': batch).
+        spatial_dims: 2 or 3.
     """
 
-    def __init__(self, channels: int, norm: NormName = "batch") -> None:
+    def __init__(self, channels: int, norm: NormName = "batch", spatial_dims: int = 2) -> None:
         super().__init__()
-        d = channels
-        self.enc1 = nn.Sequential(DoubleConv(2, d, 2 * d, norm), max_pool(2))
-        self.enc2 = nn.Sequential(DoubleConv(2, 2 * d, 4 * d, norm), max_pool(2))
-        self.dec2 = nn.Sequential(DoubleConv(2, 4 * d, 2 * d, norm), transposed_conv_layer(2, 2 * d, 2 * d))
-        self.dec1 = nn.Sequential(DoubleConv(2, 2 * d, d, norm), transposed_conv_layer(2, d, d))
+        d, n = channels, spatial_dims
+        self.enc1 = nn.Sequential(DoubleConv(n, d, 2 * d, norm), max_pool(n))
+        self.enc2 = nn.Sequential(DoubleConv(n, 2 * d, 4 * d, norm), max_pool(n))
+        self.dec2 = nn.Sequential(DoubleConv(n, 4 * d, 2 * d, norm), transposed_conv_layer(n, 2 * d, 2 * d))
+        self.dec1 = nn.Sequential(DoubleConv(n, 2 * d, d, norm), transposed_conv_layer(n, d, d))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        enc1 = self.enc1(x)
-        latent = self.enc2(enc1)
-        dec2 = resize_to(self.dec2(latent), enc1.shape[2:])
-        reconstruction = resize_to(self.dec1(dec2), x.shape[2:])
+    def forward(self, x: torch.Tensor, chunks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent, reconstruction) of ``x``, which holds ``chunks`` inputs stacked along the batch."""
+        enc1 = run_in_chunks(self.enc1, x, chunks)
+        latent = run_in_chunks(self.enc2, enc1, chunks)
+        dec2 = resize_to(run_in_chunks(self.dec2, latent, chunks), enc1.shape[2:])
+        reconstruction = resize_to(run_in_chunks(self.dec1, dec2, chunks), x.shape[2:])
         return latent, reconstruction

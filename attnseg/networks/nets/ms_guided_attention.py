@@ -1,5 +1,5 @@
 """Multi-scale self-guided attention network (Sinha & Dolz, "Multi-scale self-guided attention for
-medical image segmentation", IEEE JBHI 2020, arXiv:1906.02849), 2D.
+medical image segmentation", IEEE JBHI 2020, arXiv:1906.02849), in 2D (the paper's) and 3D.
 
 Follows the authors' code (sinAshish/Multi-Scale-Attention, ``DAF_stack``):
 
@@ -14,6 +14,12 @@ Follows the authors' code (sinAshish/Multi-Scale-Attention, ``DAF_stack``):
 * heads (1x1 conv to K classes) on each F'_s and on each scale's output of the last step, all resized
   to the input size; the prediction is the mean of the four refined logits.
 
+3D (``spatial_dims=3``; neither the paper nor the authors have it) is the same network with a 3D
+ResNet (cubic kernels, isotropic strides, see ``attnseg.networks.backbones``), 3x3x3 convolutions,
+trilinear resizing, position attention over the D·H·W positions of the stride-4 grid (memory-efficient
+attention is what makes it fit: 9,216 positions at 96 x 96 x 64, whose maps the naive form would store
+as 8 x 324 MiB per image), channel attention over the same positions, and 3D encoder-decoders.
+
 Where we deviate, and why:
 
 * no dead modules: the authors build unused layers (``conv6_*``, ``conv7_*``, ``attention1-4``,
@@ -27,11 +33,21 @@ Where we deviate, and why:
   stored), optional key/value pooling, and a pre-flight memory check (``memory_limit_gib``);
 * the eval output averages the refined logits on the stride-4 grid and resizes once; the authors resize
   each of the four, which is the same up to rounding (bilinear resizing is linear).
+
+How it runs (the same maths as the authors' loop over scales, faster): the encoder-decoder shared by
+the four scales runs once per step on the four inputs stacked along the batch, its batch-norm layers
+normalising each scale's chunk with that chunk's statistics, in the authors' order, so outputs, gradients
+and running statistics are those of four separate calls (``batch_scales``; bigger matrix products for
+the convolutions, most of the network's work); and the activations are kept channels-last (NHWC /
+NDHWC), the layout oneDNN's and cuDNN's fast convolution kernels use, whatever the layout of the input
+and of the weights (``channels_last``). Both can be switched off, for comparison.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -41,22 +57,28 @@ from attnseg.networks.blocks.channel_attention import ChannelAttention
 from attnseg.networks.blocks.conv import NORM_TYPES, ConvNormAct, NormName, conv_layer, resize_to
 from attnseg.networks.blocks.position_attention import PositionAttention, PositionAttentionImpl, attention_map_bytes
 from attnseg.networks.blocks.semantic_module import SemanticModule
-from attnseg.networks.memory import GIB, MemoryBudgetError, MemoryEstimate, estimate_step_memory
+from attnseg.networks.memory import GIB, MemoryBudgetError, MemoryEstimate, available_memory, estimate_step_memory
 from attnseg.networks.outputs import GuidedAttentionOutput
 from attnseg.networks.utils import check_input, crop_to, downsampled_size, pad_to_multiple
 
 SCALES = 4
 ATTENTION_STRIDE = 4
+SIZE_MULTIPLE = 32  # the backbone's deepest stride; the encoder-decoder's 4 is covered by it
+MemoryLimit = float | Literal["auto"] | None
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 class AttentionBranch(nn.Sequential):
     """The authors' ``PAM_CAM_Layer``: 3x3 conv-norm-PReLU (2C -> C), PAM or CAM, 3x3 conv-norm-PReLU."""
 
-    def __init__(self, channels: int, attention: nn.Module, norm: NormName = "batch") -> None:
+    def __init__(self, channels: int, attention: nn.Module, norm: NormName = "batch", spatial_dims: int = 2) -> None:
         super().__init__(
-            ConvNormAct(2, 2 * channels, channels, 3, norm, act=nn.PReLU),
+            ConvNormAct(spatial_dims, 2 * channels, channels, 3, norm, act=nn.PReLU),
             attention,
-            ConvNormAct(2, channels, channels, 3, norm, act=nn.PReLU),
+            ConvNormAct(spatial_dims, channels, channels, 3, norm, act=nn.PReLU),
         )
 
 
@@ -74,40 +96,53 @@ class GuidedAttentionStep(nn.Module):
         norm: NormName = "batch",
         position_attention: PositionAttentionImpl = "sdpa",
         kv_pool: int = 1,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        n = spatial_dims
         self.position = nn.ModuleList(
-            AttentionBranch(channels, PositionAttention(channels, 8, position_attention, kv_pool), norm)
+            AttentionBranch(channels, PositionAttention(channels, 8, position_attention, kv_pool, n), norm, n)
             for _ in range(SCALES)
         )
-        self.channel = nn.ModuleList(AttentionBranch(channels, ChannelAttention(), norm) for _ in range(SCALES))
+        self.channel = nn.ModuleList(AttentionBranch(channels, ChannelAttention(), norm, n) for _ in range(SCALES))
         self.semantic = nn.ModuleList(
-            SemanticModule(2 * channels, norm) for _ in range(1 if share_semantic_module else SCALES)
+            SemanticModule(2 * channels, norm, n) for _ in range(1 if share_semantic_module else SCALES)
         )
-        self.reconstruction_conv = nn.ModuleList(conv_layer(2, 2 * channels, channels, 3) for _ in range(SCALES))
-        self.fuse = nn.ModuleList(conv_layer(2, channels, channels, 1) for _ in range(SCALES))
+        self.reconstruction_conv = nn.ModuleList(conv_layer(n, 2 * channels, channels, 3) for _ in range(SCALES))
+        self.fuse = nn.ModuleList(conv_layer(n, channels, channels, 1) for _ in range(SCALES))
 
-    def forward(self, x: torch.Tensor, scale: int) -> dict[str, torch.Tensor]:
-        """Returns ``guided`` (A_s), ``latent``, ``reconstruction``, ``position`` and ``channel``."""
-        semantic = self.semantic[scale if len(self.semantic) > 1 else 0]
-        latent, reconstruction = semantic(x)
-        position = self.position[scale](x)
-        channel = self.channel[scale](x)
-        guided = self.fuse[scale]((position + channel) * self.reconstruction_conv[scale](reconstruction))
-        return {
-            "guided": guided,
-            "latent": latent,
-            "reconstruction": reconstruction,
-            "position": position,
-            "channel": channel,
-        }
+    def forward(self, inputs: list[torch.Tensor], batch_scales: bool = True) -> list[dict[str, torch.Tensor]]:
+        """For each scale's input X_s: ``guided`` (A_s), ``latent``, ``reconstruction``, ``position``,
+        ``channel`` and ``input`` (X_s). ``batch_scales`` runs a shared encoder-decoder once on the
+        stacked inputs (same result as one call per scale)."""
+        if len(self.semantic) == 1 and batch_scales:
+            latents, reconstructions = self.semantic[0](torch.cat(inputs), chunks=len(inputs))
+            semantic = list(zip(latents.chunk(len(inputs)), reconstructions.chunk(len(inputs)), strict=True))
+        else:
+            semantic = [self.semantic[s if len(self.semantic) > 1 else 0](x) for s, x in enumerate(inputs)]
+        results = []
+        for s, (x, (latent, reconstruction)) in enumerate(zip(inputs, semantic, strict=True)):
+            position = self.position[s](x)
+            channel = self.channel[s](x)
+            guided = self.fuse[s]((position + channel) * self.reconstruction_conv[s](reconstruction))
+            results.append(
+                {
+                    "guided": guided,
+                    "latent": latent,
+                    "reconstruction": reconstruction,
+                    "position": position,
+                    "channel": channel,
+                    "input": x,
+                }
+            )
+        return results
 
 
 def init_xavier(module: nn.Module) -> None:
     """The authors' initialisation: Xavier-normal weights for every (transposed) convolution, backbone
     included; norm weight ~ N(1, 0.02), bias 0; conv biases keep PyTorch's default."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
             nn.init.xavier_normal_(m.weight)
         elif isinstance(m, NORM_TYPES) and m.weight is not None:
             nn.init.normal_(m.weight, 1.0, 0.02)
@@ -115,11 +150,10 @@ def init_xavier(module: nn.Module) -> None:
 
 
 class MultiScaleGuidedAttentionNet(nn.Module):
-    """Multi-scale self-guided attention network ("MS-Dual-Guided"), 2D.
+    """Multi-scale self-guided attention network ("MS-Dual-Guided"), 2D or 3D.
 
     Args:
-        spatial_dims: must be 2 (the network is 2D, as the paper's); accepted so that every network
-            takes the same arguments.
+        spatial_dims: 2 (the paper's) or 3.
         in_channels: input channels.
         out_channels: number of classes K, background included.
         backbone: ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101`` or ``resnext101_32x8d`` (the
@@ -132,13 +166,23 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             code), or one per scale and step.
         norm: normalisation of the head (the backbone always uses batch norm, as its weights do).
         position_attention: ``"sdpa"`` (memory-efficient, default) or ``"naive"`` (literal formula).
-        kv_pool: average-pool keys and values of the position attention by this factor (1: off).
+        kv_pool: average-pool keys and values of the position attention by this factor along every
+            axis (1: off).
         pretrained_backbone: path of a local torchvision-layout state dict for the backbone (e.g.
-            ImageNet weights); ``None``: random init, as the authors.
+            ImageNet weights; a 3D network inflates 2D weights); ``None``: random init, as the authors.
         memory_limit_gib: if set, every new input shape is first replayed on the meta device and a
-            ``MemoryBudgetError`` is raised, before anything is allocated, when the pass (forward and
-            backward in training) would need more than this many GiB.
+            ``MemoryBudgetError`` saying which setting to lower is raised, before anything is
+            allocated, when the pass (forward and backward in training) would need more than this
+            many GiB; ``"auto"``: the memory available on the device at the time of the check.
+        batch_scales: run the encoder-decoder shared by the scales once on the stacked scales (same
+            maths as one call per scale, faster); ``False`` for the literal loop.
+        channels_last: keep activations channels-last (same maths; the fast layout of oneDNN and
+            cuDNN convolutions); ``False`` keeps the input's layout.
     """
+
+    size_multiple: int = SIZE_MULTIPLE
+    """Inputs are padded internally to a multiple of this along every spatial axis (a class attribute:
+    the training plan reads it to size patches before the network is built)."""
 
     def __init__(
         self,
@@ -154,61 +198,60 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         position_attention: PositionAttentionImpl = "sdpa",
         kv_pool: int = 1,
         pretrained_backbone: str | Path | None = None,
-        memory_limit_gib: float | None = None,
+        memory_limit_gib: MemoryLimit = None,
+        batch_scales: bool = True,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"{type(self).__name__} is 2D only (the paper's); got spatial_dims={spatial_dims}")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"{type(self).__name__}: spatial_dims must be 2 or 3, got {spatial_dims}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if head_channels < 1 or out_channels < 1:
             raise ValueError(f"head_channels and out_channels must be positive, got {head_channels}, {out_channels}")
-        if memory_limit_gib is not None and memory_limit_gib <= 0:
-            raise ValueError(f"memory_limit_gib must be positive, got {memory_limit_gib}")
+        if memory_limit_gib is not None and memory_limit_gib != "auto" and not memory_limit_gib > 0:
+            raise ValueError(f"memory_limit_gib must be positive or 'auto', got {memory_limit_gib!r}")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.head_channels = head_channels
         self.num_steps = steps
         self.memory_limit_gib = memory_limit_gib
+        self.batch_scales = batch_scales
+        self.channels_last = channels_last
         self._estimating = False
         self._checked: dict[tuple, MemoryEstimate] = {}
 
-        c = head_channels
-        self.backbone = build_backbone(backbone, in_channels, backbone_width)
+        c, n = head_channels, spatial_dims
+        self.backbone = build_backbone(backbone, in_channels, backbone_width, spatial_dims)
         self.projections = nn.ModuleList(
-            ConvNormAct(2, width, c, 1, norm, act=nn.PReLU) for width in self.backbone.out_channels
+            ConvNormAct(n, width, c, 1, norm, act=nn.PReLU) for width in self.backbone.out_channels
         )
         self.fuse = nn.Sequential(
-            ConvNormAct(2, SCALES * c, c, 3, norm, act=nn.PReLU),
-            ConvNormAct(2, c, c, 3, norm, act=nn.PReLU),
-            ConvNormAct(2, c, c, 1, norm, act=nn.PReLU),
+            ConvNormAct(n, SCALES * c, c, 3, norm, act=nn.PReLU),
+            ConvNormAct(n, c, c, 3, norm, act=nn.PReLU),
+            ConvNormAct(n, c, c, 1, norm, act=nn.PReLU),
         )
         self.refinement = nn.ModuleList(
-            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool) for _ in range(steps)
+            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n) for _ in range(steps)
         )
-        self.feature_heads = nn.ModuleList(conv_layer(2, c, out_channels, 1) for _ in range(SCALES))
-        self.refined_heads = nn.ModuleList(conv_layer(2, c, out_channels, 1) for _ in range(SCALES))
+        self.feature_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
+        self.refined_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
         init_xavier(self)
         if pretrained_backbone is not None:
             self.load_pretrained_backbone(pretrained_backbone)
-
-    @property
-    def size_multiple(self) -> int:
-        """Inputs are padded internally to a multiple of this along every spatial axis."""
-        return 32
 
     def load_pretrained_backbone(self, path: str | Path) -> list[str]:
         """Load torchvision-layout backbone weights from a local file (see ``ResNetBackbone.load_pretrained``)."""
         return self.backbone.load_pretrained(path)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False) -> torch.Tensor | GuidedAttentionOutput:
-        """Segment ``x`` of shape (B, in_channels, H, W).
+        """Segment ``x`` of shape (B, in_channels, *S), S = (H, W) or (D, H, W).
 
-        Returns the logits (B, K, H, W) in eval mode, a ``GuidedAttentionOutput`` in training mode or
+        Returns the logits (B, K, *S) in eval mode, a ``GuidedAttentionOutput`` in training mode or
         when ``return_attention=True``.
         """
-        check_input(x, 2, self.in_channels, type(self).__name__)
+        check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
         size = list(x.shape[2:])
         x = pad_to_multiple(x, self.size_multiple)
         if self.memory_limit_gib is not None and not self._estimating and not torch.compiler.is_compiling():
@@ -244,25 +287,37 @@ class MultiScaleGuidedAttentionNet(nn.Module):
 
     def _multiscale_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """F'_s (finest first), each C channels on the stride-4 grid, and their fusion F_MS."""
-        taps = self.backbone(x)
+        taps = self.backbone(x, self._layout)
         grid = taps[0].shape[2:]
-        features = [resize_to(project(t), grid) for project, t in zip(self.projections, taps, strict=True)]
+        features = [
+            self._lay_out(resize_to(project(t), grid)) for project, t in zip(self.projections, taps, strict=True)
+        ]
         fused = self.fuse(torch.cat(features[::-1], dim=1))  # the authors' order: coarsest first
         return features, fused
+
+    @property
+    def _layout(self) -> torch.memory_format | None:
+        return channels_last_format(self.spatial_dims) if self.channels_last else None
+
+    def _lay_out(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` channels-last (a no-op when it is). Layouts drift where a tensor is laid out both ways
+        at once (a 1x1(x1) tap, resized) or where PyTorch runs a convolution outside oneDNN (1x1 kernels
+        on one thread), so the network lays out again where the big convolutions start."""
+        return x if self._layout is None else x.contiguous(memory_format=self._layout)
 
     def _refine(self, features: list[torch.Tensor], fused: torch.Tensor) -> list[list[dict[str, torch.Tensor]]]:
         """Run every refinement step; ``results[step][scale]`` holds the step's tensors for that scale."""
         results: list[list[dict[str, torch.Tensor]]] = []
         guide: list[torch.Tensor] | None = None
         for step in self.refinement:
-            outputs = []
-            for s, feature in enumerate(features):
-                context = fused if guide is None else guide[s] * fused
-                module_input = torch.cat([feature, context], dim=1)
-                outputs.append({**step(module_input, s), "input": module_input})
+            contexts = [fused] * len(features) if guide is None else [g * fused for g in guide]
+            inputs = [self._lay_out(torch.cat([f, c], dim=1)) for f, c in zip(features, contexts, strict=True)]
+            outputs = step(inputs, self.batch_scales)
             guide = [r["guided"] for r in outputs]
             results.append(outputs)
         return results
+
+    # the pre-flight memory check ---------------------------------------------------------------------
 
     def check_memory(self, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> MemoryEstimate:
         """Estimate the memory of a pass on ``input_shape`` (padded), raise ``MemoryBudgetError`` if over
@@ -277,25 +332,54 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             finally:
                 self._estimating = False
         estimate = self._checked[key]
-        if self.memory_limit_gib is not None and estimate.total > self.memory_limit_gib * GIB:
-            raise MemoryBudgetError(self._budget_message(input_shape, estimate, backward))
+        limit = self.memory_limit_bytes()
+        if limit is not None and estimate.total > limit:
+            raise MemoryBudgetError(self._budget_message(input_shape, estimate, backward, limit))
         return estimate
 
-    def _budget_message(self, shape: tuple[int, ...], estimate: MemoryEstimate, backward: bool) -> str:
+    def memory_limit_bytes(self) -> int | None:
+        """``memory_limit_gib`` in bytes; for ``"auto"``, what the device has available now plus the
+        parameters (already resident), or None where that cannot be read."""
+        if self.memory_limit_gib is None:
+            return None
+        if self.memory_limit_gib != "auto":
+            return int(self.memory_limit_gib * GIB)
+        parameter = next(self.parameters())
+        free = available_memory(parameter.device)
+        if free is None:
+            return None
+        resident = sum(t.numel() * t.element_size() for t in (*self.parameters(), *self.buffers()))
+        return free + resident
+
+    def _budget_message(self, shape: tuple[int, ...], estimate: MemoryEstimate, backward: bool, limit: int) -> str:
         what = "a training step" if backward else "a forward pass"
-        pam = self.refinement[0].position[0][1]
-        grid = [s // ATTENTION_STRIDE for s in shape[2:]]
-        n = grid[0] * grid[1]
-        m = downsampled_size(grid, pam.kv_pool)
-        maps = self.num_steps * SCALES * attention_map_bytes(shape[0], n, m[0] * m[1])
-        if pam.implementation == "naive":
-            hint = (
-                f"the naive position attention keeps {self.num_steps * SCALES} maps of {n}x{m[0] * m[1]} "
-                f"({maps / GIB:.1f} GiB): use position_attention='sdpa', kv_pool=2, a smaller batch or input"
-            )
-        else:
-            hint = "use a smaller batch or input"
+        source = "available" if self.memory_limit_gib == "auto" else "the memory limit of"
         return (
             f"{type(self).__name__}: {what} on input {tuple(shape)} needs about {estimate.total_gib:.1f} GiB, "
-            f"over the memory limit of {self.memory_limit_gib:g} GiB; {hint}"
+            f"over {source} {limit / GIB:.3g} GiB; {self._what_to_lower(shape, estimate, limit)}"
         )
+
+    def _what_to_lower(self, shape: tuple[int, ...], estimate: MemoryEstimate, limit: int) -> str:
+        """Name the setting to lower, with a value that should fit: the naive attention maps first, then
+        the batch size, then the input (patch) size. Activations grow about linearly with both, so the
+        values come from scaling the estimate; they are approximate, the check runs again on the next pass."""
+        pam = self.refinement[0].position[0][1]
+        grid = [s // ATTENTION_STRIDE for s in shape[2:]]
+        n, m = math.prod(grid), math.prod(downsampled_size(grid, pam.kv_pool))
+        maps = self.num_steps * SCALES * attention_map_bytes(shape[0], n, m)
+        if pam.implementation == "naive" and maps > 0.25 * estimate.peak_live:
+            return (
+                f"the naive position attention keeps {self.num_steps * SCALES} maps of {n}x{m} "
+                f"({maps / GIB:.1f} GiB): use position_attention='sdpa', kv_pool=2, a smaller batch or input"
+            )
+        batch = shape[0]
+        per_sample = estimate.peak_live / batch
+        fits = max(limit - estimate.parameters, 0) / per_sample  # samples of this size that fit
+        if batch > 1 and fits >= 1:
+            return f"lower the batch size from {batch} to {math.floor(fits)} (data.batch_size)"
+        side = fits ** (1 / self.spatial_dims)  # per-axis shrink factor of one sample that fits
+        smaller = [int(s * side) // SIZE_MULTIPLE * SIZE_MULTIPLE for s in shape[2:]]
+        if min(smaller) >= SIZE_MULTIPLE:
+            size = " x ".join(map(str, smaller))
+            return f"use batch size 1 and an input (data.patch_size) of about {size}, or a smaller head_channels"
+        return "use a smaller head_channels or backbone, or a machine with more memory"
