@@ -15,6 +15,13 @@ When fewer than four whole epochs fit (a slow machine, a short budget, a large n
 fewer steps (``training.iterations_per_epoch`` shrinks), so that there are four and the schedule and
 validation still happen within the budget.
 
+For a 2D network whose plan the user left to attnseg, the budget also chooses the in-plane resolution
+before anything is preprocessed: when fewer than :data:`MIN_BUDGET_STEPS` training steps would fit at
+the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2), as little as gives that many
+steps. A few hundred steps at full resolution generalise worse to new subjects than a thousand at a
+coarser one (docs/generalisation.md has the figures); on a GPU, or with a longer budget, the full
+resolution fits and is kept.
+
 The learning-rate schedule follows the planned number of epochs, so it ends at its final value when
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
 usual. Validation is spaced out so that it takes at most a fifth of the time, unless
@@ -39,6 +46,10 @@ _UNIT_SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h
 FIRST_GUESS_MARGIN = 1.3
 # Validation may take at most this share of the training time when the budget spaces it out.
 VALIDATION_SHARE = 0.2
+# Fewer training steps than this at the plan's resolution: a 2D plan coarsens its in-plane spacing.
+MIN_BUDGET_STEPS = 1000
+# The in-plane coarsening factors tried, finest first; the last is taken when none gives enough steps.
+COARSENING_FACTORS = (1.0, 1.25, 1.5, 2.0)
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
 
@@ -97,6 +108,25 @@ class EpochCost:
 def reserve_seconds(budget: float) -> float:
     """Kept free at the end of a budget: the final weights, post-processing choice and process exit."""
     return 2.0 + 0.03 * budget
+
+
+def training_seconds(budget: TimeBudget) -> float:
+    """What is left of ``budget`` for training steps, before any is measured: the reserve and a
+    validation share set aside."""
+    return max(0.0, (budget.remaining() - reserve_seconds(budget.seconds)) * (1 - VALIDATION_SHARE))
+
+
+def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:
+    """The smallest in-plane coarsening factor at which :data:`MIN_BUDGET_STEPS` steps fit in ``seconds``.
+
+    ``step_seconds`` is a step's measured time at factor 1; ``relative_costs`` maps each candidate factor
+    to its step's cost relative to factor 1 (the ratio of the slices' pixels). The coarsest factor when
+    none gives enough steps."""
+    factors = sorted(relative_costs)
+    for factor in factors:
+        if seconds / (step_seconds * FIRST_GUESS_MARGIN * relative_costs[factor]) >= MIN_BUDGET_STEPS:
+            return factor
+    return factors[-1]
 
 
 def epochs_that_fit(remaining: float, cost: EpochCost, val_every: int) -> int:

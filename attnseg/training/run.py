@@ -21,6 +21,7 @@ from attnseg.data import (
     PreprocessedCase,
     SliceDataset,
     build_augmentation,
+    fingerprint_dataset,
     load_dataset,
     load_preprocessed,
     load_splits,
@@ -31,10 +32,11 @@ from attnseg.data import (
     save_splits,
     split_cases,
 )
+from attnseg.data.check import Fingerprint
 from attnseg.data.dataset import Dataset
 from attnseg.data.plan import PATCH_MULTIPLE
 from attnseg.device import resolve_device
-from attnseg.distributed import DistContext, barrier, local_rank, process_group
+from attnseg.distributed import DistContext, barrier, broadcast_number, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.inference.postprocess import LARGEST_COMPONENT, decide, keep_largest_components, single_component_classes
 from attnseg.inference.volume import predict_preprocessed
@@ -44,7 +46,14 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network, get_spec
 from attnseg.runtime import Runtime, runtime_candidates
-from attnseg.training.budget import TimeBudget
+from attnseg.training.budget import (
+    COARSENING_FACTORS,
+    MIN_BUDGET_STEPS,
+    TimeBudget,
+    coarsening_for_budget,
+    median_seconds,
+    training_seconds,
+)
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.trainer import Trainer, TrainState
@@ -90,7 +99,7 @@ def _train_in_group(
 ) -> TrainState:
     """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
     lives and dies in this function, before ``process_group`` destroys the group."""
-    data = prepare_data(config, model_dir if resume else None, context)
+    data = prepare_data(config, model_dir if resume else None, context, budget=budget, device=device)
     model = build_model(config, data.plan)
     if context.is_main:
         model_dir.write_description(
@@ -139,10 +148,16 @@ def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
 
 
 def prepare_data(
-    config: Config, resume_from: ModelDir | None = None, context: DistContext | None = None
+    config: Config,
+    resume_from: ModelDir | None = None,
+    context: DistContext | None = None,
+    *,
+    budget: TimeBudget | None = None,
+    device: torch.device | None = None,
 ) -> PreparedData:
     """Load the dataset, plan (or reuse the plan of the run being resumed), split and preprocess:
-    in memory, or once into ``data.cache`` (memory-mapped afterwards).
+    in memory, or once into ``data.cache`` (memory-mapped afterwards). With a time ``budget``, a 2D plan
+    left to attnseg may take a coarser in-plane spacing (:func:`plan_for_budget`).
 
     Under DDP every rank prepares the same data (the splits are deterministic); only rank 0 writes.
     """
@@ -151,15 +166,10 @@ def prepare_data(
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
         plan = resume_from.load_plan()
     else:
-        plan = plan_dataset(
-            dataset,
-            spatial_dims=config.network.spatial_dims,
-            target_spacing=config.data.target_spacing,
-            slice_axis=config.data.slice_axis,
-            patch_size=config.data.patch_size,
-            normalization=normalization_overrides(config.data.normalization, dataset.num_channels or 1),
-            patch_multiple=patch_multiple(config),
-        )
+        fingerprint = fingerprint_dataset(dataset)
+        plan = plan_from_config(config, dataset, fingerprint)
+        if budget is not None and budget_may_choose_resolution(config, plan):
+            plan = plan_for_budget(config, dataset, fingerprint, plan, budget, device or torch.device("cpu"), context)
     split = fold_split(dataset, config.data.fold, config.output if context.is_main else None)
     case_ids = split["train"] + split["val"]
     if config.data.cache is None:
@@ -171,6 +181,90 @@ def prepare_data(
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
     return PreparedData(dataset, plan, train_cases, val_cases)
+
+
+def plan_from_config(
+    config: Config,
+    dataset: Dataset,
+    fingerprint: Fingerprint,
+    target_spacing: tuple[float | None, ...] | None = None,
+) -> Plan:
+    """The plan for ``config``'s data settings; ``target_spacing`` replaces ``data.target_spacing``."""
+    return plan_dataset(
+        dataset,
+        spatial_dims=config.network.spatial_dims,
+        fingerprint=fingerprint,
+        target_spacing=target_spacing or config.data.target_spacing,
+        slice_axis=config.data.slice_axis,
+        patch_size=config.data.patch_size,
+        normalization=normalization_overrides(config.data.normalization, dataset.num_channels or 1),
+        patch_multiple=patch_multiple(config),
+    )
+
+
+def budget_may_choose_resolution(config: Config, plan: Plan) -> bool:
+    """A 2D network whose spacing and slice size the user left to the plan."""
+    return plan.spatial_dims == 2 and config.data.target_spacing is None and config.data.patch_size is None
+
+
+def plan_for_budget(
+    config: Config,
+    dataset: Dataset,
+    fingerprint: Fingerprint,
+    plan: Plan,
+    budget: TimeBudget,
+    device: torch.device,
+    context: DistContext,
+) -> Plan:
+    """``plan``, or the same plan at a coarser in-plane spacing when fewer than MIN_BUDGET_STEPS training
+    steps would fit in ``budget`` at its own (attnseg.training.budget). A step is timed on random data
+    of the plan's slice size on this machine; coarser slices are costed by their pixels."""
+    candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in COARSENING_FACTORS}
+    pixels = math.prod(plan.patch_size)
+    costs = {factor: math.prod(candidate.patch_size) / pixels for factor, candidate in candidates.items()}
+    step = _step_seconds(config, plan, device)
+    seconds = training_seconds(budget)
+    factor = coarsening_for_budget(seconds, step, costs)
+    factor = broadcast_number(factor, context, device, "time budget (resolution)")
+    chosen = candidates[min(candidates, key=lambda f: abs(f - factor))]
+    if context.is_main:
+        steps = seconds / (step * costs[factor])
+        spacing = " x ".join(f"{s:g}" for s in chosen.target_spacing if s is not None)
+        reason = (
+            f"at the data's spacing, ~{seconds / step:.0f} steps of {step:.2f} s fit, fewer than {MIN_BUDGET_STEPS}"
+            if factor > 1
+            else f"~{seconds / step:.0f} steps fit"
+        )
+        print(
+            f"time budget: {reason}; training at {spacing} mm in-plane, slices of "
+            f"{' x '.join(map(str, chosen.patch_size))} (~{steps:.0f} steps)",
+            flush=True,
+        )
+    return chosen
+
+
+def _coarsened(config: Config, dataset: Dataset, fingerprint: Fingerprint, plan: Plan, factor: float) -> Plan:
+    if factor == 1:
+        return plan
+    spacing = tuple(None if s is None else round(s * factor, 4) for s in plan.target_spacing)
+    return plan_from_config(config, dataset, fingerprint, spacing)
+
+
+def _step_seconds(config: Config, plan: Plan, device: torch.device) -> float:
+    """A forward and backward pass of the configured network and loss on a random batch of the plan's
+    size; the random number generators are left as they were, so the run is the one it would be."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(config, plan).to(device).train()
+        loss_fn = build_loss(config, model).to(device)
+        shape = (config.data.batch_size, plan.num_channels, *plan.patch_size)
+        image = torch.randn(shape, device=device)
+        label = torch.randint(0, plan.num_classes, (shape[0], *shape[2:]), device=device)
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(image), label).backward()
+
+        return median_seconds(step, repeats=2, warmup=1)
 
 
 def patch_multiple(config: Config) -> int:

@@ -6,10 +6,21 @@ import pytest
 import torch
 
 from attnseg.cli import main
+from attnseg.data import fingerprint_dataset, load_dataset
+from attnseg.distributed import DistContext
 from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
-from attnseg.training.budget import EpochCost, epochs_that_fit, parse_duration, shorter_epochs, spaced_validation
+from attnseg.training.budget import (
+    EpochCost,
+    TimeBudget,
+    coarsening_for_budget,
+    epochs_that_fit,
+    parse_duration,
+    shorter_epochs,
+    spaced_validation,
+)
 from attnseg.training.config import load_config
+from attnseg.training.run import plan_for_budget, plan_from_config
 
 
 @pytest.mark.parametrize(
@@ -72,3 +83,42 @@ def test_too_slow_for_whole_epochs_gets_shorter_ones():
     assert iterations == 4 and shorter.train == 8.0
     assert epochs_that_fit(60.0, shorter, val_every=1) == 4
     assert shorter_epochs(1000.0, cost, 50, val_every=1) == (50, cost)  # whole epochs fit: unchanged
+
+
+def test_coarsening_for_budget_by_hand():
+    # pixels relative to full resolution; a step of 1 s measured, 1.3 x for loading and the optimizer
+    costs = {1.0: 1.0, 1.25: 0.64, 1.5: 0.44, 2.0: 0.25}
+    assert coarsening_for_budget(2000.0, 1.0, costs) == 1.0  # 2000 / 1.3 = 1538 steps >= 1000
+    assert coarsening_for_budget(800.0, 1.0, costs) == 1.5  # 615 at 1, 962 at 1.25, 1399 at 1.5
+    assert coarsening_for_budget(100.0, 1.0, costs) == 2.0  # nothing gives 1000: the coarsest
+
+
+def _budget_plan(dataset, config, seconds):
+    data = load_dataset(dataset)
+    fingerprint = fingerprint_dataset(data)
+    plan = plan_from_config(config, data, fingerprint)
+    budget = TimeBudget.starting_now(seconds)
+    return plan, plan_for_budget(config, data, fingerprint, plan, budget, torch.device("cpu"), DistContext())
+
+
+def test_a_short_budget_trains_2d_at_a_coarser_spacing(make_nnunet, capsys):
+    dataset = make_nnunet(cases=2, shape=(64, 48, 6), spacing=(1.0, 1.0, 3.0))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}"])
+    plan, chosen = _budget_plan(dataset, config, 5.0)  # ~2 s of training: far fewer than 1000 steps
+    assert plan.target_spacing == (1.0, 1.0, None) and plan.patch_size == (64, 48)
+    assert chosen.target_spacing == (2.0, 2.0, None) and chosen.patch_size == (32, 32)
+    assert "training at 2 x 2 mm in-plane, slices of 32 x 32" in capsys.readouterr().out
+    _, kept = _budget_plan(dataset, config, 36000.0)  # ten hours: full resolution fits
+    assert kept == plan
+
+
+def test_a_spacing_set_by_hand_is_kept_under_a_budget(make_nnunet, tmp_path):
+    dataset = make_nnunet(cases=2, shape=(32, 24, 6), spacing=(1.0, 1.0, 3.0))
+    output = tmp_path / "run"
+    status = main([
+        "train", "--dataset", str(dataset), "--output", str(output), "--time-budget", "8s", "--fold", "all",
+        "--no-progress", "--set", "network.features=[4,8,16]", "--set", "data.batch_size=2",
+        "--set", "data.target_spacing=[1.0,1.0,null]",
+    ])  # fmt: skip
+    assert status == 0
+    assert ModelDir(output).load_plan().target_spacing == (1.0, 1.0, None)
