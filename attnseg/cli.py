@@ -309,7 +309,9 @@ def _add_train_verb(verbs: argparse._SubParsersAction) -> None:
         "--time-budget",
         metavar="DURATION",
         help="finish the whole run within this wall time, e.g. 300, 90s, 5m, 1.5h (training.time_budget): epochs "
-        "are planned from step times measured on this machine and the run stops on time, keeping the best model",
+        "are planned from step times measured on this machine and the run stops on time, keeping the best model; "
+        "a 2D run whose spacing is left to the plan trains at a coarser in-plane spacing (at most 2x) when fewer "
+        "than 1000 steps would fit at the data's own",
     )
     train.add_argument("--seed", type=int, help="training.seed")
     train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")

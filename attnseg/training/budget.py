@@ -119,8 +119,8 @@ def training_seconds(budget: TimeBudget) -> float:
 def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:
     """The smallest in-plane coarsening factor at which :data:`MIN_BUDGET_STEPS` steps fit in ``seconds``.
 
-    ``step_seconds`` is a step's measured time at factor 1; ``relative_costs`` maps each candidate factor
-    to its step's cost relative to factor 1 (the ratio of the slices' pixels). The coarsest factor when
+    ``step_seconds`` is a measured step's time; ``relative_costs`` maps each candidate factor to its
+    step's cost relative to the measured one (the ratio of the slices' pixels). The coarsest factor when
     none gives enough steps."""
     factors = sorted(relative_costs)
     for factor in factors:

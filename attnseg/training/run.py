@@ -218,26 +218,25 @@ def plan_for_budget(
 ) -> Plan:
     """``plan``, or the same plan at a coarser in-plane spacing when fewer than MIN_BUDGET_STEPS training
     steps would fit in ``budget`` at its own (attnseg.training.budget). A step is timed on random data
-    of the plan's slice size on this machine; coarser slices are costed by their pixels."""
+    at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
+    budget), and every candidate is costed from it by its slices' pixels."""
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in COARSENING_FACTORS}
-    pixels = math.prod(plan.patch_size)
-    costs = {factor: math.prod(candidate.patch_size) / pixels for factor, candidate in candidates.items()}
-    step = _step_seconds(config, plan, device)
+    timed = candidates[max(candidates)]
+    costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
+    step = _step_seconds(config, timed, device)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
     chosen = candidates[min(candidates, key=lambda f: abs(f - factor))]
     if context.is_main:
-        steps = seconds / (step * costs[factor])
+        full = step * costs[1.0]
+        reason = f"~{seconds / full:.0f} steps of ~{full:.2f} s fit at the data's spacing"
+        if factor > 1:
+            reason += f", fewer than {MIN_BUDGET_STEPS}"
         spacing = " x ".join(f"{s:g}" for s in chosen.target_spacing if s is not None)
-        reason = (
-            f"at the data's spacing, ~{seconds / step:.0f} steps of {step:.2f} s fit, fewer than {MIN_BUDGET_STEPS}"
-            if factor > 1
-            else f"~{seconds / step:.0f} steps fit"
-        )
         print(
             f"time budget: {reason}; training at {spacing} mm in-plane, slices of "
-            f"{' x '.join(map(str, chosen.patch_size))} (~{steps:.0f} steps)",
+            f"{' x '.join(map(str, chosen.patch_size))} (~{seconds / (step * costs[factor]):.0f} steps)",
             flush=True,
         )
     return chosen
