@@ -17,10 +17,10 @@ validation still happen within the budget.
 
 For a 2D network whose plan the user left to attnseg, the budget also chooses the in-plane resolution
 before anything is preprocessed: when fewer than :data:`MIN_BUDGET_STEPS` training steps would fit at
-the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2), as little as gives that many
-steps. A few hundred steps at full resolution generalise worse to new subjects than a thousand at a
-coarser one (docs/generalisation.md has the figures); on a GPU, or with a longer budget, the full
-resolution fits and is kept.
+the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2, keeping slices at least
+:data:`MIN_COARSE_SIDE` pixels across), as little as gives that many steps. A few hundred steps at full
+resolution generalise worse to new subjects than a thousand at a coarser one (docs/generalisation.md
+has the figures); on a GPU, or with a longer budget, the full resolution fits and is kept.
 
 The learning-rate schedule follows the planned number of epochs, so it ends at its final value when
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
@@ -50,6 +50,8 @@ VALIDATION_SHARE = 0.2
 MIN_BUDGET_STEPS = 1000
 # The in-plane coarsening factors tried, finest first; the last is taken when none gives enough steps.
 COARSENING_FACTORS = (1.0, 1.25, 1.5, 2.0)
+# A coarser slice keeps at least this many pixels along its shorter side (small images stay as they are).
+MIN_COARSE_SIDE = 64
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
 

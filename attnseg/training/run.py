@@ -49,6 +49,7 @@ from attnseg.runtime import Runtime, runtime_candidates
 from attnseg.training.budget import (
     COARSENING_FACTORS,
     MIN_BUDGET_STEPS,
+    MIN_COARSE_SIDE,
     TimeBudget,
     coarsening_for_budget,
     median_seconds,
@@ -221,6 +222,7 @@ def plan_for_budget(
     at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
     budget), and every candidate is costed from it by its slices' pixels."""
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in COARSENING_FACTORS}
+    candidates = {f: c for f, c in candidates.items() if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
     step = _step_seconds(config, timed, device)

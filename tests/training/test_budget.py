@@ -102,14 +102,22 @@ def _budget_plan(dataset, config, seconds):
 
 
 def test_a_short_budget_trains_2d_at_a_coarser_spacing(make_nnunet, capsys):
-    dataset = make_nnunet(cases=2, shape=(64, 48, 6), spacing=(1.0, 1.0, 3.0))
+    dataset = make_nnunet(cases=2, shape=(160, 128, 4), spacing=(1.0, 1.0, 3.0))
     config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}"])
     plan, chosen = _budget_plan(dataset, config, 5.0)  # ~2 s of training: far fewer than 1000 steps
-    assert plan.target_spacing == (1.0, 1.0, None) and plan.patch_size == (64, 48)
-    assert chosen.target_spacing == (2.0, 2.0, None) and chosen.patch_size == (32, 32)
-    assert "training at 2 x 2 mm in-plane, slices of 32 x 32" in capsys.readouterr().out
+    assert plan.target_spacing == (1.0, 1.0, None) and plan.patch_size == (160, 128)
+    assert chosen.target_spacing == (2.0, 2.0, None) and chosen.patch_size == (80, 64)
+    assert "training at 2 x 2 mm in-plane, slices of 80 x 64" in capsys.readouterr().out
     _, kept = _budget_plan(dataset, config, 36000.0)  # ten hours: full resolution fits
     assert kept == plan
+
+
+def test_small_slices_are_not_coarsened_below_64_pixels(make_nnunet):
+    dataset = make_nnunet(cases=2, shape=(96, 80, 4), spacing=(1.0, 1.0, 3.0))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}"])
+    plan, chosen = _budget_plan(dataset, config, 5.0)
+    assert plan.patch_size == (96, 80)
+    assert chosen.target_spacing == (1.25, 1.25, None)  # 80 / 1.5 < 64: not 1.5 or 2
 
 
 def test_a_spacing_set_by_hand_is_kept_under_a_budget(make_nnunet, tmp_path):
