@@ -97,13 +97,13 @@ class EvaluationReport:
     def mean(self) -> dict[str, dict[str, float]]:
         """``{class name: {metric: NaN-ignoring mean over cases}}`` (NaN when no case defines it)."""
         return {
-            name: {key: _nan_stat(np.nanmean, self.values(name, key)) for key in METRIC_KEYS} for name in self.labels
+            name: {key: nan_stat(np.nanmean, self.values(name, key)) for key in METRIC_KEYS} for name in self.labels
         }
 
     def std(self) -> dict[str, dict[str, float]]:
         """``{class name: {metric: sample standard deviation (ddof=1) over the cases that define it}}``."""
         return {
-            name: {key: _nan_stat(lambda v: np.nanstd(v, ddof=1), self.values(name, key)) for key in METRIC_KEYS}
+            name: {key: nan_stat(lambda v: np.nanstd(v, ddof=1), self.values(name, key)) for key in METRIC_KEYS}
             for name in self.labels
         }
 
@@ -118,7 +118,7 @@ class EvaluationReport:
         """``{metric: mean of the class means over the classes whose value is not 0}`` (nnU-Net's definition)."""
         means = self.mean()
         foreground = [name for name, value in self.labels.items() if value != 0]
-        return {key: _nan_stat(np.mean, np.array([means[n][key] for n in foreground])) for key in METRIC_KEYS}
+        return {key: nan_stat(np.mean, np.array([means[n][key] for n in foreground])) for key in METRIC_KEYS}
 
     def flagged(self) -> list[dict[str, Any]]:
         """The (case, class) pairs with exactly one empty side: ``case_id``, ``label``, ``label_value``, ``empty``."""
@@ -139,7 +139,7 @@ class EvaluationReport:
         return out
 
 
-def _nan_stat(fn: Any, values: np.ndarray) -> float:
+def nan_stat(fn: Any, values: np.ndarray) -> float:
     """``fn(values)`` as a float, NaN (without a RuntimeWarning) when no value is defined."""
     if values.size == 0 or np.all(np.isnan(values)):
         return float("nan")

@@ -42,6 +42,7 @@ from attnseg.inference.postprocess import LARGEST_COMPONENT, decide, keep_larges
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
 from attnseg.metrics.overlap import dice, overlap_counts
+from attnseg.metrics.report import nan_stat
 from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network, get_spec
@@ -404,8 +405,9 @@ def make_validator(
                 if index in lcc:
                     key = f"val_dice_{name}_{LARGEST_COMPONENT}"
                     scores.setdefault(key, []).append(_dice(largest, reference, index))
-        metrics = {key: float(np.nanmean(values)) for key, values in scores.items()}
-        metrics["val_dice_mean"] = float(np.nanmean([metrics[f"val_dice_{name}"] for name in names.values()]))
+        # a class absent from every validation case has no Dice: NaN, skipped by the mean
+        metrics = {key: nan_stat(np.nanmean, np.asarray(values)) for key, values in scores.items()}
+        metrics["val_dice_mean"] = nan_stat(np.nanmean, np.array([metrics[f"val_dice_{n}"] for n in names.values()]))
         return metrics
 
     validate.batches = validation_batches(plan, cases, config.data.batch_size)  # what the time budget plans with
