@@ -24,7 +24,7 @@ from attnseg.runtime import Runtime, inference_runtime
 from attnseg.timing import time_call
 from attnseg.training.config import Config
 from attnseg.training.run import build_loss
-from attnseg.training.step import choose_runtime, step_runner
+from attnseg.training.step import choose_runtime, random_batch, step_runner
 
 __all__ = ["PeakMemory", "Profile", "count_gflops", "profile_forward", "profile_training", "time_call"]
 
@@ -147,9 +147,7 @@ def profile_training(
     the step is that of the first one (it allocates the optimizer's state).
     """
     device = torch.device(device)
-    classes = getattr(model, "out_channels", 2)
-    image = torch.randn(input_shape, device=device)
-    label = torch.randint(0, classes, (input_shape[0], *input_shape[2:]), device=device)
+    image, label = random_batch(input_shape, getattr(model, "out_channels", 2), device)
     model = model.to(device)
     loss_fn = build_loss(config, model).to(device)
     runtime = choose_runtime(config, model, loss_fn, {"image": image, "label": label}, device)

@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from attnseg.errors import ConfigError
@@ -161,15 +159,3 @@ def spaced_validation(cost: EpochCost, val_every: int, fixed: bool) -> int:
     if fixed or cost.validation <= 0 or cost.train <= 0:
         return val_every
     return max(val_every, math.ceil(cost.validation / (VALIDATION_SHARE * cost.train)))
-
-
-def median_seconds(work: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``work()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        work()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)

@@ -47,17 +47,18 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network, get_spec
 from attnseg.runtime import Runtime, runtime_candidates
+from attnseg.timing import time_call
 from attnseg.training.budget import (
     COARSENING_FACTORS,
     MIN_BUDGET_STEPS,
     MIN_COARSE_SIDE,
     TimeBudget,
     coarsening_for_budget,
-    median_seconds,
     training_seconds,
 )
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
+from attnseg.training.step import random_batch
 from attnseg.training.trainer import Trainer, TrainState
 
 SPLITS_FILE = "splits.json"
@@ -222,15 +223,15 @@ def plan_for_budget(
     steps would fit in ``budget`` at its own (attnseg.training.budget). A step is timed on random data
     at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
     budget), and every candidate is costed from it by its slices' pixels."""
-    candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in COARSENING_FACTORS}
-    candidates = {f: c for f, c in candidates.items() if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE}
+    factors = [f for f in COARSENING_FACTORS if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE]
+    candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in factors}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
     step = _step_seconds(config, timed, device)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
-    chosen = candidates[min(candidates, key=lambda f: abs(f - factor))]
+    chosen = candidates[factor]  # exact: the broadcast carries a float64
     if context.is_main:
         full = step * costs[1.0]
         reason = f"~{seconds / full:.0f} steps of ~{full:.2f} s fit at the data's spacing"
@@ -259,14 +260,13 @@ def _step_seconds(config: Config, plan: Plan, device: torch.device) -> float:
         model = build_model(config, plan).to(device).train()
         loss_fn = build_loss(config, model).to(device)
         shape = (config.data.batch_size, plan.num_channels, *plan.patch_size)
-        image = torch.randn(shape, device=device)
-        label = torch.randint(0, plan.num_classes, (shape[0], *shape[2:]), device=device)
+        image, label = random_batch(shape, plan.num_classes, device)
 
         def step() -> None:
             model.zero_grad(set_to_none=True)
             loss_fn(model(image), label).backward()
 
-        return median_seconds(step, repeats=2, warmup=1)
+        return time_call(step, repeats=2, warmup=1, device=device)
 
 
 def patch_multiple(config: Config) -> int:

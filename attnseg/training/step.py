@@ -62,6 +62,14 @@ class TrainStep:
         return loss
 
 
+def random_batch(input_shape: tuple[int, ...], classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image of ``input_shape`` (B, C, *S) and labels (B, *S) in ``0..classes-1``, for timing a step
+    (its speed does not depend on the values)."""
+    image = torch.randn(input_shape, device=device)
+    label = torch.randint(0, classes, (input_shape[0], *input_shape[2:]), device=device)
+    return image, label
+
+
 def step_runner(
     config: Config, model: nn.Module, loss_fn: nn.Module, image: torch.Tensor, label: torch.Tensor
 ) -> Callable[[Runtime], Callable[[], object]]:

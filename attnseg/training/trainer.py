@@ -31,13 +31,13 @@ from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
 from attnseg.runtime import Runtime, is_out_of_memory, runtime_candidates
+from attnseg.timing import time_call
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
     EpochCost,
     TimeBudget,
     epochs_that_fit,
     format_duration,
-    median_seconds,
     reserve_seconds,
     shorter_epochs,
     spaced_validation,
@@ -262,9 +262,9 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
-        step = median_seconds(train_step) * FIRST_GUESS_MARGIN
+        step = time_call(train_step, device=self.device) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
-        self._validation_seconds = median_seconds(forward) * batches if batches else 0.0
+        self._validation_seconds = time_call(forward, device=self.device) * batches if batches else 0.0
         cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
         self._replan(cost, allow_longer=True, why="measured a training step")
 
