@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from attnseg import distributed as dist_utils
+from attnseg import hooks
 from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
@@ -363,6 +364,7 @@ class Trainer:
         )
         for iteration, batch in enumerate(bar):
             loss = self._step(batch, epoch, iteration)
+            hooks.progress("train-step", "after epoch", epoch + 1, "iteration", iteration + 1)  # test/diagnostic hook
             total, steps = total + loss, steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", eta=self._total_eta(epoch, bar))
         bar.close()
