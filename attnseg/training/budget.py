@@ -57,6 +57,8 @@ MIN_BUDGET_STEPS = 1000
 COARSENING_FACTORS = (1.0, 1.25, 1.5, 2.0)
 # A coarser slice keeps at least this many pixels along its shorter side (small images stay as they are).
 MIN_COARSE_SIDE = 64
+# With a budget, the runtime candidates (attnseg.runtime) are timed only when that costs at most this share.
+RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
 
@@ -128,6 +130,24 @@ def training_seconds(budget: TimeBudget) -> float:
     """What is left of ``budget`` for training steps, before any is measured: the reserve and a
     validation share set aside."""
     return max(0.0, (budget.remaining() - reserve_seconds(budget.seconds)) * (1 - VALIDATION_SHARE))
+
+
+def refuse_if_short(budget: TimeBudget, needed: float, what: str) -> None:
+    """Raise a ConfigError when ``needed`` seconds (``what``: the least the run still has to do) and the
+    final reserve do not fit in what is left of ``budget``: a budget the machine cannot meet is refused
+    as soon as that is known, never overrun silently."""
+    remaining = budget.remaining()
+    if needed + reserve_seconds(budget.seconds) <= remaining:
+        return
+    at_least = budget.elapsed() + needed + reserve_seconds(budget.seconds)
+    raise ConfigError(
+        f"time budget {format_duration(budget.seconds)} cannot be met on this machine: {what} needs "
+        f"~{format_duration(needed)} and {format_duration(reserve_seconds(budget.seconds))} are kept for "
+        f"writing the model, but {format_duration(max(remaining, 0.0))} of it is left after "
+        f"{format_duration(budget.elapsed())} of set-up. Give a longer --time-budget (at least "
+        f"~{format_duration(at_least * 1.25)}), or a cheaper run: a smaller data.patch_size or data.batch_size, "
+        "fewer network.features, or data.target_spacing coarser"
+    )
 
 
 def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:

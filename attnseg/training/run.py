@@ -56,6 +56,7 @@ from attnseg.training.budget import (
     Clock,
     TimeBudget,
     coarsening_for_budget,
+    refuse_if_short,
     training_seconds,
 )
 from attnseg.training.config import Config, augment_config
@@ -120,6 +121,8 @@ def _train_in_group(
     """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
     lives and dies in this function, before ``process_group`` destroys the group."""
     data = prepare_data(config, model_dir if resume else None, context, budget=budget, device=device)
+    if budget is not None:  # the set-up alone may have spent the budget: say so now, not after an overrun
+        refuse_if_short(budget, 0.0, "anything after the set-up (planning, preprocessing)")
     model = build_model(config, data.plan)
     if context.is_main:
         model_dir.write_description(

@@ -39,6 +39,7 @@ from attnseg.training.budget import (
     TimeBudget,
     epochs_that_fit,
     format_duration,
+    refuse_if_short,
     reserve_seconds,
     shorter_epochs,
     spaced_validation,
@@ -145,11 +146,11 @@ class Trainer:
         self.validate = validate
         self.show_progress = show_progress and self.context.is_main
         model = model.to(self.device)
+        self.budget = budget  # read by the runtime's choice: with a budget, timing candidates must be worth it
         self.runtime = runtime or self._choose_runtime(model, loss_fn)
         # the layout is set before DDP wraps the model: its gradient buckets follow the parameters' strides
         self.model = dist_utils.wrap_model(self.runtime.prepare_model(model), self.context, self.device)
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
-        self.budget = budget
         self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
         self.val_every = self.train_cfg.val_every
         self.iterations = self.train_cfg.iterations_per_epoch
@@ -173,6 +174,7 @@ class Trainer:
         try:
             while self.state.epoch < self.epochs and not self.state.stopped_early:
                 self._run_epoch(self.state.epoch)
+            self._validate_if_owed()
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -181,6 +183,23 @@ class Trainer:
             why = "no validation cases" if self.validate is None else "validation gave no score"
             self.model_dir.save_weights(self.network, {"epoch": self.state.epoch, "selected": f"last epoch ({why})"})
         return self.state
+
+    def _validate_if_owed(self) -> None:
+        """Validate the final weights when the last epoch run did not (a budget cut the plan short after
+        an epoch that was not due to validate): a run with validation cases always reports a score."""
+        history = self.state.history
+        if self.validate is None or not history or SELECTION_METRIC in history[-1] or self.state.stopped_early:
+            return
+        epoch = self.state.epoch - 1
+        started = self._clock()
+        row = self.state.history[-1]
+        row.update(self._validate_and_select(epoch))
+        row["seconds"] += self._clock() - started
+        if self.context.is_main:
+            self.model_dir.save_checkpoint(self._checkpoint())
+            self._write_logs(row)
+            tqdm.write(f"final validation (the budget ended the run at epoch {epoch + 1}):")
+            self._print_summary(row)
 
     @property
     def loss_fn(self) -> nn.Module:
@@ -237,7 +256,7 @@ class Trainer:
         needs_batch = self.train_cfg.layout == "auto" or self.train_cfg.amp == "auto"
         batch = self._first_batch(model) if needs_batch and not self.train_cfg.deterministic else {}
         try:
-            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device)
+            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device, self.budget)
         except (RuntimeError, MemoryError) as error:
             if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
@@ -284,6 +303,10 @@ class Trainer:
         available = budget.remaining() - reserve_seconds(budget.seconds)
         iterations = self.iterations
         if done == 0:  # too slow a machine for whole epochs: shorter ones, so the schedule still runs
+            step = cost.train / iterations
+            refuse_if_short(
+                budget, step + cost.writing + cost.validation, "the shortest run (one step, one validation)"
+            )
             iterations, cost = shorter_epochs(available, cost, iterations, val_every)
         fit = epochs_that_fit(available, cost, val_every)
         epochs = done + fit if allow_longer else min(self.epochs, done + fit)
