@@ -287,12 +287,20 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
-        step = time_call(train_step, device=self.device, clock=self._clock) * FIRST_GUESS_MARGIN
+        step = self._time_for_budget(train_step) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
-        forward_seconds = time_call(forward, device=self.device, clock=self._clock) if batches else 0.0
+        forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
         cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
         self._replan(cost, allow_longer=True, why="measured a training step")
+
+    def _time_for_budget(self, fn: Callable[[], object]) -> float:
+        """Seconds of one call of ``fn`` (the pre-flight pass warmed it up); the median of three when one
+        is cheap (under 1% of the budget), else that one: measuring must not eat the budget it plans."""
+        once = time_call(fn, repeats=1, warmup=0, device=self.device, clock=self._clock)
+        if once > 0.01 * self.budget.seconds:
+            return once
+        return time_call(fn, repeats=3, warmup=0, device=self.device, clock=self._clock)
 
     def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
         """Fit the remaining epochs into the remaining time; rank 0's plan is everyone's."""
