@@ -91,7 +91,8 @@ def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_da
     image = tmp_path / "asymmetric.nii.gz"
     write_image(image, array, scan.geometry)
     other = _perturbed_copy(trained_model, tmp_path / "other")
-    predictor = Predictor([trained_model, other], mirror=True, largest_component=True)
+    # amp="off": fp32 as the hand computation (the training may have chosen bf16, from its timings)
+    predictor = Predictor([trained_model, other], mirror=True, largest_component=True, amp="off")
     written = predictor.predict_files(image, tmp_path / "out", save_probabilities=True, progress=False)
     probabilities = read_image(tmp_path / "out" / "asymmetric_probabilities.nii.gz")
     assert probabilities.channels == 3
