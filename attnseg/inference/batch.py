@@ -41,7 +41,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -57,9 +56,7 @@ from attnseg.distributed import (
 from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.inference.cases import CaseOutputs, CaseSurvey, InputCase, find_cases, output_paths, survey_case
 from attnseg.inference.prefetch import prefetch
-
-if TYPE_CHECKING:
-    from attnseg.inference.predictor import Predictor, PreparedImage
+from attnseg.inference.steps import PreparedImage, StepwisePredictor
 
 # How long ranks wait for each other by default (s). The end of a run waits for the slowest rank's last
 # few cases, so this must exceed a few cases' time; it is PyTorch's own default for gloo.
@@ -149,7 +146,7 @@ class PredictionReport:
 
 
 def predict_cases(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     *,
@@ -164,8 +161,10 @@ def predict_cases(
     """Segment every case in ``inputs`` into ``output``, shared out over the ranks of ``torchrun``.
 
     Args:
-        predictor: the models, already on this rank's device.
-        inputs, output, save_probabilities, output_ending: see :meth:`Predictor.predict_files`.
+        predictor: the models, already on this rank's device: a
+            :class:`~attnseg.inference.predictor.Predictor` (any :class:`~attnseg.inference.steps.StepwisePredictor`).
+        inputs, output, save_probabilities, output_ending: see
+            :meth:`~attnseg.inference.predictor.Predictor.predict_files`.
         overwrite: replace existing outputs. Without it (and without ``skip_existing``) any existing
             output stops the run before any case is read.
         skip_existing: keep the outputs that exist and are complete; predict what is missing.
@@ -224,7 +223,7 @@ class _Plan:
 
 
 def _plan(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: Path,
     output_ending: str | None,
@@ -260,7 +259,7 @@ def largest_first(sizes: Sequence[int], todo: Iterable[int]) -> list[int]:
 
 
 def _list_cases(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: Path,
     ending: str | None,
@@ -292,7 +291,9 @@ def _survey(
 class _RunOnRank:
     """One rank's share of the predictions: claim, load (background), predict, write (background)."""
 
-    def __init__(self, predictor: Predictor, plan: _Plan, overwrite: bool, context: DistContext, bar: tqdm) -> None:
+    def __init__(
+        self, predictor: StepwisePredictor, plan: _Plan, overwrite: bool, context: DistContext, bar: tqdm
+    ) -> None:
         self.predictor = predictor
         self.plan = plan
         self.overwrite = overwrite
