@@ -196,6 +196,13 @@ def predict_cases(
         finally:
             bar.close()
         finished = time.monotonic()
+    return _report(plan, results, finished - surveyed, surveyed - started, context.is_main)
+
+
+def _report(
+    plan: _Plan, results: list[_RankResult], seconds: float, survey_seconds: float, is_main: bool
+) -> PredictionReport:
+    """Every rank's results in one report, masks and failures in case order."""
     written = sorted(item for result in results for item in result.written)
     failures = plan.problems + [item for result in results for item in result.failures]
     return PredictionReport(
@@ -204,9 +211,9 @@ def predict_cases(
         skipped=[plan.cases[i].case_id for i, s in enumerate(plan.surveys) if not s.to_write and s.problem is None],
         failures=[failure for _, failure in sorted(failures, key=lambda item: item[0])],
         per_rank=[result.predicted for result in results],
-        seconds=finished - surveyed,
-        survey_seconds=surveyed - started,
-        is_main=context.is_main,
+        seconds=seconds,
+        survey_seconds=survey_seconds,
+        is_main=is_main,
     )
 
 
