@@ -1,4 +1,4 @@
-"""DICOM series: a folder of slices <-> one :class:`~attnseg.data.io.Image`.
+"""DICOM series: a folder of slices <-> one :class:`~attnseg.data.image.Image`.
 
 Reading: pydicom reads the headers (no pixels) to check that the folder holds one series of parallel
 slices, evenly spaced, none missing and none duplicated; SimpleITK (GDCM) then reads the pixels in slice
@@ -22,15 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from attnseg.data.geometry import Geometry
+from attnseg.data.image import WRITE_ATOL, Image, from_sitk
 from attnseg.errors import DataError, OutputExistsError
-
-if TYPE_CHECKING:
-    from attnseg.data.geometry import Geometry
-    from attnseg.data.io import Image
 
 # Two slices closer than this fraction of the typical step are duplicates; a step this much
 # longer than the typical one means slices are missing; steps must agree to 1% otherwise.
@@ -75,8 +73,6 @@ def read_dicom_series(folder: Path) -> Image:
     """
     import SimpleITK as sitk
 
-    from attnseg.data.io import Image, _from_sitk
-
     slices = _read_headers(folder)
     ordered = _check_and_sort(folder, slices)
     reader = sitk.ImageSeriesReader()
@@ -88,7 +84,7 @@ def read_dicom_series(folder: Path) -> Image:
         raise DataError(
             f"{folder}: cannot read the DICOM pixel data ({str(error).strip().splitlines()[-1]})"
         ) from error
-    array, geometry = _from_sitk(itk_image, data)
+    array, geometry = from_sitk(itk_image, data)
     meta = {
         "series_description": ordered[0].description,
         "files": [s.path.name for s in ordered],
@@ -476,11 +472,9 @@ def _integer(text: str | None) -> int:
 
 def _verify_series(staging: Path, folder: Path, geometry: Geometry, shape: tuple[int, ...]) -> None:
     """Read the slices just written back (slice checks included) and insist on the requested grid."""
-    from attnseg.data.io import _WRITE_ATOL
-
     written = read_dicom_series(staging)
-    if written.spatial_shape != tuple(shape) or not written.geometry.allclose(geometry, atol=_WRITE_ATOL):
-        diffs = "; ".join(written.geometry.differences(geometry, atol=_WRITE_ATOL)) or f"shape {written.spatial_shape}"
+    if written.spatial_shape != tuple(shape) or not written.geometry.allclose(geometry, atol=WRITE_ATOL):
+        diffs = "; ".join(written.geometry.differences(geometry, atol=WRITE_ATOL)) or f"shape {written.spatial_shape}"
         raise DataError(f"{folder}: the DICOM series written does not give back this image's grid ({diffs})")
 
 

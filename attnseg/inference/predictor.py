@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from attnseg.data import Image, Plan, PreprocessedCase, preprocess_case, restore_probabilities, write_image
+from attnseg.data import Image, Plan, preprocess_case, restore_probabilities, write_image
 from attnseg.data.dicom import write_dicom_series
 from attnseg.device import resolve_device
 from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
 from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
+from attnseg.inference.steps import PreparedImage
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
 from attnseg.runtime import Runtime, inference_runtime
@@ -37,18 +38,6 @@ class LoadedModel:
     network: torch.nn.Module
     plan: Plan
     runtime: Runtime
-
-
-@dataclass
-class PreparedImage:
-    """An image preprocessed for every model of an ensemble: what a background loader hands over.
-
-    ``groups`` pairs each distinct preprocessing (models with the same plan, such as the folds of one
-    training, share one) with the indices of the models that use it.
-    """
-
-    image: Image
-    groups: list[tuple[PreprocessedCase, list[int]]] = field(default_factory=list)
 
 
 class Predictor:
