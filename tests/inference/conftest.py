@@ -15,6 +15,7 @@ TINY = [
     "--set", "data.batch_size=4",
     "--set", "training.iterations_per_epoch=3",
     "--set", "training.val_every=1",
+    "--set", "training.amp=off",  # fp32 every run: a timed bf16/fp32 choice made tests compare unlike numbers
 ]  # fmt: skip
 
 
