@@ -20,7 +20,8 @@ DCIODVFY_TIMEOUT_S = 60
 # the SEG, as the standard allows).
 ACCEPTED_WARNINGS = (
     re.compile(
-        r"^Warning - Missing attribute or value that would be needed to build DICOMDIR - (Study Date|Study Time|Study ID|Patient ID|Series Number)$"
+        r"^Warning - Missing attribute or value that would be needed to build DICOMDIR - "
+        r"(Study Date|Study Time|Study ID|Patient ID|Series Number)$"
     ),
 )
 
