@@ -190,6 +190,14 @@ def _source_headers(path: Path, image: Any) -> list[Any]:
     headers = [pydicom.dcmread(Path(image.path) / name, stop_before_pixels=True) for name in files]
     if not str(headers[0].get("FrameOfReferenceUID", "")):
         raise DataError(f"{image.path}: the series has no FrameOfReferenceUID, so a SEG cannot be placed in its world")
+    keys = ("StudyInstanceUID", "FrameOfReferenceUID", "Rows", "Columns")
+    for header, name in zip(headers[1:], files[1:], strict=True):
+        differs = [k for k in keys if header.get(k) != headers[0].get(k)]
+        if differs:
+            raise DataError(
+                f"{Path(image.path) / name}: {', '.join(differs)} differ from {files[0]}; the slices of one series "
+                "must share them for a SEG to reference them"
+            )
     spacing = format_number_as_ds(float(image.geometry.spacing[2]))
     for header in headers:
         for keyword in _TYPE2:
