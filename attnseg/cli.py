@@ -332,6 +332,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.dist_timeout <= 0:
         raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
+    if (args.dicomweb is None) == (args.input is None):
+        raise ConfigError("give either -i INPUT or --dicomweb URL --study UID")
+    if args.dicomweb is not None and not args.study:
+        raise ConfigError("--dicomweb needs --study STUDY_UID")
     predictor = Predictor(
         args.model,
         device=args.device,
@@ -341,6 +345,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         largest_component=args.largest_component,
         amp=args.amp,
     )
+    if args.dicomweb is not None:
+        from attnseg.data.dicomweb import load_credentials
+        from attnseg.inference.pacs import predict_from_pacs
+
+        result = predict_from_pacs(
+            predictor,
+            args.dicomweb,
+            args.study,
+            args.output,
+            series_uid=args.series,
+            store=args.store,
+            credentials=load_credentials(args.dicomweb_credentials),
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        print(result.summary(args.dicomweb), flush=True)
+        return 0
     report = predict_cases(
         predictor,
         args.input,
@@ -376,6 +397,8 @@ examples:
   attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities
   attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component
   attnseg predict -m runs/ct -i dicom/series1 -o out --format dicom     # out/series1/IM00001.dcm ...
+  attnseg predict -m runs/ct -i dicom/export -o out --output-format dicom-seg    # out/<series>.seg.dcm
+  attnseg predict -m runs/ct --dicomweb http://pacs:8042/dicom-web --study 1.2.3 -o out --store
   torchrun --nproc_per_node=4 -m attnseg predict -m runs/ct -i scans/ -o out        # 4 GPUs
   torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
       -m attnseg predict -m runs/ct -i /shared/scans -o /shared/out --skip-existing  # 2 machines
@@ -403,7 +426,7 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("-m", "--model", action="append", required=True, help="model directory (repeat to ensemble)")
-    predict.add_argument("-i", "--input", nargs="+", required=True, help="image file(s), folder(s) or DICOM folder(s)")
+    predict.add_argument("-i", "--input", nargs="+", help="image file(s), folder(s) or DICOM folder(s) or trees")
     predict.add_argument("-o", "--output", required=True, help="folder for the masks")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower in 2D)")
     predict.add_argument("--probabilities", action="store_true", help="also write CASE_probabilities (K channels)")
@@ -423,10 +446,22 @@ def _add_predict_verb(verbs: argparse._SubParsersAction) -> None:
         const=False,
         help="the network's argmax as it is, without the model's post-processing",
     )
+    pacs = predict.add_argument_group("PACS round trip (DICOMweb; see docs/dicom.md)")
+    pacs.add_argument("--dicomweb", metavar="URL", help="DICOMweb root of the archive, instead of -i")
+    pacs.add_argument("--study", metavar="UID", help="StudyInstanceUID to retrieve and segment")
+    pacs.add_argument("--series", metavar="UID", help="only this series of the study (default: every image series)")
+    pacs.add_argument("--store", action="store_true", help="store the SEGs back on the archive (STOW-RS)")
+    pacs.add_argument(
+        "--dicomweb-credentials",
+        metavar="FILE",
+        help="file holding user:password or 'Bearer TOKEN' (default: $ATTNSEG_DICOMWEB_CREDENTIALS); never echoed",
+    )
     predict.add_argument(
         "--format",
-        help="output ending, e.g. .nii.gz or .nrrd (default: the input's; .nrrd for DICOM), or 'dicom': a DICOM "
-        "series per DICOM input, in its study",
+        "--output-format",
+        help="output ending, e.g. .nii.gz or .nrrd (default: the input's; for DICOM the model's "
+        "prediction.dicom_output_format, else .nrrd), 'dicom': a DICOM series per DICOM input, in its study, or "
+        "'dicom-seg': one DICOM Segmentation per DICOM series (OUTPUT/<series>.seg.dcm)",
     )
     predict.add_argument(
         "--batch-size", type=int, default=None, help="slices or windows per forward pass (default: 4 on CPU, 16 on GPU)"

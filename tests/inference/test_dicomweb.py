@@ -6,6 +6,7 @@ credentials (never echoed)."""
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -109,3 +110,21 @@ def test_clear_errors_and_credentials_never_echoed(trained_model, orthanc, study
         load_credentials(tmp_path / "bad")
     assert "no-colon-secret" not in str(caught.value)
     assert not np.any([p.name.endswith(".seg.dcm") for p in tmp_path.rglob("*")])  # nothing written on failure
+
+
+def test_command_line_round_trip_prints_the_new_uids(trained_model, orthanc, study, tmp_path, monkeypatch, capsys):
+    from attnseg.cli import main
+
+    monkeypatch.setenv("ATTNSEG_DICOMWEB_CREDENTIALS", f"{USER}:{PASSWORD}")
+    args = ["predict", "-m", str(trained_model), "--dicomweb", orthanc.dicomweb, "--study", study[0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptySegmentWarning)
+        assert main([*args, "-o", str(tmp_path / "out"), "--store", "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    segs = sorted((tmp_path / "out").glob("*.seg.dcm"))
+    assert len(segs) == 2 and PASSWORD not in printed.out + printed.err
+    for path in segs:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        assert header.SOPInstanceUID in printed.out and header.SeriesInstanceUID in printed.out
+        stored = pydicom.dcmread(io.BytesIO(orthanc.download(header.SOPInstanceUID)), stop_before_pixels=True)
+        assert stored.SeriesInstanceUID == header.SeriesInstanceUID  # on the archive
