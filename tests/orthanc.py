@@ -48,6 +48,16 @@ class Orthanc:
         response.raise_for_status()
         return response.content
 
+    def series_count(self, study_uid: str) -> int:
+        """How many series the study has on the server (Orthanc's REST API)."""
+        found = requests.post(
+            f"{self.root}/tools/lookup", data=study_uid, auth=(USER, PASSWORD), timeout=REQUEST_TIMEOUT_S
+        ).json()
+        [study] = [item for item in found if item["Type"] == "Study"]
+        response = requests.get(f"{self.root}/studies/{study['ID']}", auth=(USER, PASSWORD), timeout=REQUEST_TIMEOUT_S)
+        response.raise_for_status()
+        return len(response.json()["Series"])
+
 
 def free_port() -> int:
     with socket.socket() as probe:

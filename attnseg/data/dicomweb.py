@@ -182,23 +182,31 @@ class DicomWeb:
             DataError: the retrieval failed or brought back other instances than the archive lists
                 (a partial retrieval): the folder is then incomplete and must not be used.
         """
+        import requests
+
         folder.mkdir(parents=True, exist_ok=True)
         written = []
 
         def fetch() -> None:
-            for dataset in self.client.iter_series(study_instance_uid=study_uid, series_instance_uid=series.series_uid):
-                path = folder / f"{dataset.SOPInstanceUID}.dcm"
-                dataset.save_as(path, enforce_file_format=True)
-                written.append(path)
+            try:
+                for dataset in self.client.iter_series(
+                    study_instance_uid=study_uid, series_instance_uid=series.series_uid
+                ):
+                    path = folder / f"{dataset.SOPInstanceUID}.dcm"
+                    dataset.save_as(path, enforce_file_format=True)
+                    written.append(path)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as error:
+                raise _BrokenTransfer(type(error).__name__) from None  # the body ended before its promised length
 
         try:
             self._call(fetch, f"retrieving series {series.series_uid}")
         except DataError:
             raise
-        except Exception as error:  # a body cut short: the multipart or DICOM parser fails part-way
+        except Exception as error:  # a body cut short (or the multipart or DICOM parser failing part-way)
+            reason = str(error) if isinstance(error, _BrokenTransfer) else type(error).__name__
             raise DataError(
                 f"{self.url}: partial retrieval of series {series.series_uid}: the transfer broke off after "
-                f"{len(written)} of {len(series.instance_uids)} instance(s) ({type(error).__name__}); "
+                f"{len(written)} of {len(series.instance_uids)} instance(s) ({reason}); "
                 "nothing was predicted or stored"
             ) from None
         got = {p.stem for p in written}
@@ -245,6 +253,11 @@ class DicomWeb:
             ) from None
         except requests.exceptions.RequestException as error:
             raise DataError(f"{self.url}: {what}: {type(error).__name__}") from None
+
+
+class _BrokenTransfer(Exception):
+    """A response body that ended before its end (connection closed part-way): a partial retrieval.
+    Its message is the name of the error the HTTP client raised."""
 
 
 def _value(item: dict[str, Any], tag: str) -> str:

@@ -20,35 +20,9 @@ from attnseg.errors import ConfigError, DataError
 from attnseg.inference.pacs import predict_from_pacs
 from attnseg.inference.predictor import Predictor
 from tests.data.test_dicom_seg import assert_seg_equals_nifti, assert_valid
-from tests.dicom_series import write_case
-from tests.orthanc import PASSWORD, USER, free_port, running_orthanc
+from tests.orthanc import PASSWORD, USER, free_port
 
 GOOD = Credentials(user=USER, password=PASSWORD)
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, orthanc) -> tuple[str, list[Path]]:
-    """One study of two series (oblique, reversed slice order) uploaded to Orthanc; (study UID, folders)."""
-    root = tmp_path_factory.mktemp("study")
-    study_uid, frame = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    folders = []
-    for number, kind in enumerate(("oblique", "reversed"), start=1):
-        folder = write_case(root / kind, kind)
-        series_frame = frame if number == 1 else pydicom.uid.generate_uid()
-        for path in sorted(folder.iterdir()):
-            ds = pydicom.dcmread(path)
-            ds.StudyInstanceUID, ds.SeriesNumber = study_uid, number
-            ds.FrameOfReferenceUID = series_frame
-            ds.save_as(path, enforce_file_format=True)
-            orthanc.upload(path)
-        folders.append(folder)
-    return study_uid, folders
 
 
 def _predict(predictor: Predictor, orthanc, study_uid: str, out: Path, **options):
