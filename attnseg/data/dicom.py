@@ -64,8 +64,9 @@ class _Slice:
     identity: dict[str, str] = field(default_factory=dict)  # _IDENTITY_KEYWORDS present in the header
 
 
-def read_dicom_series(folder: Path) -> Image:
-    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored).
+def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
+    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored), or,
+    with ``series_uid``, that series among several in the folder.
 
     ``meta`` holds ``series_description``, the slice ``files`` in order, and ``dicom``: the patient, study,
     frame-of-reference and series attributes of the first slice (what ``write_dicom_series(reference=)``
@@ -74,6 +75,10 @@ def read_dicom_series(folder: Path) -> Image:
     import SimpleITK as sitk
 
     slices = _read_headers(folder)
+    if series_uid is not None:
+        slices = [s for s in slices if s.series == series_uid]
+        if not slices:
+            raise DataError(f"{folder}: no slices of series {series_uid}")
     ordered = _check_and_sort(folder, slices)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in ordered])
@@ -186,6 +191,7 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     distance = distance[order]
     if len(ordered) < 2:
         return ordered
+    _check_stacking(folder, ordered, normal)
     steps = np.diff(distance)
     positive = steps[steps > 1e-6]
     typical = float(np.median(positive)) if positive.size else 0.0
@@ -208,6 +214,21 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
             "resample the series to even spacing first"
         )
     return ordered
+
+
+def _check_stacking(folder: Path, ordered: list[_Slice], normal: np.ndarray) -> None:
+    """Slices must stack along their normal: a gantry-tilted (sheared) series moves each slice sideways,
+    which a volume grid cannot describe (ITK would silently place every slice above the first)."""
+    first, last = ordered[0].position, ordered[-1].position
+    offset = last - first
+    sideways = offset - (offset @ normal) * normal
+    along = abs(float(offset @ normal))
+    if float(np.linalg.norm(sideways)) > max(1e-2, 1e-3 * along):
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(sideways), along)))
+        raise DataError(
+            f"{folder}: the slices are not stacked along their normal (tilted by {angle:.1f} degrees: gantry "
+            "tilt?), so they are not one volume grid; resample the series onto a straight grid first"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------

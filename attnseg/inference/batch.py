@@ -46,6 +46,8 @@ import torch
 from tqdm import tqdm
 
 from attnseg.data import read_case, read_image, write_image
+from attnseg.data.dicom import read_dicom_series
+from attnseg.data.io import reading
 from attnseg.distributed import (
     DistContext,
     SharedCounter,
@@ -276,7 +278,10 @@ def _list_cases(
     rank 0 sends to every rank so that all of them stop with it."""
     try:
         cases = find_cases(inputs, predictor.num_channels)
-        return cases, [output_paths(case, output, ending, probabilities) for case in cases], uuid.uuid4().hex
+        default = getattr(predictor, "dicom_output_format", None)  # the model's choice for DICOM inputs
+        endings = [ending or (default if case.is_dicom else None) for case in cases]
+        outputs = [output_paths(case, output, e, probabilities) for case, e in zip(cases, endings, strict=True)]
+        return cases, outputs, uuid.uuid4().hex
     except AttnsegError as error:
         return error
 
@@ -338,8 +343,13 @@ class _RunOnRank:
 
     def _load(self, index: int) -> PreparedImage:
         """Read and preprocess one case (in a loader thread)."""
-        paths = self.plan.cases[index].paths
-        image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
+        case = self.plan.cases[index]
+        paths = case.paths
+        if case.series_uid is not None:  # one series among several in its folder
+            with reading(paths[0], "DICOM series"):
+                image = read_dicom_series(paths[0], case.series_uid)
+        else:
+            image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
         return self.predictor.prepare(image)
 
     def _finish(self, index: int, prepared: PreparedImage, means: list[torch.Tensor]) -> Path | None:
