@@ -60,6 +60,9 @@ class AugmentConfig:
     # becomes the foreground's darkest class (in the synthetic image, or in the real one).
     csf_prob: float = 0.0
     csf_width: tuple[float, float] = (1.0, 4.0)  # voxels
+    # Both leave alone items whose label holds more foreground classes than this: there the contrast between
+    # the classes is part of what the label means (grey and white matter).
+    synth_max_foreground: int = 1
 
     def without_intensity(self) -> AugmentConfig:
         """The spatial part only."""
@@ -161,6 +164,7 @@ def _transforms(spatial_dims: int, c: AugmentConfig) -> list[Any]:
                 noise=c.synth_noise,
                 csf_prob=c.csf_prob,
                 csf_width=c.csf_width,
+                max_foreground=c.synth_max_foreground,
             )
         )
     if c.flip_prob > 0:
@@ -227,6 +231,10 @@ class RandTissueSynthesisd(T.RandomizableTransform):
     voxels) of the label's edge, on a smoothly varying share of the edge, take the foreground's darkest
     class (cerebrospinal fluid in a brain mask): a head with a wider CSF space than the training one
     (another age, atrophy). In the real image they take that class's mean intensity.
+
+    Items whose label holds more than ``max_foreground`` foreground classes are left alone: the contrast
+    between those classes is part of what the label means (grey and white matter). The random draws are
+    made first either way, so a seeded pipeline stays reproducible.
     """
 
     def __init__(
@@ -237,18 +245,21 @@ class RandTissueSynthesisd(T.RandomizableTransform):
         noise: tuple[float, float] = (0.0, 0.08),
         csf_prob: float = 0.0,
         csf_width: tuple[float, float] = (1.0, 4.0),
+        max_foreground: int = 1,
     ) -> None:
         super().__init__(prob=1.0)
         self.synth_prob, self.classes, self.blur, self.noise = prob, classes, blur, noise
-        self.csf_prob, self.csf_width = csf_prob, csf_width
+        self.csf_prob, self.csf_width, self.max_foreground = csf_prob, csf_width, max_foreground
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         synth = self.R.random() < self.synth_prob
         csf = self.R.random() < self.csf_prob
         if not (synth or csf):
             return data
-        image = np.asarray(_plain(data["image"]), dtype=np.float32)
         label = np.rint(np.asarray(_plain(data["label"]))[0]).astype(np.int64)
+        if len(np.unique(label[label > 0])) > self.max_foreground:
+            return data
+        image = np.asarray(_plain(data["image"]), dtype=np.float32)
         classes, means, air, dark = self._tissue_classes(image[0], label)
         out = image.copy()
         if csf and dark is not None:

@@ -97,3 +97,16 @@ def test_seeded_synthesis_is_reproducible_and_in_the_pipeline():
     }
     out = build_augmentation(3, config, seed=1)(volume)
     assert out["image"].shape == volume["image"].shape and torch.equal(out["label"], volume["label"])
+
+
+def test_labels_of_several_classes_keep_their_contrast():
+    """Grey and white matter are defined by their contrast: such items are left as they are."""
+    image, label = _head()
+    label[image == 3.0] = 2
+    item = _item(image, label)
+    synth = RandTissueSynthesisd(prob=1.0, csf_prob=1.0)
+    synth.set_random_state(0)
+    assert synth(item) is item
+    synth = RandTissueSynthesisd(prob=1.0, max_foreground=2)
+    synth.set_random_state(0)
+    assert not torch.equal(synth(item)["image"], item["image"])
