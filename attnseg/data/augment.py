@@ -228,9 +228,10 @@ class RandTissueSynthesisd(T.RandomizableTransform):
     trained on it cannot rely on one contrast and must learn the shapes (SynthSeg, SynthStrip).
 
     Independently, with probability ``csf_prob``, foreground voxels within a random width (``csf_width``
-    voxels) of the label's edge, on a smoothly varying share of the edge, take the foreground's darkest
-    class (cerebrospinal fluid in a brain mask): a head with a wider CSF space than the training one
-    (another age, atrophy). In the real image they take that class's mean intensity.
+    voxels, varying smoothly along the edge) of the label's edge become a class of their own, cerebrospinal
+    fluid in a brain mask: a head with a wider CSF space than the training one (another age, atrophy), still
+    inside the mask. In the real image the band takes a random intensity between the background's darkest
+    class (air, bone) and the foreground's darkest, blended into the tissue inside it over a voxel.
 
     Items whose label holds more than ``max_foreground`` foreground classes are left alone: the contrast
     between those classes is part of what the label means (grey and white matter). The random draws are
@@ -263,10 +264,17 @@ class RandTissueSynthesisd(T.RandomizableTransform):
         classes, means, air, dark = self._tissue_classes(image[0], label)
         out = image.copy()
         if csf and dark is not None:
-            widened = self._widened(label)
-            classes[widened] = dark
+            band = self._widened(label)
+            # cerebrospinal fluid: a class of its own, between the darkest background class (air, bone) and the
+            # darkest foreground tissue in the real image; a random intensity like every class in a synthetic one
+            level = means[air] + self.R.uniform(0.0, 1.0) * (means[dark] - means[air])
+            classes[band] = len(means)
+            means = np.append(means, level)
             if not synth:
-                out[:, widened] = means[dark]
+                from scipy import ndimage
+
+                weight = np.maximum(ndimage.gaussian_filter(band.astype(np.float32), 0.7), band) * (label > 0)
+                out = out * (1.0 - weight) + level * weight
         if synth:
             out = np.stack([self._draw(classes, len(means), air) for _ in range(image.shape[0])])
             keep = classes != air

@@ -70,9 +70,11 @@ def test_wider_csf_moves_the_brains_edge_tissue_into_the_csf_class_only():
     changed = new != image
     r = np.hypot(*(np.mgrid[:64, :64] - 32))
     assert changed.any() and (label[changed] == 1).all()  # only the foreground changes
-    assert (r[changed] > 20 - 4 - 0.5).all()  # and only within the widest width of its edge
-    assert changed[(r > 19.5) & (r <= 20)].mean() > 0.9  # the edge itself nearly everywhere
-    np.testing.assert_allclose(np.unique(new[changed]), [0.5])  # the foreground's darkest class
+    assert (r[changed] > 20 - 4 - 3).all()  # and only within the widest width (+ a blend) of its edge
+    edge = (r > 19.5) & (r <= 20)
+    assert changed[edge].all()  # the edge itself everywhere
+    # a CSF band: one intensity between the air (0) and the foreground's darkest class (0.5), on its own
+    assert np.ptp(new[edge]) < 1e-5 and 0.0 <= new[edge][0] <= 0.5
 
 
 def test_seeded_synthesis_is_reproducible_and_in_the_pipeline():
