@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from attnseg.data.augment import AugmentConfig, RandTissueSynthesisd, build_augmentation, kmeans_1d
+from attnseg.data.augment import AugmentConfig, build_augmentation
+from attnseg.data.synthesis import RandTissueSynthesisd, kmeans_1d
 
 
 def _head():
