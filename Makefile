@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
+.PHONY: demo test test-torchrun test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-e2e: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The torchrun training of a tiny model 5 times, each watched by its heartbeat (~2 min); .ci/run runs it
+# after `make test`. `make test-slow` has the 20 runs.
+test-torchrun: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m torchrun
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m slow

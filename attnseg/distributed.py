@@ -20,7 +20,8 @@ Two rules keep a multi-process run from hanging:
   caller drop its objects, collects garbage, and only then destroys the group.
 
 Each rank prints every thread's Python stack on ``SIGUSR1`` (``kill -USR1 PID``), to see where a slow
-rank is.
+rank is. With ``ATTNSEG_HEARTBEAT=PATH`` (:mod:`attnseg.hooks`) each rank also touches ``PATH`` on joining
+and leaving the group and around every collective, so a watcher can tell a slow rank from a stuck one.
 
 Work that is shared out item by item (prediction) uses a :class:`SharedCounter` in the process group's
 key-value store: each rank claims the next item when it is free, so a fast GPU simply does more.
@@ -43,6 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from attnseg import hooks
 from attnseg.errors import AttnsegError
 
 # Seconds a collective may wait for the other ranks (PyTorch's own default is 10 min for NCCL, 30 for gloo).
@@ -125,11 +127,15 @@ def process_group(
     Keep every object that holds the group (the DDP wrapper, a Trainer) local to a function called
     inside the block, so that it is gone by the time the block ends.
     """
+    hooks.beat()
     context = init_distributed(device, timeout_s, backend, timeout_option)
+    hooks.beat()
     try:
         yield context
     finally:
+        hooks.beat()
         shutdown(context)
+        hooks.beat()  # left the group: a hang in ``destroy_process_group`` stops the heartbeat before this
 
 
 def wrap_model(model: nn.Module, context: DistContext, device: torch.device) -> nn.Module:
@@ -158,8 +164,10 @@ def collective(context: DistContext, what: str, *, computing: bool = False) -> I
     ``computing``: the block also computes (a DDP training step), so only errors that look like a
     failure to communicate are converted; a genuine error of the computation passes unchanged.
     """
+    hooks.beat()
     try:
         yield
+        hooks.beat()
     except RuntimeError as error:
         if not context.enabled or (computing and not is_communication_failure(error)):
             raise

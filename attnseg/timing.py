@@ -21,9 +21,16 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, device: torch.device | str = "cpu") -> float:
-    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
-    return interleaved_times({"fn": fn}, repeats, warmup, device)["fn"]
+def time_call(
+    fn: Callable[[], object],
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls (``clock``: see
+    :func:`interleaved_times`)."""
+    return interleaved_times({"fn": fn}, repeats, warmup, device, clock=clock)["fn"]
 
 
 def interleaved_times(

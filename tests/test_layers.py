@@ -28,10 +28,11 @@ ROOT = "attnseg"
 # ``attnseg.visualize``); ``attnseg`` itself (the package's __init__, its version) names only that module.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
-        "foundation: errors, atomic writes, timing, devices, process groups, runtime choices",
+        "foundation: errors, hooks, atomic writes, timing, devices, process groups, runtime choices",
         (
             ROOT,
             "attnseg.errors",
+            "attnseg.hooks",
             "attnseg.fileio",
             "attnseg.timing",
             "attnseg.device",

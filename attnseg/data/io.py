@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from attnseg import hooks
 from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_series
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
@@ -353,6 +354,7 @@ def write_image(
         else:
             _write_sitk(temporary, array, geometry, ending, segment_names)
         _verify_geometry(temporary, geometry, path, ending)
+        hooks.progress("output-staged", path)  # test/diagnostic hook (attnseg.hooks)
         # Data files first, the header last: a reader never sees a header without its data.
         written = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
         for item in written:

@@ -26,6 +26,12 @@ The learning-rate schedule follows the planned number of epochs, so it ends at i
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
 usual. Validation is spaced out so that it takes at most a fifth of the time, unless
 ``training.val_every`` is set explicitly.
+
+Every reading of time the budget depends on (its start, what remains, each measured step, epoch,
+validation and write) comes from one clock, the :class:`TimeBudget`'s ``clock`` (``time.monotonic``).
+:func:`attnseg.training.run.train` takes it as a parameter, so a test can run a whole training on a
+simulated clock that advances only by the costs it charges, and check the plan and the stopping rule
+without depending on how busy the machine is.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from attnseg.errors import ConfigError
 
@@ -78,22 +85,29 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s"
 
 
+Clock = Callable[[], float]
+
+
 @dataclass(frozen=True)
 class TimeBudget:
-    """``seconds`` of wall time from ``started`` (``time.monotonic()`` at the start of the run)."""
+    """``seconds`` of wall time from ``started`` (a reading of ``clock`` at the start of the run).
+
+    ``clock`` is what the whole run reads time from for its budget: ``time.monotonic``, or a test's
+    simulated clock."""
 
     seconds: float
     started: float
+    clock: Clock = field(default=time.monotonic, compare=False, repr=False)
 
     @classmethod
-    def starting_now(cls, seconds: float) -> TimeBudget:
-        return cls(seconds, time.monotonic())
+    def starting_now(cls, seconds: float, clock: Clock = time.monotonic) -> TimeBudget:
+        return cls(seconds, clock(), clock)
 
     def remaining(self) -> float:
-        return self.started + self.seconds - time.monotonic()
+        return self.started + self.seconds - self.clock()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
 
 @dataclass(frozen=True)

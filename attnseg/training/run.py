@@ -8,6 +8,7 @@ Plan the preprocessing from the dataset's fingerprint, preprocess the fold's cas
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ from attnseg.training.budget import (
     COARSENING_FACTORS,
     MIN_BUDGET_STEPS,
     MIN_COARSE_SIDE,
+    Clock,
     TimeBudget,
     coarsening_for_budget,
     training_seconds,
@@ -73,13 +75,28 @@ class PreparedData:
     val_cases: list[PreprocessedCase]
 
 
-def train(config: Config, resume: bool = False, overwrite: bool = False, show_progress: bool = True) -> TrainState:
-    """Run one training described by ``config``; returns the final training state."""
+def train(
+    config: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    *,
+    clock: Clock = time.monotonic,
+    started: float | None = None,
+) -> TrainState:
+    """Run one training described by ``config``; returns the final training state.
+
+    ``training.time_budget`` counts from ``started``, a reading of ``clock`` (None: now, on entering this
+    function). Everything the budget measures (planning, preprocessing, choosing the runtime, training,
+    validation, writing the model) is read from ``clock``; a test passes a simulated one.
+    """
+    budget = None
+    if config.training.time_budget:
+        budget = TimeBudget(config.training.time_budget, clock() if started is None else started, clock)
     if config.data.dataset is None:
         raise ConfigError("data.dataset is not set: pass --dataset PATH or set it in the config")
     if config.output is None:
         raise ConfigError("output is not set: pass --output DIR or set it in the config")
-    budget = TimeBudget.starting_now(config.training.time_budget) if config.training.time_budget else None
     check_seed(config.training.seed)
     model_dir = ModelDir(config.output)
     _check_output(model_dir, resume, overwrite)
@@ -227,7 +244,7 @@ def plan_for_budget(
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in factors}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
-    step = _step_seconds(config, timed, device)
+    step = _step_seconds(config, timed, device, budget.clock)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
@@ -253,7 +270,7 @@ def _coarsened(config: Config, dataset: Dataset, fingerprint: Fingerprint, plan:
     return plan_from_config(config, dataset, fingerprint, spacing)
 
 
-def _step_seconds(config: Config, plan: Plan, device: torch.device) -> float:
+def _step_seconds(config: Config, plan: Plan, device: torch.device, clock: Clock = time.perf_counter) -> float:
     """A forward and backward pass of the configured network and loss on a random batch of the plan's
     size; the random number generators are left as they were, so the run is the one it would be."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -266,7 +283,7 @@ def _step_seconds(config: Config, plan: Plan, device: torch.device) -> float:
             model.zero_grad(set_to_none=True)
             loss_fn(model(image), label).backward()
 
-        return time_call(step, repeats=2, warmup=1, device=device)
+        return time_call(step, repeats=2, warmup=1, device=device, clock=clock)
 
 
 def patch_multiple(config: Config) -> int:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from attnseg import distributed as dist_utils
+from attnseg import hooks
 from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
@@ -116,7 +117,8 @@ class Trainer:
             (:func:`attnseg.training.step.choose_runtime`).
         budget: a wall-clock budget for the whole run: the number of epochs (and the spacing of
             validations) is planned from measured costs so that the run ends on time (see
-            :mod:`attnseg.training.budget`); ``training.epochs`` is then ignored.
+            :mod:`attnseg.training.budget`); ``training.epochs`` is then ignored. Every cost is read from
+            the budget's clock (``budget.clock``: ``time.monotonic`` unless a test injects one).
     """
 
     def __init__(
@@ -192,6 +194,10 @@ class Trainer:
     def network(self) -> nn.Module:
         return dist_utils.unwrap(self.model)
 
+    def _clock(self) -> float:
+        """The time that epochs are measured in, for the log and the budget: the budget's clock."""
+        return self.budget.clock() if self.budget is not None else time.perf_counter()
+
     def close(self) -> None:
         """Drop the DistributedDataParallel wrapper (it holds the process group, which must outlive it;
         see :mod:`attnseg.distributed`) and the TensorBoard writer. ``network`` stays usable."""
@@ -262,9 +268,10 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
-        step = time_call(train_step, device=self.device) * FIRST_GUESS_MARGIN
+        step = time_call(train_step, device=self.device, clock=self._clock) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
-        self._validation_seconds = time_call(forward, device=self.device) * batches if batches else 0.0
+        forward_seconds = time_call(forward, device=self.device, clock=self._clock) if batches else 0.0
+        self._validation_seconds = forward_seconds * batches
         cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
         self._replan(cost, allow_longer=True, why="measured a training step")
 
@@ -310,7 +317,7 @@ class Trainer:
     # one epoch ---------------------------------------------------------------------------------
 
     def _run_epoch(self, epoch: int) -> None:
-        started = time.perf_counter()
+        started = self._clock()
         seed = derive_seed(self.train_cfg.seed, epoch, self.context.rank)
         seed_everything(seed)
         if hasattr(self.train_data, "set_epoch"):  # datasets that draw their own samples per epoch
@@ -326,11 +333,11 @@ class Trainer:
             "train_loss": train_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        trained = time.perf_counter()
+        trained = self._clock()
         last = epoch + 1 == self.epochs
         if self.validate is not None and ((epoch + 1) % self.val_every == 0 or last):
             row.update(self._validate_and_select(epoch))
-        validated = time.perf_counter()
+        validated = self._clock()
         row["seconds"] = validated - started
         self.state.history.append(row)
         self.state.epoch = epoch + 1
@@ -341,7 +348,7 @@ class Trainer:
             self._print_summary(row)
         if self.budget is not None and not last:
             validation = validated - trained if SELECTION_METRIC in row else None
-            self._keep_within_budget(trained - started, validation, time.perf_counter() - validated)
+            self._keep_within_budget(trained - started, validation, self._clock() - validated)
 
     def _train_one_epoch(self, epoch: int) -> float:
         self.model.train()
@@ -357,6 +364,7 @@ class Trainer:
         )
         for iteration, batch in enumerate(bar):
             loss = self._step(batch, epoch, iteration)
+            hooks.progress("train-step", "after epoch", epoch + 1, "iteration", iteration + 1)  # test/diagnostic hook
             total, steps = total + loss, steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", eta=self._total_eta(epoch, bar))
         bar.close()

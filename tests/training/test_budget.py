@@ -1,6 +1,7 @@
-"""`attnseg train --time-budget`: epochs planned from measured costs, the run ends on time."""
+"""`attnseg train --time-budget`: epochs planned from measured costs, the run ends on time.
 
-import time
+The runs here read time from a simulated clock (:class:`SimulatedMachine`), so the plan and the stopping
+rule are checked to the second, however busy the machine that runs the tests."""
 
 import pytest
 import torch
@@ -10,17 +11,19 @@ from attnseg.data import fingerprint_dataset, load_dataset
 from attnseg.distributed import DistContext
 from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
+from attnseg.training import run
 from attnseg.training.budget import (
     EpochCost,
     TimeBudget,
     coarsening_for_budget,
     epochs_that_fit,
+    format_duration,
     parse_duration,
     shorter_epochs,
     spaced_validation,
 )
 from attnseg.training.config import load_config
-from attnseg.training.run import plan_for_budget, plan_from_config
+from attnseg.training.run import plan_for_budget, plan_from_config, train
 
 
 @pytest.mark.parametrize(
@@ -56,24 +59,97 @@ def test_validation_is_spaced_to_a_fifth_of_the_time():
     assert spaced_validation(EpochCost(10.0, 1.0, 1.0), 2, fixed=False) == 2
 
 
-def test_training_ends_within_its_budget(make_nnunet, tmp_path, capsys):
-    dataset = make_nnunet(cases=4, shape=(24, 20, 8))
-    output = tmp_path / "run"
-    budget = 25.0
-    started = time.monotonic()
-    status = main([
-        "train", "--dataset", str(dataset), "--output", str(output), "--time-budget", f"{budget:g}s",
-        "--no-progress", "--set", "network.features=[4,8,16]", "--set", "data.batch_size=2",
-        "--set", "training.iterations_per_epoch=3",
+class SimulatedMachine:
+    """A clock that moves only when the run works, by the costs set here, for ``train(clock=...)``.
+
+    Every forward pass of a network built by ``attnseg.training.run.build_model`` (the runtime's choice,
+    the resolution plan, the pre-flight batch, every training step, every validation batch) costs
+    ``seconds_per_pixel`` for each pixel of its batch, three times that in training mode (forward,
+    backward and the optimizer step); preprocessing the cases costs ``preprocessing_s``; writing a
+    checkpoint or the weights ``writing_s``. From ``slow_from`` simulated seconds on, training passes
+    cost ``slowdown`` times more (a neighbour took the machine). Nothing else costs anything: the result
+    does not depend on how busy the real machine is. The default costs are some 30 times what the real
+    work takes here, so a measurement that read the real clock instead would show.
+    """
+
+    START = 1000.0
+
+    def __init__(self, monkeypatch, *, seconds_per_pixel=1e-3 / 3, preprocessing_s=10.0, writing_s=3.0,
+                 slow_from=None, slowdown=1.0):  # fmt: skip
+        self.now = self.START
+        self.rate, self.writing_s = seconds_per_pixel, writing_s
+        self.slow_from, self.slowdown = slow_from, slowdown
+        build_model, preprocess = run.build_model, run.preprocess_cases
+
+        def built(config, plan):
+            model = build_model(config, plan)
+            model.register_forward_pre_hook(lambda module, args: self._forward(module.training, args[0]))
+            return model
+
+        def preprocessed(*args, **kwargs):
+            self.now += preprocessing_s
+            return preprocess(*args, **kwargs)
+
+        monkeypatch.setattr(run, "build_model", built)
+        monkeypatch.setattr(run, "preprocess_cases", preprocessed)
+        for name in ("save_checkpoint", "save_weights"):
+            monkeypatch.setattr(ModelDir, name, self._charged(getattr(ModelDir, name)))
+
+    def clock(self) -> float:
+        return self.now
+
+    def _forward(self, training: bool, batch: torch.Tensor) -> None:
+        seconds = self.rate * batch.numel()
+        if training:
+            slow = self.slow_from is not None and self.now - self.START >= self.slow_from
+            seconds *= 3 * (self.slowdown if slow else 1.0)
+        self.now += seconds
+
+    def _charged(self, write):
+        def charged(*args, **kwargs):
+            self.now += self.writing_s
+            return write(*args, **kwargs)
+
+        return charged
+
+
+def _train_on(machine: SimulatedMachine, dataset, output, budget: float, *extra: str):
+    config = load_config(None, [
+        f"data.dataset={dataset}", f"output={output}", f"training.time_budget={budget:g}s",
+        "network.features=[4,8,16]", "data.batch_size=2", "training.iterations_per_epoch=3", *extra,
     ])  # fmt: skip
-    elapsed = time.monotonic() - started
+    started = machine.clock()
+    train(config, show_progress=False, clock=machine.clock)
+    return machine.clock() - started, torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]
+
+
+@pytest.mark.parametrize("preprocessing_s", [10.0, 80.0])
+def test_training_ends_within_its_budget(make_nnunet, tmp_path, capsys, monkeypatch, preprocessing_s):
+    """The whole of ``train`` (preprocessing, the runtime's choice, the plan, training, validation,
+    writing) fits the budget on a simulated clock; slow preprocessing leaves fewer epochs, not a late end."""
+    machine = SimulatedMachine(monkeypatch, preprocessing_s=preprocessing_s)
+    dataset = make_nnunet(cases=4, shape=(24, 20, 8))
+    budget = 250.0
+    elapsed, state = _train_on(machine, dataset, tmp_path / "run", budget)
     out = capsys.readouterr().out
-    assert status == 0
-    assert elapsed <= budget + 3.0, f"took {elapsed:.1f} s for a {budget:g} s budget\n{out}"
-    assert f"time budget {budget:.0f} s" in out and "plan:" in out
-    epochs = torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"]
-    assert epochs >= 3, out  # the budget was used, not a default of one epoch
-    assert (output / ModelDir.WEIGHTS).exists()
+    assert elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
+    assert elapsed >= 0.75 * budget, f"used only {elapsed:.2f} s of a {budget:g} s budget\n{out}"
+    assert f"time budget {format_duration(budget)}" in out and "plan:" in out
+    assert state["epoch"] >= 3, out  # the budget was used, not a default of one epoch
+    assert (tmp_path / "run" / ModelDir.WEIGHTS).exists()
+
+
+def test_epochs_slower_than_planned_shorten_the_run(make_nnunet, tmp_path, capsys, monkeypatch):
+    """Training steps become three times slower halfway through the budget, after the plan was made: the
+    plan is shortened after every epoch, and the run still ends within the budget, with fewer epochs."""
+    dataset = make_nnunet(cases=4, shape=(24, 20, 8))
+    budget = 250.0
+    _, steady = _train_on(SimulatedMachine(monkeypatch), dataset, tmp_path / "steady", budget)
+    machine = SimulatedMachine(monkeypatch, slow_from=budget / 2, slowdown=3.0)
+    elapsed, slowed = _train_on(machine, dataset, tmp_path / "slowed", budget)
+    out = capsys.readouterr().out
+    assert elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
+    assert 3 <= slowed["epoch"] < steady["epoch"], out
 
 
 def test_too_slow_for_whole_epochs_gets_shorter_ones():
@@ -93,29 +169,31 @@ def test_coarsening_for_budget_by_hand():
     assert coarsening_for_budget(100.0, 1.0, costs) == 2.0  # nothing gives 1000: the coarsest
 
 
-def _budget_plan(dataset, config, seconds):
+def _budget_plan(dataset, config, seconds, machine: SimulatedMachine):
+    """The plan, and the plan for a budget of ``seconds`` on ``machine`` (steps timed on its clock)."""
     data = load_dataset(dataset)
     fingerprint = fingerprint_dataset(data)
     plan = plan_from_config(config, data, fingerprint)
-    budget = TimeBudget.starting_now(seconds)
+    budget = TimeBudget.starting_now(seconds, machine.clock)
     return plan, plan_for_budget(config, data, fingerprint, plan, budget, torch.device("cpu"), DistContext())
 
 
-def test_a_short_budget_trains_2d_at_a_coarser_spacing(make_nnunet, capsys):
+def test_a_short_budget_trains_2d_at_a_coarser_spacing(make_nnunet, capsys, monkeypatch):
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=1e-4 / 3)  # a step of 160 x 128: 4.1 s; 80 x 64: 1 s
     dataset = make_nnunet(cases=2, shape=(160, 128, 4), spacing=(1.0, 1.0, 3.0))
     config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}"])
-    plan, chosen = _budget_plan(dataset, config, 5.0)  # ~2 s of training: far fewer than 1000 steps
+    plan, chosen = _budget_plan(dataset, config, 5.0, machine)  # ~2 s of training: far fewer than 1000 steps
     assert plan.target_spacing == (1.0, 1.0, None) and plan.patch_size == (160, 128)
     assert chosen.target_spacing == (2.0, 2.0, None) and chosen.patch_size == (80, 64)
     assert "training at 2 x 2 mm in-plane, slices of 80 x 64" in capsys.readouterr().out
-    _, kept = _budget_plan(dataset, config, 36000.0)  # ten hours: full resolution fits
+    _, kept = _budget_plan(dataset, config, 36000.0, machine)  # ten hours: thousands of steps at full size
     assert kept == plan
 
 
-def test_small_slices_are_not_coarsened_below_64_pixels(make_nnunet):
+def test_small_slices_are_not_coarsened_below_64_pixels(make_nnunet, monkeypatch):
     dataset = make_nnunet(cases=2, shape=(96, 80, 4), spacing=(1.0, 1.0, 3.0))
     config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}"])
-    plan, chosen = _budget_plan(dataset, config, 5.0)
+    plan, chosen = _budget_plan(dataset, config, 5.0, SimulatedMachine(monkeypatch, seconds_per_pixel=1e-4 / 3))
     assert plan.patch_size == (96, 80)
     assert chosen.target_spacing == (1.25, 1.25, None)  # 80 / 1.5 < 64: not 1.5 or 2
 

@@ -2,9 +2,7 @@ import csv
 import json
 import math
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from attnseg.networks import build_network
 from attnseg.runtime import runtime_candidates
 from attnseg.training.seeding import seed_everything
 from attnseg.training.trainer import TrainingError
-from tests.processes import child_env, run_with_stack_dump, torchrun_command
+from tests.processes import Finished, child_env, run_watched, torchrun_command
 from tests.training.synthetic import make_trainer
 
 SCRIPT = Path(__file__).parent / "synthetic.py"
@@ -69,44 +67,52 @@ def test_same_seed_gives_identical_weights(tmp_path):
     assert not all(torch.equal(v, other[k]) for k, v in _weights(tmp_path / "a" / ModelDir.CHECKPOINT).items())
 
 
-def _run(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), *extra], env=child_env())
+def _run_script(out: Path, *extra: str, env: dict[str, str] | None = None) -> Finished:
+    """synthetic.py in a process of its own, watched by its heartbeat (a stuck run fails with its stack)."""
+    return run_watched([sys.executable, str(SCRIPT), str(out), *extra], env=env)
 
 
-def _run_to_end(out: Path, *extra: str) -> None:
-    result = run_with_stack_dump([sys.executable, str(SCRIPT), str(out), *extra], timeout=300)
+def _run_to_end(out: Path, *extra: str) -> Finished:
+    result = _run_script(out, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _log(out: Path) -> list[dict[str, str]]:
+    with open(out / ModelDir.LOG) as handle:
+        return list(csv.DictReader(handle))
 
 
 def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path):
-    settings = ["--set", "training.epochs=4", "--set", "training.iterations_per_epoch=60"]
+    """The training SIGKILLs itself right after step 150 of 60-step epochs (ATTNSEG_TEST_KILL_AT, see
+    attnseg.hooks): 30 steps into epoch 3, wherever the clock is. The same command with --resume repeats
+    epoch 3 from its start and ends as the uninterrupted run does: same weights, same losses."""
+    iterations, kill_at = 60, 150
+    assert kill_at % iterations, "the kill must fall inside an epoch"
+    settings = ["--set", "training.epochs=4", "--set", f"training.iterations_per_epoch={iterations}"]
     _run_to_end(tmp_path / "reference", *settings)
 
-    victim = _run(tmp_path / "victim", *settings)
-    log = tmp_path / "victim" / ModelDir.LOG
-    deadline = time.time() + 240
-    while not log.exists() or len(log.read_text().splitlines()) < 3:  # header + 2 epochs done
-        assert victim.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(0.1)  # into the third epoch (each takes about a second)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
-    assert victim.returncode == -signal.SIGKILL
-    assert (
-        torch.load(tmp_path / "victim" / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 2
-    )  # killed inside epoch 3
+    victim = tmp_path / "victim"
+    killed = _run_script(victim, *settings, env={**child_env(), "ATTNSEG_TEST_KILL_AT": f"train-step:{kill_at}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert f"ATTNSEG_TEST_KILL_AT=train-step:{kill_at}: SIGKILL" in killed.stderr, killed.stderr[-3000:]
+    assert "after epoch 3 iteration 30" in killed.stderr  # where the hook counted the steps
+    assert torch.load(victim / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 2
+    assert [row["epoch"] for row in _log(victim)] == ["1", "2"]
 
-    _run_to_end(tmp_path / "victim", *settings, "--resume")
-    _assert_same_weights(
-        _weights(tmp_path / "reference" / ModelDir.CHECKPOINT), _weights(tmp_path / "victim" / ModelDir.CHECKPOINT)
-    )
+    resumed = _run_to_end(victim, *settings, "--resume")
+    assert [line.split()[1] for line in resumed.stdout.splitlines() if line.startswith("epoch ")] == ["3/4", "4/4"]
+    _assert_same_weights(_weights(tmp_path / "reference" / ModelDir.CHECKPOINT), _weights(victim / ModelDir.CHECKPOINT))
+    compared = ("epoch", "train_loss", "lr", "val_dice_mean")
+    assert [{k: row[k] for k in compared} for row in _log(victim)] == [
+        {k: row[k] for k in compared} for row in _log(tmp_path / "reference")
+    ]
 
 
 def test_torchrun_two_ranks_stay_in_sync_and_only_rank0_writes(tmp_path):
     out = tmp_path / "ddp"
     command = torchrun_command(2, str(SCRIPT), str(out), "--dump-weights", "--set", "training.epochs=2")
-    result = run_with_stack_dump(command, timeout=45)
+    result = run_watched(command)  # a hang fails once no rank has beaten for STALL_S, with every rank's stack
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_same_weights(
         torch.load(out / "rank0.pt", weights_only=True), torch.load(out / "rank1.pt", weights_only=True)
@@ -203,14 +209,14 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path):
 
 
 def test_a_stalled_rank_ends_the_job_with_an_error_naming_rank_and_place(tmp_path):
-    """Rank 1 stops answering in epoch 2: rank 0 gives up after training.dist_timeout, says where it was
-    waiting, and torchrun stops the job (no silent wait)."""
+    """Rank 1 stops answering in epoch 2, for a day: rank 0 gives up after training.dist_timeout, says
+    where it was waiting, and torchrun stops the job. Nothing else could end it: without the timeout
+    both ranks wait silently, the heartbeat stops and run_watched fails the test with their stacks."""
     out = tmp_path / "stall"
     command = torchrun_command(
-        2, str(SCRIPT), str(out), "--stall", "1:1:120",
-        "--set", "training.epochs=3", "--set", "training.dist_timeout=4",
+        2, str(SCRIPT), str(out), "--stall", "1:1:86400",
+        "--set", "training.epochs=3", "--set", "training.dist_timeout=8",
     )  # fmt: skip
-    result = run_with_stack_dump(command, timeout=90)
+    result = run_watched(command)
     assert result.returncode != 0
     assert "DistributedError: rank 0 of 2: epoch 2" in result.stderr, result.stderr[-3000:]
-    assert result.seconds < 60
