@@ -1,0 +1,104 @@
+"""``attnseg evaluate PRED GT``: compare predicted masks with reference masks, case by case and class by class;
+writes the reports (and, with ``--overlays``, pictures)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnseg.cli.options import Verbs
+
+
+def add_parser(verbs: Verbs) -> None:
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="compare predicted masks with reference masks (Dice, IoU, HD95, ASSD, NSD...)",
+        description=(
+            "Pair the masks in PRED and GT by case name, check that every case is on both sides with the same "
+            "shape and geometry, then compute per case and per class: Dice, IoU, precision, recall, volume "
+            "similarity, HD95, ASSD and NSD (distances in mm, from the files' spacing). Writes summary.json "
+            "(nnU-Net's keys), cases.csv and summary.md, and prints the table (mean +- std per class). Empty masks: "
+            "both empty gives Dice 1 and distances 0; one empty gives Dice 0 and NaN distances, flagged. Exit "
+            "status 1, with the list of problems, when cases are missing or geometries disagree. Either side may "
+            "hold DICOM SEG files (CASE.seg.dcm or CASE.dcm): a SEG is placed by its frames' positions onto the "
+            "other mask's grid (two SEGs: onto the grid holding both), its segments given the classes' values by "
+            "their labels (without --labels or a dataset.json: by segment number)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  attnseg evaluate predictions data/mni152            # GT: a dataset folder (its labelsTr/)\n"
+            "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
+            "  attnseg evaluate predictions data/mni152 --overlays    # + predictions/overlays/CASE_overlay.png\n"
+            "  attnseg evaluate predictions labels/ --overlays --images scans/ -o runs/mni/metrics\n"
+            "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes\n"
+            "  attnseg evaluate segs/ labels/ --labels dataset.json     # CASE.seg.dcm vs CASE.nii.gz"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("predictions", metavar="PRED", help="folder of predicted masks (image files or SEGs)")
+    evaluate.add_argument(
+        "reference", metavar="GT", help="folder of reference masks (image files or SEGs), or a dataset folder"
+    )
+    evaluate.add_argument("--labels", help="dataset.json or labels.json naming the classes (default: GT's)")
+    evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing reports")
+    evaluate.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes that read and evaluate cases in parallel, same results as serial (default 0: in this "
+        "process; each worker starts like one `attnseg`, so it pays from a few dozen cases on)",
+    )
+    evaluate.add_argument(
+        "--overlays",
+        action="store_true",
+        help="also draw OUTPUT/overlays/CASE_overlay.png: reference and prediction outlines and the errors on the "
+        "slices where they disagree most",
+    )
+    evaluate.add_argument(
+        "--images",
+        metavar="DIR",
+        help="scans to draw the overlays on (CASE or CASE_0000 files, DICOM folders; default: GT's dataset)",
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnseg.evaluate import (
+        OVERLAY_FOLDER,
+        evaluate_folders,
+        find_images,
+        find_labels,
+        write_overlays,
+        write_reports,
+    )
+    from attnseg.metrics import markdown_table
+
+    # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
+    labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
+    report, problems = evaluate_folders(
+        args.predictions,
+        args.reference,
+        labels,
+        args.nsd_tolerance,
+        progress=not args.no_progress,
+        num_workers=args.num_workers,
+    )
+    if report is None:
+        print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    folder = Path(args.output or args.predictions)
+    paths = write_reports(report, folder, overwrite=args.overwrite)
+    print(markdown_table(report))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    if args.overlays:
+        images = find_images(args.reference, args.images)
+        written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite, seg_labels=labels)
+        print(f"wrote {len(written)} overlay(s) to {folder / OVERLAY_FOLDER}")
+    return 0
