@@ -15,10 +15,11 @@ When fewer than four whole epochs fit (a slow machine, a short budget, a large n
 fewer steps (``training.iterations_per_epoch`` shrinks), so that there are four and the schedule and
 validation still happen within the budget.
 
-For a 2D network whose plan the user left to attnseg, the budget also chooses the in-plane resolution
+For a network whose plan the user left to attnseg (2D or 3D), the budget also chooses the resolution
 before anything is preprocessed: when fewer than :data:`MIN_BUDGET_STEPS` training steps would fit at
-the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2, keeping slices at least
-:data:`MIN_COARSE_SIDE` pixels across), as little as gives that many steps. A few hundred steps at full
+the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2, keeping slices or patches at
+least :data:`MIN_COARSE_SIDE` pixels across; in 3D a thick-slice axis is not coarsened beyond the others),
+as little as gives that many steps. A few hundred steps at full
 resolution generalise worse to new subjects than a thousand at a coarser one (docs/generalisation.md
 has the figures); on a GPU, or with a longer budget, the full resolution fits and is kept.
 
@@ -26,6 +27,12 @@ The learning-rate schedule follows the planned number of epochs, so it ends at i
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
 usual. Validation is spaced out so that it takes at most a fifth of the time, unless
 ``training.val_every`` is set explicitly.
+
+The budget covers set-up as well: the runtime's candidates (:mod:`attnseg.runtime`) are timed only when
+that costs at most :data:`RUNTIME_TIMING_SHARE` of the budget, and a budget that cannot be met (the
+set-up spent it, or one step, one validation and writing the model do not fit) is refused with a
+ConfigError (:func:`refuse_if_short`), never overrun. A run with validation cases validates after its
+last epoch, also when the budget ends it at an epoch not due to validate (``Trainer._validate_if_owed``).
 
 Every reading of time the budget depends on (its start, what remains, each measured step, epoch,
 validation and write) comes from one clock, the :class:`TimeBudget`'s ``clock`` (``time.monotonic``).

@@ -16,7 +16,7 @@ from torch import nn
 
 from attnseg.runtime import Runtime, fastest, runtime_candidates
 from attnseg.timing import time_call
-from attnseg.training.budget import RUNTIME_TIMING_SHARE, TimeBudget, format_duration
+from attnseg.training.budget import RUNTIME_TIMING_SHARE, TimeBudget, format_duration, refuse_if_short
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer
 
@@ -131,9 +131,11 @@ def _too_costly_to_time(
 ) -> Runtime | None:
     """The default candidate, with the reason, when timing every candidate would cost more than
     RUNTIME_TIMING_SHARE of ``budget``; None when timing them is worth it. One step of the default
-    candidate, on the budget's clock, is the estimate."""
+    candidate, on the budget's clock, is the estimate; a step that alone does not fit in what is left of
+    the budget refuses it there (ConfigError), before any more steps are spent."""
     first = runner(candidates[0])
     step = time_call(first, repeats=1, warmup=0, device=device, clock=budget.clock)
+    refuse_if_short(budget, step, "one training step (timed while choosing the runtime)")
     cost = step * TIMED_CALLS_PER_CANDIDATE * len(candidates)
     if cost <= RUNTIME_TIMING_SHARE * budget.seconds:
         return None

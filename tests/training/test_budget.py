@@ -261,14 +261,23 @@ def test_a_budget_spent_on_set_up_is_refused(make_nnunet, tmp_path, monkeypatch)
     assert not (tmp_path / "run" / ModelDir.WEIGHTS).exists()
 
 
-def test_a_budget_shorter_than_one_step_is_refused(make_nnunet, tmp_path, monkeypatch):
-    """A 3D step of ~13 s and its validation do not fit in a 20 s budget: refused, not overrun by an
-    epoch that was forced anyway."""
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ((), r"one training step \(timed while choosing the runtime\)"),  # refused before timing any more
+        (("training.layout=channels_last", "training.amp=off"), r"the shortest run \(one step, one validation\)"),
+    ],
+)
+def test_a_budget_shorter_than_one_step_is_refused(make_nnunet, tmp_path, monkeypatch, settings, reason):
+    """A 3D step of ~13 s and its validation do not fit in a 20 s budget: refused as soon as a step is
+    timed (while choosing the runtime, or, with the runtime set, when the budget plans), not overrun by
+    an epoch that was forced anyway."""
     machine = SimulatedMachine(monkeypatch, seconds_per_pixel=3e-5, preprocessing_s=1.0)
     dataset = make_nnunet(cases=4, shape=(40, 40, 24), spacing=(1.0, 1.0, 1.0))
-    with pytest.raises(ConfigError, match=r"the shortest run.*smaller data.patch_size"):
-        _train_on(machine, dataset, tmp_path / "run", 20.0, "network.spatial_dims=3", "data.fold=0")
+    with pytest.raises(ConfigError, match=reason + r".*smaller data.patch_size"):
+        _train_on(machine, dataset, tmp_path / "run", 20.0, "network.spatial_dims=3", "data.fold=0", *settings)
     assert not (tmp_path / "run" / ModelDir.WEIGHTS).exists()
+    assert machine.clock() - machine.START < 20.0 + 14.0  # at most the one step that showed it past the budget
 
 
 def test_a_budget_cut_short_still_validates_at_the_end(make_nnunet, tmp_path, capsys, monkeypatch):
@@ -284,3 +293,26 @@ def test_a_budget_cut_short_still_validates_at_the_end(make_nnunet, tmp_path, ca
     assert state["epoch"] % 5 != 0, out  # the case this test is about: the last epoch was not due to validate
     assert "val_dice_mean" in state["history"][-1], out
     assert state["best_epoch"] >= 1 and "val dice" in out.splitlines()[-1], out
+
+
+def test_a_short_budget_trains_3d_at_a_coarser_spacing(make_nnunet, capsys, monkeypatch):
+    """3D as 2D: 128^3 patches do not give enough steps in a short budget; 2 mm (80^3 patches) is taken."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=1e-6)
+    dataset = make_nnunet(cases=2, shape=(144, 144, 144), spacing=(1.0, 1.0, 1.0))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}",
+                                "network.spatial_dims=3"])  # fmt: skip
+    plan, chosen = _budget_plan(dataset, config, 60.0, machine)
+    assert plan.patch_size == (128, 128, 128)
+    assert chosen.target_spacing == (2.0, 2.0, 2.0) and chosen.patch_size == (80, 80, 80)
+    assert "training at 2 x 2 x 2 mm, patches of 80 x 80 x 80" in capsys.readouterr().out
+
+
+def test_3d_thick_slices_are_not_coarsened_beyond_the_others(make_nnunet, monkeypatch):
+    dataset = make_nnunet(cases=2, shape=(144, 144, 40), spacing=(1.0, 1.0, 1.8))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}",
+                                "network.spatial_dims=3"])  # fmt: skip
+    data = load_dataset(dataset)
+    fingerprint = fingerprint_dataset(data)
+    plan = plan_from_config(config, data, fingerprint)
+    assert run._coarsened(config, data, fingerprint, plan, 1.5).target_spacing == (1.5, 1.5, 1.8)
+    assert run._coarsened(config, data, fingerprint, plan, 2.0).target_spacing == (2.0, 2.0, 2.0)
