@@ -303,6 +303,7 @@ def test_a_short_budget_trains_3d_at_a_coarser_spacing(make_nnunet, capsys, monk
                                 "network.spatial_dims=3"])  # fmt: skip
     plan, chosen = _budget_plan(dataset, config, 60.0, machine)
     assert plan.patch_size == (128, 128, 128)
+    assert run.budget_may_choose_resolution(config, plan)  # train() lets the budget choose, in 3D as in 2D
     assert chosen.target_spacing == (2.0, 2.0, 2.0) and chosen.patch_size == (80, 80, 80)
     assert "training at 2 x 2 x 2 mm, patches of 80 x 80 x 80" in capsys.readouterr().out
 
