@@ -317,3 +317,21 @@ def test_3d_thick_slices_are_not_coarsened_beyond_the_others(make_nnunet, monkey
     plan = plan_from_config(config, data, fingerprint)
     assert run._coarsened(config, data, fingerprint, plan, 1.5).target_spacing == (1.5, 1.5, 1.8)
     assert run._coarsened(config, data, fingerprint, plan, 2.0).target_spacing == (2.0, 2.0, 2.0)
+
+
+def test_the_budget_counts_from_the_command_start(monkeypatch, tmp_path):
+    """`attnseg train` hands train() the command's start (before torch's import and the config), so the
+    budget covers them too."""
+    import time
+
+    seen = {}
+
+    def fake_train(config, **kwargs):
+        seen.update(kwargs, entered=time.monotonic())
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(run, "train", fake_train)
+    before = time.monotonic()
+    status = main(["train", "--dataset", str(tmp_path), "--output", str(tmp_path / "run"), "--time-budget", "1m"])
+    assert status == 2
+    assert before <= seen["started"] <= seen["entered"], seen
