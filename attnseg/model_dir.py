@@ -9,6 +9,7 @@
       metadata.json         package version, git revision, torch version, date
       postprocessing.json   what the predictor does after the network, and why (largest component per class)
       runtime.json          how training ran: memory layout, mixed precision, why (measured step times)
+      fingerprint.json      what the model saw: spacings, sizes, intensities, label volumes (quality control)
       checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
       log.csv, progress.png, tensorboard/
 
@@ -71,6 +72,7 @@ class ModelDir:
     METADATA = "metadata.json"
     POSTPROCESSING = "postprocessing.json"
     RUNTIME = "runtime.json"
+    FINGERPRINT = "fingerprint.json"
     CHECKPOINT = "checkpoint/last.pt"
     LOG = "log.csv"
     PROGRESS = "progress.png"
@@ -130,6 +132,11 @@ class ModelDir:
     def runtime(self) -> dict[str, Any] | None:
         """The training's recorded runtime; None for model directories written before it was recorded."""
         return self._read_json(self.RUNTIME) if self.file(self.RUNTIME).exists() else None
+
+    def training_fingerprint(self) -> dict[str, Any] | None:
+        """What the model saw in training (:mod:`attnseg.data.training_fingerprint`); None for model
+        directories written before it was kept (quality control then checks headers and masks only)."""
+        return self._read_json(self.FINGERPRINT) if self.file(self.FINGERPRINT).exists() else None
 
     def plan(self) -> dict[str, Any]:
         return self._read_json(self.PLAN)

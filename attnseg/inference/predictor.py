@@ -27,6 +27,7 @@ from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
 from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
+from attnseg.inference.qc import CaseQC, assess_case
 from attnseg.inference.steps import PreparedImage
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
@@ -58,6 +59,8 @@ class Predictor:
         amp: mixed precision: ``auto`` runs each model as its training chose on the same kind of device
             (``runtime.json``: layout and precision), else channels-last with fp16 on CUDA and fp32
             elsewhere; ``off``, ``bf16`` or ``fp16`` set the precision.
+        quality_control: check every case against the first model's training fingerprint and write
+            ``qc.json`` / ``qc.csv`` with the masks (:mod:`attnseg.inference.qc`).
 
     One image goes through three steps, which a run over many files (:mod:`attnseg.inference.batch`)
     spreads over threads: :meth:`prepare` (checks and preprocessing: a loader thread), :meth:`forward`
@@ -74,6 +77,7 @@ class Predictor:
         overlap: float = 0.5,
         largest_component: bool | None = None,
         amp: str = "auto",
+        quality_control: bool = True,
     ) -> None:
         if not model_dirs:
             raise ConfigError("give at least one model directory")
@@ -95,6 +99,8 @@ class Predictor:
         self._algorithm: Algorithm | None = None
         self.written_segs: list[WrittenSeg] = []  # every SEG this predictor wrote, with its UIDs
         self.largest_component_classes = self._largest_component_classes(largest_component)
+        self.quality_control = quality_control
+        self.fingerprint = self.models[0].model_dir.training_fingerprint() if quality_control else None
 
     def _largest_component_classes(self, requested: bool | None) -> list[int]:
         """Class indices whose largest connected component alone is kept (see attnseg.inference.postprocess)."""
@@ -199,6 +205,15 @@ class Predictor:
         values = np.asarray(self.models[0].plan.class_values)
         dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
         return values[classes].astype(dtype)[None], probabilities
+
+    def assess(self, case_id: str, image: Image, mask: np.ndarray, probabilities: np.ndarray) -> CaseQC | None:
+        """The quality control of one finished case (None when switched off); see :mod:`attnseg.inference.qc`."""
+        if not self.quality_control:
+            return None
+        plan = self.models[0].plan
+        return assess_case(
+            case_id, image, mask[0], probabilities, plan.class_values, plan.class_names, self.fingerprint
+        )
 
     # files ---------------------------------------------------------------------------------------
 
