@@ -30,6 +30,7 @@ from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_compon
 from attnseg.inference.qc import CaseQC, assess_case
 from attnseg.inference.steps import PreparedImage
 from attnseg.inference.volume import predict_preprocessed
+from attnseg.metrics.calibration import apply_temperature
 from attnseg.model_dir import ModelDir
 from attnseg.runtime import Runtime, inference_runtime
 
@@ -40,6 +41,7 @@ class LoadedModel:
     network: torch.nn.Module
     plan: Plan
     runtime: Runtime
+    temperature: float = 1.0  # calibration.json's; applied to the model's probabilities
 
 
 class Predictor:
@@ -138,7 +140,7 @@ class Predictor:
         plan = model_dir.load_plan()
         network = model_dir.build_network(weights=True, device=self.device)
         runtime = inference_runtime(model_dir.runtime(), self.device, self.amp)
-        return LoadedModel(model_dir, runtime.prepare_model(network), plan, runtime)
+        return LoadedModel(model_dir, runtime.prepare_model(network), plan, runtime, model_dir.temperature())
 
     # one image ---------------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class Predictor:
                     device=self.device,
                     autocast_dtype=loaded.runtime.amp_dtype,
                 )
+                probabilities = apply_temperature(probabilities, loaded.temperature)
                 total = probabilities if total is None else total.add_(probabilities)
             means.append(total / len(members))
         return means

@@ -57,6 +57,7 @@ from attnseg.training.budget import (
     coarsening_for_budget,
     training_seconds,
 )
+from attnseg.training.calibration import keep_calibration
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.step import random_batch
@@ -129,6 +130,7 @@ def _train_in_group(
         trainer.close()
     if context.is_main:
         model_dir.write_postprocessing(choose_postprocessing(data, state))
+        keep_calibration(model_dir, model, data.plan, data.val_cases, config.data.batch_size, device)
     return state
 
 

@@ -163,3 +163,9 @@ def test_predict_writes_qc_files_from_the_models_fingerprint(trained_model, tiny
     none = tmp_path / "none"
     Predictor([trained_model], device="cpu", quality_control=False).predict_files(images, none, progress=False)
     assert not (none / "qc.json").exists()
+
+
+def test_training_keeps_a_temperature_with_the_ece_before_and_after(trained_model):
+    calibration = json.loads((trained_model / "calibration.json").read_text())
+    assert calibration["temperature"] > 0 and calibration["fitted_on"]
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
