@@ -169,3 +169,44 @@ def test_training_keeps_a_temperature_with_the_ece_before_and_after(trained_mode
     calibration = json.loads((trained_model / "calibration.json").read_text())
     assert calibration["temperature"] > 0 and calibration["fitted_on"]
     assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+
+
+def test_evaluate_ranks_predicted_against_true_dice_and_the_report_lists_flagged_cases_first(
+    trained_model, tiny_dataset, tmp_path
+):
+    from attnseg.cli import main
+    from attnseg.data import read_image, write_image
+    from attnseg.visualize.report import write_report
+
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(trained_model), "-i", str(tiny_dataset / "imagesTr"), "-o", str(out)]) == 0
+    # the references are the predicted masks themselves (true Dice 1), but for one case whose mask is then
+    # emptied (true Dice 0); qc.json is told so (verdict fail)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for mask in out.glob("*.nii.gz"):
+        (reference / mask.name).write_bytes(mask.read_bytes())
+    document = json.loads((out / "qc.json").read_text())
+    bad = document["cases"][-1]["case"]
+    image = read_image(out / f"{bad}.nii.gz")
+    write_image(out / f"{bad}.nii.gz", np.zeros_like(image.array), image.geometry, overwrite=True)
+    for case in document["cases"]:
+        if case["case"] == bad:
+            empty = {"code": "empty", "severity": "fail", "message": "no foreground"}
+            case.update(verdict="fail", predicted_dice=0.0, flags=[empty])
+    (out / "qc.json").write_text(json.dumps(document))
+    assert main(["evaluate", str(out), str(reference), "--labels", str(trained_model / "labels.json")]) == 0
+    evaluation = json.loads((out / "qc_evaluation.json").read_text())
+    assert (evaluation["cases"], evaluation["failures"], evaluation["failures_caught"]) == (5, 1, 1)
+    assert evaluation["good_cases"] == 4
+    assert {r["case"]: r["true_dice"] for r in evaluation["per_case"]}[bad] == 0.0
+    page = write_report(out).read_text()
+    table = page[page.index('id="quality-control"') :]
+    assert table.index(bad) < min(table.index(c["case"]) for c in document["cases"] if c["case"] != bad)
+
+
+def test_spearman_by_hand():
+    from attnseg.metrics.qc_agreement import spearman
+
+    assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.9, 0.8]) == pytest.approx(0.8)  # 1 - 6*2/(4*15)
+    assert math.isnan(spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
