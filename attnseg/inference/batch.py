@@ -213,7 +213,7 @@ def predict_cases(
         finished = time.monotonic()
     report = _report(plan, results, finished - surveyed, surveyed - started, context.is_main)
     if report.qc and report.is_main:
-        write_qc(output, report.qc, {"cases_found": report.found, "seconds": report.seconds})
+        write_qc(output, report.qc, {"cases_found": report.found})
     return report
 
 
