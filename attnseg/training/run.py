@@ -135,10 +135,11 @@ def _train_in_group(
 
 
 def keep_training_fingerprint(model_dir: ModelDir, data: PreparedData) -> None:
-    """``MODEL/fingerprint.json``: what the model's training and validation cases look like, for the
-    quality control of its predictions (:mod:`attnseg.data.training_fingerprint`)."""
+    """``MODEL/fingerprint.json``: what the model's training cases look like (the validation cases stay
+    unseen, so that they test the quality control as they test the model), for the quality control of
+    its predictions (:mod:`attnseg.data.training_fingerprint`)."""
     plan = data.plan
-    case_ids = [case.id for case in data.train_cases + data.val_cases]
+    case_ids = [case.id for case in data.train_cases]
     fingerprint = fingerprint_training_cases(
         data.dataset, case_ids, plan.class_values, plan.class_names, plan.channel_names
     )
