@@ -4,8 +4,8 @@ Takes a model trained on a built-in dataset (``--model``; the demo's ``demo_outp
 mni152-tissue), and its held-out (validation) cases, and writes each clean and in corrupted versions
 with the label carried along (so the true Dice is known):
 
-    noise          Gaussian noise, sigma 0.5 x the body's intensity range        -> intensity
-    bias_field     a smooth multiplicative field, x0.4 to x1.6 across the scan   -> intensity
+    noise          Gaussian noise, sigma 0.4-0.6 x the body's intensity range    -> noise
+    bias_field     a smooth multiplicative field, x0.4 to x1.6 across the scan   -> inhomogeneity
     rescaled       intensities x 3                                               -> intensity
     contrast       inverted inside the body (a T2-like look)                     -> intensity
     wrong_affine   the header's first and last axes flipped (voxels unchanged)   -> orientation
@@ -42,8 +42,8 @@ from attnseg.model_dir import ModelDir
 
 Corruption = Callable[[Image, np.ndarray, np.random.Generator], tuple[Image, np.ndarray]]
 EXPECTED_FLAG = {
-    "noise": "intensity",
-    "bias_field": "intensity",
+    "noise": "noise",
+    "bias_field": "inhomogeneity",
     "rescaled": "intensity",
     "contrast": "intensity",
     "wrong_affine": "orientation",

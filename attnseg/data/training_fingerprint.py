@@ -34,6 +34,8 @@ FINGERPRINT_VERSION = 1
 INTENSITY_MARGIN = 1.5
 # A floor for the threshold: percentiles within 10% of the intensity scale are the same distribution.
 MIN_INTENSITY_THRESHOLD = 0.1
+# Floors for the noise and drift thresholds (in body intensity ranges).
+MIN_TEXTURE_THRESHOLD = {"noise": 0.02, "drift": 0.1}
 # At most this many voxels per channel enter the percentiles (a strided sample; exact on small images).
 MAX_SAMPLE = 1_000_000
 
@@ -53,6 +55,7 @@ class CaseFingerprint:
     class_volumes_ml: dict[str, float]
     class_components: dict[str, int]
     class_border_share: dict[str, float]
+    texture: dict[str, float]
 
 
 def channel_sample(values: np.ndarray) -> np.ndarray:
@@ -77,6 +80,59 @@ def body_percentiles(array: np.ndarray) -> list[list[float]]:
         body = body if body.size else sample
         result.append([float(v) for v in np.percentile(body, PERCENTILES)])
     return result
+
+
+def texture_measures(array: np.ndarray) -> dict[str, float]:
+    """Two numbers per scan that the percentiles miss, the largest over channels, in units of the scan's
+    dynamic range (its 1-99 percentile range: stable whichever part of the scan Otsu calls the body):
+    ``noise``, the median absolute difference of neighbouring body voxels (along every axis); ``drift``,
+    the largest difference between the body's median intensity in the first and the last third of an
+    axis (of 16 or more voxels): a bias field shows there long before the percentiles of the whole body
+    move."""
+    noise, drift = 0.0, 0.0
+    for channel in np.asarray(array, dtype=np.float32):
+        sample = channel_sample(channel)
+        sample = sample[np.isfinite(sample)]
+        body = channel > otsu_threshold(sample)
+        if body.sum() < 16:
+            continue
+        low, high = np.percentile(sample, [1.0, 99.0])
+        scale = float(high - low) or 1.0
+        noise = max(noise, _neighbour_difference(channel, body) / scale)
+        drift = max(drift, _end_to_end_difference(channel, body) / scale)
+    return {"noise": noise, "drift": drift}
+
+
+def _neighbour_difference(channel: np.ndarray, body: np.ndarray) -> float:
+    """The median absolute difference between neighbouring voxels that are both in the body."""
+    steps = []
+    for axis in range(channel.ndim):
+        if channel.shape[axis] < 2:
+            continue
+        first = [slice(None)] * channel.ndim
+        second = [slice(None)] * channel.ndim
+        first[axis], second[axis] = slice(0, -1), slice(1, None)
+        inside = body[tuple(first)] & body[tuple(second)]
+        steps.append(np.abs(channel[tuple(second)] - channel[tuple(first)])[inside])
+    steps_all = np.concatenate(steps) if steps else np.zeros(0)
+    return float(np.median(steps_all)) if steps_all.size else 0.0
+
+
+def _end_to_end_difference(channel: np.ndarray, body: np.ndarray) -> float:
+    """The largest, over axes of 16 or more voxels, difference of the body's median intensity between the
+    first and the last third of the axis."""
+    largest = 0.0
+    for axis in range(channel.ndim):
+        size = channel.shape[axis]
+        if size < 16:
+            continue
+        ends = []
+        for part in (range(size // 3), range(size - size // 3, size)):
+            values = np.take(channel, part, axis=axis)[np.take(body, part, axis=axis)]
+            ends.append(float(np.median(values)) if values.size else float("nan"))
+        if all(np.isfinite(ends)):
+            largest = max(largest, abs(ends[0] - ends[1]))
+    return largest
 
 
 def component_count(mask: np.ndarray) -> int:
@@ -137,6 +193,7 @@ def case_fingerprint(
         class_volumes_ml=volumes,
         class_components=components,
         class_border_share=border,
+        texture=texture_measures(image.array),
     )
 
 
@@ -173,8 +230,16 @@ def summarize(
     spacings = np.array([c.spacing for c in cases])
     extents = np.array([c.extent_mm for c in cases])
     foreground = [n for n in class_names[1:]]
+    texture = {
+        key: {
+            "training": [c.texture[key] for c in cases],
+            "threshold": max(MIN_TEXTURE_THRESHOLD[key], INTENSITY_MARGIN * max(c.texture[key] for c in cases)),
+        }
+        for key in ("noise", "drift")
+    }
     return {
         "version": FINGERPRINT_VERSION,
+        "texture": texture,
         "cases": len(cases),
         "channels": len(channel_names),
         "channel_names": list(channel_names),

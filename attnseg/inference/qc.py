@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from attnseg.data import Image
-from attnseg.data.training_fingerprint import body_percentiles, border_share, intensity_distance, mask_measures
+from attnseg.data.training_fingerprint import (
+    body_percentiles,
+    border_share,
+    intensity_distance,
+    mask_measures,
+    texture_measures,
+)
 
 # How far outside the training range a spacing or extent may be before it is flagged (relative).
 GEOMETRY_MARGIN = 0.25
@@ -113,6 +119,30 @@ def input_flags(image: Image, fingerprint: Mapping[str, Any], measures: dict[str
     flags += _range_flags("spacing", "spacing", spacing, fingerprint["spacing"], "mm")
     flags += _range_flags("size", "field of view", extent, fingerprint["extent_mm"], "mm")
     flags += _intensity_flags(image, fingerprint["intensity"], measures)
+    if "texture" in fingerprint:
+        flags += _texture_flags(image, fingerprint["texture"], measures)
+    return flags
+
+
+TEXTURE_WORDS = {
+    "noise": ("noise", "noisier than any training scan (noise {value:.3f}, training up to {threshold:.3f})"),
+    "drift": (
+        "inhomogeneity",
+        "intensities drift across the scan more than in any training scan (a bias field? drift {value:.2f}, "
+        "training up to {threshold:.2f})",
+    ),
+}
+
+
+def _texture_flags(image: Image, texture: Mapping[str, Any], measures: dict[str, Any]) -> list[Flag]:
+    """Noise and drift (a bias field) against the thresholds learned from the training cases."""
+    values = texture_measures(image.array)
+    flags = []
+    for key, (code, words) in TEXTURE_WORDS.items():
+        value, threshold = values[key], float(texture[key]["threshold"])
+        measures[key] = value
+        if value > threshold:
+            flags.append(Flag(code, "check", words.format(value=value, threshold=threshold)))
     return flags
 
 

@@ -81,6 +81,18 @@ def test_intensities_rescaled_raise_the_intensity_flag(fingerprint):
     assert qc.predicted_dice < 1.0
 
 
+def test_noise_and_a_bias_field_raise_their_own_flags(fingerprint):
+    image, label = ball_case(9, 4.0)
+    rng = np.random.default_rng(0)
+    noisy = Image(image.array + rng.normal(0, 60, image.array.shape).astype(np.float32), image.geometry)
+    qc = assess_case("noisy", noisy, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert "noise" in codes(qc) and "inhomogeneity" not in codes(qc)
+    ramp = np.linspace(0.4, 1.6, 24)[:, None, None]  # x0.4 at one side of the scan, x1.6 at the other
+    biased = Image((image.array * ramp).astype(np.float32), image.geometry)
+    qc = assess_case("biased", biased, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert "inhomogeneity" in codes(qc) and "noise" not in codes(qc)
+
+
 def test_spacing_and_field_of_view_outside_training(fingerprint):
     image, label = ball_case(9, 4.0)
     coarse = Image(image.array, Geometry.create((1.0, 1.0, 3.0)))
