@@ -34,6 +34,8 @@ FINGERPRINT_VERSION = 1
 INTENSITY_MARGIN = 1.5
 # A floor for the threshold: percentiles within 10% of the intensity scale are the same distribution.
 MIN_INTENSITY_THRESHOLD = 0.1
+# A floor for the threshold of the distribution's shape (standardised percentiles).
+MIN_SHAPE_THRESHOLD = 0.05
 # Floors for the noise and drift thresholds (in body intensity ranges).
 MIN_TEXTURE_THRESHOLD = {"noise": 0.02, "drift": 0.1}
 # At most this many voxels per channel enter the percentiles (a strided sample; exact on small images).
@@ -220,6 +222,17 @@ def intensity_distance(
     return float(np.nanmax(per_channel)) if np.isfinite(per_channel).any() else float("inf")
 
 
+def standardized(percentiles: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Percentiles with the median subtracted and divided by the 5-95 range, per channel: the shape of the
+    distribution, blind to a shift or a scaling of the intensities (which the per-case normalisation of
+    MR undoes) but not to another contrast."""
+    values = np.asarray(percentiles, dtype=float)
+    middle, low, high = (PERCENTILES.index(p) for p in (50.0, 5.0, 95.0))
+    spread = values[:, high] - values[:, low]
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+    return ((values - values[:, middle : middle + 1]) / spread[:, None]).tolist()
+
+
 def summarize(
     cases: Sequence[CaseFingerprint], class_names: Sequence[str], channel_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -230,6 +243,10 @@ def summarize(
     spacings = np.array([c.spacing for c in cases])
     extents = np.array([c.extent_mm for c in cases])
     foreground = [n for n in class_names[1:]]
+    shapes = [standardized(c.body_percentiles) for c in cases]
+    shape_reference = np.nanmedian(np.array(shapes), axis=0).tolist()
+    unit_scale = [1.0] * len(channel_names)
+    shape_distances = [intensity_distance(s, shape_reference, unit_scale) for s in shapes]
     texture = {
         key: {
             "training": [c.texture[key] for c in cases],
@@ -252,6 +269,9 @@ def summarize(
             "scale": scale,
             "training_distances": distances,
             "threshold": threshold,
+            "shape_reference": shape_reference,
+            "shape_training_distances": shape_distances,
+            "shape_threshold": max(MIN_SHAPE_THRESHOLD, INTENSITY_MARGIN * max(shape_distances)),
         },
         "classes": {name: _class_ranges(cases, name) for name in foreground},
         "per_case": [asdict(c) for c in cases],

@@ -29,6 +29,7 @@ from attnseg.data.training_fingerprint import (
     border_share,
     intensity_distance,
     mask_measures,
+    standardized,
     texture_measures,
 )
 
@@ -36,8 +37,6 @@ from attnseg.data.training_fingerprint import (
 GEOMETRY_MARGIN = 0.25
 # A class volume outside [min / VOLUME_MARGIN, max * VOLUME_MARGIN] of training is flagged.
 VOLUME_MARGIN = 1.5
-# Intensity distance above FAIL_RATIO x the learned threshold: fail (another contrast, not just a shift).
-FAIL_RATIO = 3.0
 # A direction matrix further than this from orthonormal cannot be a scanner's.
 ORTHONORMAL_TOLERANCE = 1e-3
 # The share of a class's voxels on the image border above which the mask is "cut by the field of view",
@@ -160,20 +159,29 @@ def _range_flags(
 
 
 def _intensity_flags(image: Image, intensity: Mapping[str, Any], measures: dict[str, Any]) -> list[Flag]:
-    """The body's intensity percentiles against the training median, in training intensity scales."""
-    distance = intensity_distance(body_percentiles(image.array), intensity["reference"], intensity["scale"])
+    """The body's intensity percentiles against the training median, in training intensity scales: far
+    off, ``check``; and ``fail`` when the distribution's shape (blind to a shift or scaling, which the
+    per-case normalisation undoes) is far off too: another contrast, or no anatomy the model knows."""
+    percentiles = body_percentiles(image.array)
+    distance = intensity_distance(percentiles, intensity["reference"], intensity["scale"])
     threshold = float(intensity["threshold"])
-    measures["intensity_distance"] = distance
-    measures["intensity_threshold"] = threshold
+    measures["intensity_distance"], measures["intensity_threshold"] = distance, threshold
+    shape_distance = None
+    if "shape_reference" in intensity:
+        unit = [1.0] * len(percentiles)
+        shape_distance = intensity_distance(standardized(percentiles), intensity["shape_reference"], unit)
+        measures["intensity_shape_distance"] = shape_distance
     if distance <= threshold:
         return []
-    severity = "fail" if distance > FAIL_RATIO * threshold else "check"
+    shape_off = shape_distance is None or shape_distance > float(intensity["shape_threshold"])
+    severity = "fail" if shape_off else "check"
+    what = "another contrast, or no anatomy the model knows?" if shape_off else "another intensity scaling?"
     return [
         Flag(
             "intensity",
             severity,
             f"intensities unlike the training scans (distance {distance:.2f}, training cases up to {threshold:.2f}): "
-            "another contrast, scanner or intensity scaling?",
+            + what,
         )
     ]
 
