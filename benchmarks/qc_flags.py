@@ -92,13 +92,13 @@ def truncated(image: Image, label: np.ndarray, rng: np.random.Generator) -> tupl
     keep = int(size * rng.uniform(0.35, 0.45))
     start = (size - keep) // 2
     geometry = image.geometry.shifted([start, 0, 0])
-    return Image(image.array[:, start : start + keep], geometry), label[:, start : start + keep]
+    return Image(image.array[:, start : start + keep], geometry), label[start : start + keep]
 
 
 def downsampled(image: Image, label: np.ndarray, rng: np.random.Generator) -> tuple[Image, np.ndarray]:
     spacing = (image.geometry.spacing[0] * 3, image.geometry.spacing[1] * 3, image.geometry.spacing[2])
     geometry = image.geometry.with_spacing(spacing)
-    return Image(np.ascontiguousarray(image.array[:, ::3, ::3]), geometry), np.ascontiguousarray(label[:, ::3, ::3])
+    return Image(np.ascontiguousarray(image.array[:, ::3, ::3]), geometry), np.ascontiguousarray(label[::3, ::3])
 
 
 def unrelated(image: Image, label: np.ndarray, rng: np.random.Generator) -> tuple[Image, np.ndarray]:
