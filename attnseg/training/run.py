@@ -36,6 +36,7 @@ from attnseg.data import (
 from attnseg.data.check import Fingerprint
 from attnseg.data.dataset import Dataset
 from attnseg.data.plan import PATCH_MULTIPLE
+from attnseg.data.training_fingerprint import fingerprint_training_cases, save_fingerprint
 from attnseg.device import resolve_device
 from attnseg.distributed import DistContext, barrier, broadcast_number, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
@@ -58,6 +59,7 @@ from attnseg.training.budget import (
     coarsening_for_budget,
     training_seconds,
 )
+from attnseg.training.calibration import keep_calibration
 from attnseg.training.config import Config, augment_config
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.step import random_batch
@@ -125,6 +127,7 @@ def _train_in_group(
         model_dir.write_description(
             config.to_yaml(), network_description(config, data.plan), data.plan.to_dict(), data.plan.labels
         )
+        keep_training_fingerprint(model_dir, data)
     trainer = Trainer(
         config,
         model,
@@ -144,7 +147,20 @@ def _train_in_group(
         trainer.close()
     if context.is_main:
         model_dir.write_postprocessing(choose_postprocessing(data, state))
+        keep_calibration(model_dir, model, data.plan, data.val_cases, config.data.batch_size, device)
     return state
+
+
+def keep_training_fingerprint(model_dir: ModelDir, data: PreparedData) -> None:
+    """``MODEL/fingerprint.json``: what the model's training cases look like (the validation cases stay
+    unseen, so that they test the quality control as they test the model), for the quality control of
+    its predictions (:mod:`attnseg.data.training_fingerprint`)."""
+    plan = data.plan
+    case_ids = [case.id for case in data.train_cases]
+    fingerprint = fingerprint_training_cases(
+        data.dataset, case_ids, plan.class_values, plan.class_names, plan.channel_names
+    )
+    save_fingerprint(model_dir.file(ModelDir.FINGERPRINT), fingerprint)
 
 
 def recorded_runtime(config: Config, model_dir: ModelDir, device: torch.device) -> Runtime | None:

@@ -14,8 +14,12 @@ RUN_DIR/attention``). Pictures are sorted by name into overlays (``*_overlay.png
 (``*_attention*.png``). Nothing is computed that is not already on disk, except the training curves,
 which are redrawn from ``log.csv``, and the network's parameter count.
 
+The quality control of a prediction run (``qc.json`` of ``attnseg predict``, beside ``summary.json``, in
+the run folder or in ``predictions/``; with ``qc_evaluation.json`` of ``attnseg evaluate``, the true Dice
+beside the predicted one) becomes a table, failed and flagged cases first.
+
 Sections (each only when its source exists): summary, training curves, metrics per class, metrics per
-case (worst mean Dice first), overlays, attention, configuration, plan, network and provenance.
+case (worst mean Dice first), quality control, overlays, attention, configuration, plan, network and provenance.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from attnseg.metrics.report import TABLE_METRICS
 from attnseg.visualize import html
 from attnseg.visualize.curves import progress_figure, read_log
 from attnseg.visualize.drawing import figure_png
+from attnseg.visualize.qc_table import qc_section
 
 REPORT_FILE = "report.html"
 MODEL_FILES = ("network.json", "plan.json")
@@ -41,6 +46,7 @@ SUMMARY = "summary.json"
 # where pictures are looked for, relative to the run folder
 PICTURE_FOLDERS = ("pictures", "attention", "metrics/overlays", "overlays")
 DISTANCES = ("HD95", "ASSD")
+QC_FILE, QC_EVALUATION = "qc.json", "qc_evaluation.json"  # of `attnseg predict` and `attnseg evaluate`
 
 
 @dataclass
@@ -52,6 +58,8 @@ class RunFolder:
     summary: Path | None = None
     overlays: list[Path] = field(default_factory=list)
     attention: list[Path] = field(default_factory=list)
+    qc: Path | None = None  # qc.json of `attnseg predict`
+    qc_evaluation: Path | None = None  # qc_evaluation.json of `attnseg evaluate`
 
 
 def find_run(path: str | Path) -> RunFolder:
@@ -68,6 +76,11 @@ def find_run(path: str | Path) -> RunFolder:
         if (candidate / SUMMARY).is_file():
             run.summary = candidate / SUMMARY
             break
+    places = [root / "metrics", root, root / "predictions"]
+    if run.summary is not None:
+        places.insert(0, run.summary.parent)
+    run.qc = next((p / QC_FILE for p in places if (p / QC_FILE).is_file()), None)
+    run.qc_evaluation = next((p / QC_EVALUATION for p in places if (p / QC_EVALUATION).is_file()), None)
     pictures = sorted({p for folder in PICTURE_FOLDERS for p in (root / folder).glob("*.png")}, key=lambda p: p.name)
     if run.summary is not None:
         pictures += sorted((run.summary.parent / "overlays").glob("*.png"))
@@ -106,6 +119,9 @@ def render_report(run: RunFolder) -> str:
     if summary is not None:
         sections.append(("metrics-class", "Metrics per class", _class_section(summary)))
         sections.append(("metrics-case", "Metrics per case", _case_section(summary)))
+    if run.qc is not None:
+        evaluation = _read_json(run.qc_evaluation) if run.qc_evaluation is not None else None
+        sections.append(("quality-control", "Quality control", qc_section(_read_json(run.qc), evaluation)))
     if run.overlays:
         sections.append(("overlays", "Overlays", _pictures(run.overlays, _OVERLAY_NOTE)))
     if run.attention:
