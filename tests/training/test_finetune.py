@@ -106,3 +106,11 @@ def test_model_card(source_model: Path) -> None:
     for section in ("## Data", "## Recipe", "## Validation", "## Not for", "## Training", "fingerprint"):
         assert section in card
     assert "| organ |" in card and "| lesion |" in card
+
+
+def test_the_report_carries_the_model_card(source_model: Path) -> None:
+    from attnseg.visualize.report import find_run, render_report
+
+    page = render_report(find_run(source_model))
+    assert '<a href="#model-card">' in page and '<section id="model-card">' in page
+    assert ModelDir(source_model).weights_sha256() in page
