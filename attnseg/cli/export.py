@@ -27,8 +27,17 @@ def add_parser(verbs: Verbs) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("-m", "--model", required=True, help="model directory written by `attnseg train`")
-    export.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="export format")
-    export.add_argument("-o", "--output", help="file to write (default: MODEL_DIR/model.onnx or model.pt)")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript", "monai-bundle"),
+        help="export format; monai-bundle: a folder that `python -m monai.bundle run` executes without attnseg",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        help="file (folder for monai-bundle) to write (default: MODEL_DIR/model.onnx, model.pt, bundle)",
+    )
     export.add_argument("--overwrite", action="store_true", help="replace existing files")
     export.set_defaults(func=run)
 
@@ -36,6 +45,14 @@ def add_parser(verbs: Verbs) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnseg.export import export_model_dir
 
+    if args.format == "monai-bundle":
+        from pathlib import Path
+
+        from attnseg.bundle import export_bundle
+
+        output = Path(args.output) if args.output else Path(args.model) / "bundle"
+        print(f"wrote {export_bundle(args.model, output, overwrite=args.overwrite)} (a MONAI Bundle)")
+        return 0
     result = export_model_dir(args.model, args.format, args.output, overwrite=args.overwrite)
     parity = result.parity
     verdict = "passes" if parity.passed else "FAILS"
