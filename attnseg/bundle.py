@@ -37,7 +37,18 @@ from attnseg.model_dir import ModelDir
 
 SCHEMA = Path(__file__).parent / "schemas" / "monai_bundle_metadata.json"
 SCRIPT_MODULE = "attnseg_transforms"
+# What the bundle's environment needs besides torch and MONAI: nibabel (LoadImaged, SaveImaged), fire
+# (MONAI's bundle command line), scikit-image (MONAI's KeepLargestConnectedComponent).
+BUNDLE_PACKAGES = ("nibabel", "fire", "scikit-image")
 MODALITY = {"ct": "CT"}  # any other scheme: "MR" when the channel is named so, else the channel's name
+
+
+def installed_version(package: str) -> str:
+    """The version installed here, or "any" (attnseg itself does not need ``fire`` or ``scikit-image``)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "any"
 
 
 def metadata(directory: ModelDir) -> dict[str, Any]:
@@ -54,7 +65,7 @@ def metadata(directory: ModelDir) -> dict[str, Any]:
         "monai_version": importlib.metadata.version("monai"),
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
-        "optional_packages_version": {"nibabel": importlib.metadata.version("nibabel")},
+        "optional_packages_version": {name: installed_version(name) for name in BUNDLE_PACKAGES},
         "name": directory.path.name,
         "task": f"segmentation of {', '.join(plan.class_names[1:])}",
         "description": f"attnseg {directory.network_spec()['name']} ({plan.spatial_dims}D); see docs/README.md",
