@@ -198,8 +198,10 @@ def export_bundle(model_dir: str | Path, output: str | Path, overwrite: bool = F
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output} exists; pass --overwrite to replace it")
     plan = directory.load_plan()
-    if plan.image_dims != 3:
-        raise ConfigError("a MONAI Bundle is exported for models of 3D images (NIfTI volumes) only")
+    if plan.image_dims != 3 or plan.num_channels != 1:
+        raise ConfigError(
+            "a MONAI Bundle is exported for one-channel models of 3D images only (it reads one NIfTI file per case)"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
