@@ -114,3 +114,30 @@ def test_the_report_carries_the_model_card(source_model: Path) -> None:
     page = render_report(find_run(source_model))
     assert '<a href="#model-card">' in page and '<section id="model-card">' in page
     assert ModelDir(source_model).weights_sha256() in page
+
+
+def test_keep_source_plan_takes_spacing_and_normalisation(source_model: Path, tmp_path: Path) -> None:
+    """The new dataset plans its own spacing unless --keep-source-plan; then the source's are kept."""
+    data = nnunet_builder(tmp_path)(
+        cases=4, shape=(20, 18, 6), classes=2, spacing=(1.6, 1.6, 3.0), name="Dataset004_Coarse"
+    )
+    source_plan = json.loads((source_model / "plan.json").read_text())
+    plans = {}
+    for keep in (False, True):
+        output = tmp_path / f"keep_{keep}"
+        args = [
+            "train",
+            "--dataset",
+            str(data),
+            "--output",
+            str(output),
+            "--epochs",
+            "1",
+            "--init-from",
+            str(source_model),
+        ]
+        assert main([*args, *(["--keep-source-plan"] if keep else []), *TINY]) == 0
+        plans[keep] = json.loads((output / "plan.json").read_text())
+    assert plans[False]["target_spacing"] != source_plan["target_spacing"]
+    assert plans[True]["target_spacing"] == source_plan["target_spacing"]
+    assert plans[True]["normalization"] == source_plan["normalization"]
