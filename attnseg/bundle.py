@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from attnseg import __version__, bundle_scripts
+from attnseg.data.plan import Plan
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.export import export_torchscript
 from attnseg.model_dir import ModelDir
@@ -125,20 +126,7 @@ def inference_config(directory: ModelDir) -> dict[str, Any]:
         "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
         "datalist": "$[{'image': path} for path in sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*')))]",
         "network": "$torch.jit.load(os.path.join(@bundle_root, 'models', 'model.ts'), map_location=@device).eval()",
-        "preprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
-                {"_target_": "EnsureChannelFirstd", "keys": "image"},
-                {"_target_": "Orientationd", "keys": "image", "axcodes": plan.orientation or "RAS"},
-                {
-                    "_target_": f"{script}.Preprocessd",
-                    "keys": "image",
-                    "normalization": [{k: v for k, v in vars(n).items() if v is not None} for n in plan.normalization],
-                    "target_spacing": list(plan.target_spacing),
-                },
-            ],
-        },
+        "preprocessing": preprocessing(plan),
         "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
         "inferer": {
             "_target_": f"{script}.SliceInferer",
@@ -146,33 +134,61 @@ def inference_config(directory: ModelDir) -> dict[str, Any]:
             "slice_axis": plan.slice_axis if plan.slice_axis is not None else 0,
             "patch_size": list(plan.patch_size),
         },
-        "postprocessing": {
-            "_target_": "Compose",
-            "transforms": [
-                {
-                    "_target_": f"{script}.Restored",
-                    "keys": "pred",
-                    "class_values": list(plan.class_values),
-                    "largest_component": largest,
-                },
-                {
-                    "_target_": "SaveImaged",
-                    "keys": "pred",
-                    "output_dir": "@output_dir",
-                    "output_postfix": "",
-                    "separate_folder": False,
-                    "resample": False,
-                    "output_dtype": "$np.uint8",
-                    "print_log": False,
-                },
-            ],
-        },
+        "postprocessing": postprocessing(plan, largest),
         "initialize": ["$os.makedirs(@output_dir, exist_ok=True)"],
         "run": [
             "$[@postprocessing(dict(item, pred=@inferer(item['image'][None].to(@device), @network)[0])) "
             "for item in @dataset]"
         ],
         "finalize": [],
+    }
+
+
+def preprocessing(plan: Plan) -> dict[str, Any]:
+    """Load, channel first, reorient as the plan; then attnseg's crop, normalisation and resampling."""
+    script = f"$scripts.{SCRIPT_MODULE}"
+    return {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            # a plan without an orientation (older models) works on the voxel order as stored
+            {"_target_": "Orientationd", "keys": "image", "axcodes": plan.orientation or "RAS"}
+            if plan.orientation
+            else {"_target_": "Identityd", "keys": "image"},
+            {
+                "_target_": f"{script}.Preprocessd",
+                "keys": "image",
+                "normalization": [{k: v for k, v in vars(n).items() if v is not None} for n in plan.normalization],
+                "target_spacing": list(plan.target_spacing),
+            },
+        ],
+    }
+
+
+def postprocessing(plan: Plan, largest: list[int]) -> dict[str, Any]:
+    """Back to the input's grid (attnseg's restore, MONAI's largest component and orientation), then save."""
+    script = f"$scripts.{SCRIPT_MODULE}"
+    return {
+        "_target_": "Compose",
+        "transforms": [
+            {
+                "_target_": f"{script}.Restored",
+                "keys": "pred",
+                "class_values": list(plan.class_values),
+                "largest_component": largest,
+            },
+            {
+                "_target_": "SaveImaged",
+                "keys": "pred",
+                "output_dir": "@output_dir",
+                "output_postfix": "",
+                "separate_folder": False,
+                "resample": False,
+                "output_dtype": "$np.uint8" if max(plan.class_values) <= 255 else "$np.int32",
+                "print_log": False,
+            },
+        ],
     }
 
 
