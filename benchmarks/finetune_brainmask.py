@@ -9,6 +9,7 @@ first epochs. Reported: the best validation Dice of the brain class, per seed, m
 
     attnseg demo                                              # the source model, demo_output/model
     python -m benchmarks.finetune_brainmask --source demo_output/model --budget 40 --seeds 0 1 2
+    python -m benchmarks.finetune_brainmask --source demo_output/model --epochs 2 --arms scratch init-from
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ SETTINGS = [  # the demo's (attnseg/demo.py)
     "optimizer.lr=0.002",
     "training.iterations_per_epoch=10",
     "training.val_every=1",
+    "training.amp=off",  # fp32, no timed choice: both arms train the same way
+    "training.layout=channels_last",
 ]
 ARMS = {
-    "from scratch": [],
-    "--init-from": ["finetune.init_from={source}"],
-    "--init-from --freeze encoder (2 epochs)": [
+    "scratch": [],
+    "init-from": ["finetune.init_from={source}"],
+    "init-from+freeze": [
         "finetune.init_from={source}",
         "finetune.freeze=encoder",
         "finetune.freeze_epochs=2",
@@ -70,9 +73,10 @@ def brain_mask_dataset(tissue: Path, out: Path, train_cases: int) -> Path:
     return out
 
 
-def run_arm(overrides: list[str], dataset: Path, output: Path, budget: float, seed: int) -> float:
+def run_arm(overrides: list[str], dataset: Path, output: Path, length: str, seed: int) -> float:
+    """One training; ``length`` is ``training.time_budget=...`` or ``training.epochs=...``."""
     settings = [*SETTINGS, *overrides, f"data.dataset={dataset}", f"output={output}"]
-    config = load_config(None, [*settings, f"training.time_budget={budget}", f"training.seed={seed}"])
+    config = load_config(None, [*settings, length, f"training.seed={seed}"])
     state = train(config, show_progress=False)
     return max(row.get("val_dice_brain", float("nan")) for row in state.history)
 
@@ -81,11 +85,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=Path("demo_output/model"), help="the mni152-tissue model")
     parser.add_argument("--budget", default="40", help="wall time per training, e.g. 40, 2m")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="instead of --budget: this many epochs of 10 steps each (equal steps of the same network: equal "
+        "compute, whatever else loads the machine; a frozen encoder makes a step cheaper, so not for that arm)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-cases", type=int, default=3)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     args = parser.parse_args()
     budget = parse_duration(args.budget)
+    length = f"training.epochs={args.epochs}" if args.epochs else f"training.time_budget={budget}"
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
         tissue = prepare_builtin("mni152-tissue", root / "tissue")
@@ -94,14 +105,15 @@ def main() -> None:
         for seed in args.seeds:
             for index, arm in enumerate(args.arms):
                 overrides = [o.format(source=args.source.resolve()) for o in ARMS[arm]]
-                score = run_arm(overrides, dataset, root / f"run_{index}_{seed}", budget, seed)
+                score = run_arm(overrides, dataset, root / f"run_{index}_{seed}", length, seed)
                 scores.setdefault(arm, []).append(score)
                 print(f"seed {seed}, {arm}: best validation Dice (brain) {score:.4f}", flush=True)
     rows = []
     for arm, values in scores.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append([arm, f"{statistics.mean(values):.3f} +- {spread:.3f}", ", ".join(f"{v:.3f}" for v in values)])
-    title = f"Brain mask from {args.train_cases} slabs, {budget:g} s of training each, seeds {args.seeds}"
+    each = f"{args.epochs} epochs of 10 steps" if args.epochs else f"{budget:g} s of training"
+    title = f"Brain mask from {args.train_cases} slabs, {each} each, seeds {args.seeds}"
     print(header(title))
     print(markdown_table(["start", "Dice (brain), mean +- sd", "per seed"], rows))
 
