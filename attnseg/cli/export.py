@@ -17,12 +17,17 @@ def add_parser(verbs: Verbs) -> None:
             "graph pads to the network's multiple and crops back), run it in onnxruntime or TorchScript on several "
             "inputs and compare with the eager model (tolerance 1e-4), and write MODEL.json beside it with what a "
             "deployment must reproduce: labels, voxel size, normalisation, slice or patch size, slicing axis, "
-            "input and output layout, and the parity result. Exit status 1 if parity fails."
+            "input and output layout, and the parity result. Exit status 1 if parity fails. --format monai-bundle "
+            "writes a MONAI Bundle folder instead (docs/export.md): attnseg's preprocessing and post-processing as "
+            "MONAI transforms around the TorchScript network, the model card as its docs/README.md."
         ),
         epilog=(
             "examples:\n"
             "  attnseg export -m demo_output/model --format onnx              # demo_output/model/model.onnx(.json)\n"
-            "  attnseg export -m runs/ct --format torchscript -o deploy/ct.pt"
+            "  attnseg export -m runs/ct --format torchscript -o deploy/ct.pt\n"
+            "  attnseg export -m demo_output/model --format monai-bundle -o demo_bundle   # runs without attnseg:\n"
+            "  cd demo_bundle && python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\\n"
+            "      --dataset_dir IN --output_dir OUT"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
