@@ -42,6 +42,7 @@ from attnseg.visualize.qc_table import qc_section
 
 REPORT_FILE = "report.html"
 MODEL_FILES = ("network.json", "plan.json")
+MODEL_CARD = "MODEL_CARD.md"  # written by training (attnseg.training.model_card: a higher layer)
 SUMMARY = "summary.json"
 # where pictures are looked for, relative to the run folder
 PICTURE_FOLDERS = ("pictures", "attention", "metrics/overlays", "overlays")
@@ -130,6 +131,9 @@ def render_report(run: RunFolder) -> str:
         sections.append(("configuration", "Configuration", _configuration_section(model)))
         sections.append(("plan", "Plan", _plan_section(model)))
         sections.append(("network", "Network and provenance", _network_section(model)))
+    card = run.model / MODEL_CARD if run.model is not None else None
+    if card is not None and card.is_file():
+        sections.append(("model-card", "Model card", _model_card_section(card)))
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     subtitle = f"{run.root.resolve()} · written {now} by attnseg {__version__}"
     return html.page(f"attnseg report: {run.root.resolve().name}", subtitle, sections)
@@ -206,7 +210,16 @@ def _summary_section(run: RunFolder, model, summary, history) -> str:
     sources = [f"model directory: {run.model}" if run.model else "no model directory"]
     sources.append(f"evaluation: {run.summary}" if run.summary else "no evaluation (summary.json) found")
     note = f'<p class="note">{html.escape("; ".join(sources))}.</p>'
+    if run.model is not None and (run.model / MODEL_CARD).is_file():
+        note += f'<p class="note">The model\'s card: <a href="#model-card">{MODEL_CARD}</a> (below).</p>'
     return html.cards(items) + note
+
+
+def _model_card_section(card: Path) -> str:
+    """The model directory's MODEL_CARD.md as written (attnseg.training.model_card), so that the report,
+    one self-contained file, carries what the model is and is not for."""
+    note = f'<p class="note">{html.escape(str(card))}</p>'
+    return note + html.preformatted(card.read_text(encoding="utf-8"))
 
 
 def _best_epoch(history: list[dict[str, float]]) -> dict[str, float] | None:
