@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-torchrun test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
+.PHONY: demo test test-torchrun test-bundle test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ test-torchrun: $(VENV)/.installed-dev
 
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m slow
+
+# The MONAI Bundle run in a fresh environment without attnseg (built once, cached in the temp folder)
+test-bundle: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m bundle tests/inference/test_bundle.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

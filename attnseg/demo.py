@@ -19,7 +19,7 @@ from pathlib import Path
 from attnseg.data import load_dataset, load_splits, prepare_builtin
 from attnseg.data.dataset import Dataset
 from attnseg.errors import OutputExistsError
-from attnseg.evaluate import evaluate_folders, write_overlays, write_reports
+from attnseg.evaluate import evaluate_folders, evaluate_qc, write_overlays, write_reports
 from attnseg.inference.predictor import Predictor
 from attnseg.metrics import markdown_table
 from attnseg.model_dir import ModelDir
@@ -77,6 +77,7 @@ def run_demo(output: str | Path = "demo_output", epochs: int = 24, overwrite: bo
     if report is None:
         raise RuntimeError("demo predictions do not match their references: " + "; ".join(problems))
     write_reports(report, folders["metrics"])
+    evaluate_qc(report, folders["predictions"], folders["metrics"])  # the report's quality-control table
     print(markdown_table(report))
 
     print("[4/4] drawing training curves, overlays and attention maps")

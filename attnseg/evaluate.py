@@ -34,13 +34,16 @@ from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.io import is_image_file, strip_ending
 from attnseg.data.mask_files import Grid, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.errors import ConfigError, DataError
-from attnseg.fileio import check_writable, read_json
+from attnseg.fileio import check_writable, read_json, write_json
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
 from attnseg.metrics.binary import check_labels
+from attnseg.metrics.qc_agreement import qc_agreement
 from attnseg.metrics.report import write_case_csv, write_markdown, write_summary_json
 
 GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
 REPORT_FILES = {"summary": "summary.json", "cases": "cases.csv", "table": "summary.md"}
+QC_FILE = "qc.json"  # written by `attnseg predict` beside the masks
+QC_EVALUATION = "qc_evaluation.json"
 T = TypeVar("T")
 R = TypeVar("R")
 OVERLAY_FOLDER = "overlays"  # beside the reports
@@ -220,6 +223,35 @@ def write_reports(report: EvaluationReport, folder: str | Path, overwrite: bool 
     write_case_csv(report, paths["cases"], overwrite=overwrite)
     write_markdown(report, paths["table"], overwrite=overwrite)
     return paths
+
+
+def mean_dice_per_case(report: EvaluationReport) -> dict[str, float]:
+    """Every case's Dice averaged over its foreground classes (classes empty on both sides left out; 1
+    when every class is)."""
+    foreground = [name for name, value in report.labels.items() if value != 0]
+    result = {}
+    for case in report.cases:
+        scores = [float(case.metrics[name].get("Dice")) for name in foreground if name in case.metrics]
+        finite = [s for s in scores if np.isfinite(s)]
+        result[case.case_id] = float(np.mean(finite)) if finite else 1.0
+    return result
+
+
+def evaluate_qc(
+    report: EvaluationReport, predictions: str | Path, folder: str | Path, overwrite: bool = False
+) -> dict[str, Any] | None:
+    """When ``predictions`` holds the ``qc.json`` of `attnseg predict`: how well its predicted Dice ranks
+    the true Dice (Spearman) and how many failed cases its verdicts caught, written to
+    ``FOLDER/qc_evaluation.json``; None (nothing written) without a qc.json."""
+    source = Path(predictions) / QC_FILE
+    if not source.is_file():
+        return None
+    cases = read_json(source).get("cases")
+    if not isinstance(cases, list):
+        raise DataError(f"{source}: no 'cases' list; is it the qc.json of `attnseg predict`?")
+    agreement = qc_agreement(cases, mean_dice_per_case(report))
+    write_json(Path(folder) / QC_EVALUATION, agreement, overwrite=overwrite)
+    return agreement
 
 
 def find_images(reference: str | Path, images: str | Path | None = None) -> dict[str, Path]:

@@ -9,6 +9,8 @@
       metadata.json         package version, git revision, torch version, date
       postprocessing.json   what the predictor does after the network, and why (largest component per class)
       runtime.json          how training ran: memory layout, mixed precision, why (measured step times)
+      calibration.json      the temperature fitted on the validation cases, ECE before and after
+      fingerprint.json      what the model saw: spacings, sizes, intensities, label volumes (quality control)
       checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
       log.csv, progress.png, tensorboard/
 
@@ -71,6 +73,8 @@ class ModelDir:
     METADATA = "metadata.json"
     POSTPROCESSING = "postprocessing.json"
     RUNTIME = "runtime.json"
+    FINGERPRINT = "fingerprint.json"
+    CALIBRATION = "calibration.json"
     CHECKPOINT = "checkpoint/last.pt"
     LOG = "log.csv"
     PROGRESS = "progress.png"
@@ -130,6 +134,21 @@ class ModelDir:
     def runtime(self) -> dict[str, Any] | None:
         """The training's recorded runtime; None for model directories written before it was recorded."""
         return self._read_json(self.RUNTIME) if self.file(self.RUNTIME).exists() else None
+
+    def training_fingerprint(self) -> dict[str, Any] | None:
+        """What the model saw in training (:mod:`attnseg.data.training_fingerprint`); None for model
+        directories written before it was kept (quality control then checks headers and masks only)."""
+        return self._read_json(self.FINGERPRINT) if self.file(self.FINGERPRINT).exists() else None
+
+    def temperature(self) -> float:
+        """The temperature fitted at the end of training (``calibration.json``); 1 (none) for models
+        trained without validation cases or before calibration existed."""
+        if not self.file(self.CALIBRATION).exists():
+            return 1.0
+        value = self._read_json(self.CALIBRATION).get("temperature")
+        if not isinstance(value, (int, float)) or not value > 0:
+            raise ModelDirError(f"{self.file(self.CALIBRATION)}: the temperature must be a positive number")
+        return float(value)
 
     def plan(self) -> dict[str, Any]:
         return self._read_json(self.PLAN)

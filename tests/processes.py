@@ -99,12 +99,15 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
-def run_with_stack_dump(command: list[str], timeout: float, env: dict[str, str] | None = None) -> Finished:
+def run_with_stack_dump(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Finished:
     """Run ``command``; on timeout, dump the stacks of every process under it, kill them all, raise Hung."""
     started = time.monotonic()
     process = subprocess.Popen(
         command,
         env=env or child_env(),
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -23,7 +23,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert (out / "data" / "mni152-tissue" / "dataset.json").exists()
     assert (out / "model" / "weights.safetensors").exists()
     val = ["mni152_z040", "mni152_z076", "mni152_z112"]
-    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{v}.nii.gz" for v in val]
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == [f"{v}.nii.gz" for v in val] + [
+        "qc.csv",
+        "qc.json",
+    ]
+    assert json.loads((out / "metrics" / "qc_evaluation.json").read_text())["cases"] == len(val)
     summary = json.loads((out / "metrics" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2"}  # grey and white matter
     dice = json.loads((out / "metrics" / "demo.json").read_text())["foreground_dice"]
@@ -36,6 +40,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     report = out / "report.html"
     assert f"report (open it in a browser): {report}" in printed
     page = report.read_text()
+    assert 'id="quality-control"' in page
     assert 'id="metrics-per-class"' in page and page.count("data:image/png;base64,") == 1 + 2 * len(val)
 
     assert main(["demo", "--output", str(out), "--epochs", "1"]) == 2  # keeps an earlier run

@@ -46,7 +46,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # figures (curves, overlays, attention maps of arrays, the report) draw what the layers below make;
     # training draws its progress.png with them.
     ("the ModelDir; figures", ("attnseg.model_dir", "attnseg.visualize")),
-    ("training, inference (export included)", ("attnseg.training", "attnseg.inference", "attnseg.export")),
+    # bundle_scripts imports no attnseg module at all: it is copied into MONAI Bundles (attnseg.bundle).
+    (
+        "training, inference (export included)",
+        ("attnseg.training", "attnseg.inference", "attnseg.export", "attnseg.bundle", "attnseg.bundle_scripts"),
+    ),
     # What one verb does with the layers below: `attnseg evaluate`, `attnseg profile`, and the figures of a
     # scan, which run a Predictor.
     ("verbs' jobs", ("attnseg.evaluate", "attnseg.profiling", "attnseg.visualize.scan")),
@@ -61,6 +65,8 @@ PEER_IMPORTS: dict[tuple[str, str], str] = {
     # largest-component post-processing that prediction uses, so validation Dice measures what predict does.
     ("attnseg.training", "attnseg.inference.volume"): "validation predicts as inference does",
     ("attnseg.training", "attnseg.inference.postprocess"): "validation chooses the post-processing predict applies",
+    ("attnseg.bundle", "attnseg.export"): "a bundle's model.ts is the TorchScript export",
+    ("attnseg.bundle", "attnseg.bundle_scripts"): "a bundle carries a copy of the transforms' file",
 }
 # Lower layers that must still not reach into one another: "data knows nothing of models".
 KNOWS_NOTHING_OF: tuple[tuple[str, str], ...] = (("attnseg.data", "attnseg.networks"),)

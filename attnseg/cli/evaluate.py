@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from attnseg.evaluate import (
         OVERLAY_FOLDER,
         evaluate_folders,
+        evaluate_qc,
         find_images,
         find_labels,
         write_overlays,
@@ -97,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(report, folder, overwrite=args.overwrite)
     print(markdown_table(report))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
+    qc = evaluate_qc(report, args.predictions, folder, overwrite=args.overwrite)
+    if qc is not None:
+        print(
+            f"quality control (qc.json): Spearman(predicted, true Dice) {qc['spearman']:.2f} over {qc['cases']} "
+            f"cases; flagged {qc['failures_caught']} of {qc['failures']} failed cases (true Dice < "
+            f"{qc['failure_dice']:g}) and {qc['good_cases_flagged']} of {qc['good_cases']} good ones"
+        )
     if args.overlays:
         images = find_images(args.reference, args.images)
         written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite, seg_labels=labels)

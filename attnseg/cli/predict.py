@@ -41,6 +41,10 @@ examples:
       -m attnseg predict -m runs/ct -i /shared/scans -o /shared/out --skip-existing  # 2 machines
   attnseg predict -m runs/ct -i scans/ -o out --skip-existing     # resume: only what is missing
 
+quality control: OUTPUT/qc.csv lists every case predicted, worst first: its verdict (ok, check, fail), its
+predicted Dice with an interval, and what is wrong in words (scan unlike the training scans, mask
+implausible, network unsure); qc.json holds every measure. --no-qc skips it. See docs/quality-control.md.
+
 exit status: 0 every case written or complete; 1 some cases failed (listed); 2 nothing ran (bad option,
 model or input, or outputs in the way).
 See docs/distributed-prediction.md.
@@ -66,7 +70,19 @@ def add_parser(verbs: Verbs) -> None:
     predict.add_argument("-i", "--input", nargs="+", help="image file(s), folder(s) or DICOM folder(s) or trees")
     predict.add_argument("-o", "--output", required=True, help="folder for the masks")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower in 2D)")
-    predict.add_argument("--probabilities", action="store_true", help="also write CASE_probabilities (K channels)")
+    predict.add_argument(
+        "--probabilities",
+        "--save-probabilities",
+        action="store_true",
+        help="also write CASE_probabilities (K channels), calibrated with the temperature the model fitted on its "
+        "validation cases (MODEL/calibration.json)",
+    )
+    predict.add_argument(
+        "--no-qc",
+        action="store_true",
+        help="skip the quality control (by default OUTPUT/qc.json and qc.csv: per case, flags for scans unlike the "
+        "training scans and implausible masks, a predicted Dice and a verdict ok/check/fail; docs/quality-control.md)",
+    )
     _add_postprocessing_options(predict)
     predict.add_argument(
         "--format",
@@ -94,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         largest_component=args.largest_component,
         amp=args.amp,
+        quality_control=not args.no_qc,
     )
     if args.dicomweb is not None:
         return _run_pacs(args, predictor)

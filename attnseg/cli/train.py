@@ -20,6 +20,10 @@ SHORTCUTS = {
     "deterministic": "training.deterministic",
     "device": "training.device",
     "time_budget": "training.time_budget",
+    "init_from": "finetune.init_from",
+    "freeze": "finetune.freeze",
+    "freeze_epochs": "finetune.freeze_epochs",
+    "keep_source_plan": "finetune.keep_source_plan",
 }
 
 EPILOG = """examples:
@@ -27,6 +31,7 @@ EPILOG = """examples:
   attnseg train configs/attention_unet_2d.yaml --dataset data/Dataset001_Liver --output runs/liver_f0 --fold 0
   attnseg train configs/attention_unet_2d.yaml --set optimizer.lr=3e-4 --set data.batch_size=4 --print-config
   attnseg train configs/attention_unet_2d.yaml --output runs/liver_f0 --resume     # continue after a crash
+  attnseg train --dataset data/brainmask --output runs/bm --init-from runs/mni --freeze encoder --freeze-epochs 2
   torchrun --nproc_per_node=4 -m attnseg train configs/attention_unet_3d_paper.yaml --output runs/ct   # 4 GPUs
 
 The configuration is YAML with the sections network, data, optimizer, scheduler, loss, training (see
@@ -76,6 +81,25 @@ def add_parser(verbs: Verbs) -> None:
         "are planned from step times measured on this machine and the run stops on time, keeping the best model; "
         "a 2D run whose spacing is left to the plan trains at a coarser in-plane spacing (at most 2x) when fewer "
         "than 1000 steps would fit at the data's own",
+    )
+    train.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start from this model directory's (or weights file's) tensors wherever name and shape match; "
+        "the rest (another number of classes or channels) starts fresh; the model directory's init.json lists "
+        "both (finetune.init_from)",
+    )
+    train.add_argument(
+        "--freeze", choices=("encoder",), help="keep the encoder fixed (finetune.freeze), see --freeze-epochs"
+    )
+    train.add_argument(
+        "--freeze-epochs", type=int, metavar="N", help="release the freeze after N epochs (default: the whole run)"
+    )
+    train.add_argument(
+        "--keep-source-plan",
+        action="store_true",
+        default=None,
+        help="take spacing and normalisation from --init-from's plan, not from the new dataset",
     )
     train.add_argument("--seed", type=int, help="training.seed")
     train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")

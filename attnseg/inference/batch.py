@@ -42,6 +42,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -58,6 +59,8 @@ from attnseg.distributed import (
 from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.inference.cases import CaseOutputs, CaseSurvey, InputCase, find_cases, output_paths, survey_case
 from attnseg.inference.prefetch import prefetch
+from attnseg.inference.qc import CaseQC
+from attnseg.inference.qc_report import qc_summary, write_qc
 from attnseg.inference.steps import PreparedImage, StepwisePredictor
 
 # How long ranks wait for each other by default (s). The end of a run waits for the slowest rank's last
@@ -86,6 +89,7 @@ class _RankResult:
     predicted: int = 0
     written: list[tuple[int, str]] = field(default_factory=list)  # (case index, mask path)
     failures: list[tuple[int, CaseFailure]] = field(default_factory=list)
+    qc: list[tuple[int, CaseQC]] = field(default_factory=list)  # (case index, quality control)
 
 
 @dataclass
@@ -101,6 +105,8 @@ class PredictionReport:
         seconds: wall time of the predictions, from the first claim to the last rank's end.
         survey_seconds: time spent listing and sizing the cases before.
         is_main: this process is rank 0 (the one that prints).
+        qc: the quality control of every case predicted (every rank's), in case order; empty when the
+            predictor has none (see :mod:`attnseg.inference.qc`).
     """
 
     found: int
@@ -111,6 +117,7 @@ class PredictionReport:
     seconds: float
     survey_seconds: float
     is_main: bool = True
+    qc: list[CaseQC] = field(default_factory=list)
 
     @property
     def predicted(self) -> int:
@@ -132,6 +139,12 @@ class PredictionReport:
                 f"{self.cases_per_minute:.1f} cases/min{spread}"
             )
         lines[0] += f"; sizing {self.found} case(s) took {self.survey_seconds:.1f} s"
+        if self.qc:
+            counts = qc_summary(self.qc)["verdicts"]
+            lines.append(
+                f"quality control: {counts['ok']} ok, {counts['check']} to check, {counts['fail']} failed "
+                "(qc.csv lists them, worst first)"
+            )
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} case(s) whose outputs were complete")
         if self.failures:
@@ -198,7 +211,10 @@ def predict_cases(
         finally:
             bar.close()
         finished = time.monotonic()
-    return _report(plan, results, finished - surveyed, surveyed - started, context.is_main)
+    report = _report(plan, results, finished - surveyed, surveyed - started, context.is_main)
+    if report.qc and report.is_main:
+        write_qc(output, report.qc, {"cases_found": report.found})
+    return report
 
 
 def _report(
@@ -216,6 +232,7 @@ def _report(
         seconds=seconds,
         survey_seconds=survey_seconds,
         is_main=is_main,
+        qc=[case for _, case in sorted((item for r in results for item in r.qc), key=lambda item: item[0])],
     )
 
 
@@ -355,6 +372,7 @@ class _RunOnRank:
     def _finish(self, index: int, prepared: PreparedImage, means: list[torch.Tensor]) -> Path | None:
         """Back to the image's grid, then the outputs this run writes, the mask last (in the writer thread)."""
         mask, probabilities = self.predictor.finish(prepared, means)
+        self._assess(index, prepared, mask, probabilities)
         outputs, to_write = self.plan.outputs[index], self.plan.surveys[index].to_write
         if outputs.probabilities in to_write:
             write_image(outputs.probabilities, probabilities, prepared.image.geometry, overwrite=self.overwrite)
@@ -362,6 +380,23 @@ class _RunOnRank:
             return None
         self.predictor.write_mask(outputs.mask, mask, prepared.image, self.overwrite, outputs.dicom)
         return outputs.mask
+
+    def _assess(self, index: int, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray) -> None:
+        """The case's quality control, when the predictor has one; a check that breaks is reported and
+        costs the case nothing (its mask is still written)."""
+        assess = getattr(self.predictor, "assess", None)
+        if assess is None:
+            return
+        case_id = self.plan.cases[index].case_id
+        try:
+            result = assess(case_id, prepared.image, mask, probabilities)
+        except Exception as error:
+            tqdm.write(
+                f"attnseg: case {case_id}: quality control failed ({type(error).__name__}: {error})", file=sys.stderr
+            )
+            return
+        if result is not None:
+            self.result.qc.append((index, result))
 
     def _collect(self, index: int, writing: Future[Path | None]) -> None:
         try:

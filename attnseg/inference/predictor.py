@@ -27,8 +27,10 @@ from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
 from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
+from attnseg.inference.qc import CaseQC, assess_case
 from attnseg.inference.steps import PreparedImage
 from attnseg.inference.volume import predict_preprocessed
+from attnseg.metrics.calibration import apply_temperature
 from attnseg.model_dir import ModelDir
 from attnseg.runtime import Runtime, inference_runtime
 
@@ -39,6 +41,7 @@ class LoadedModel:
     network: torch.nn.Module
     plan: Plan
     runtime: Runtime
+    temperature: float = 1.0  # calibration.json's; applied to the model's probabilities
 
 
 class Predictor:
@@ -58,6 +61,8 @@ class Predictor:
         amp: mixed precision: ``auto`` runs each model as its training chose on the same kind of device
             (``runtime.json``: layout and precision), else channels-last with fp16 on CUDA and fp32
             elsewhere; ``off``, ``bf16`` or ``fp16`` set the precision.
+        quality_control: check every case against the first model's training fingerprint and write
+            ``qc.json`` / ``qc.csv`` with the masks (:mod:`attnseg.inference.qc`).
 
     One image goes through three steps, which a run over many files (:mod:`attnseg.inference.batch`)
     spreads over threads: :meth:`prepare` (checks and preprocessing: a loader thread), :meth:`forward`
@@ -74,6 +79,7 @@ class Predictor:
         overlap: float = 0.5,
         largest_component: bool | None = None,
         amp: str = "auto",
+        quality_control: bool = True,
     ) -> None:
         if not model_dirs:
             raise ConfigError("give at least one model directory")
@@ -95,6 +101,8 @@ class Predictor:
         self._algorithm: Algorithm | None = None
         self.written_segs: list[WrittenSeg] = []  # every SEG this predictor wrote, with its UIDs
         self.largest_component_classes = self._largest_component_classes(largest_component)
+        self.quality_control = quality_control
+        self.fingerprint = self.models[0].model_dir.training_fingerprint() if quality_control else None
 
     def _largest_component_classes(self, requested: bool | None) -> list[int]:
         """Class indices whose largest connected component alone is kept (see attnseg.inference.postprocess)."""
@@ -132,7 +140,7 @@ class Predictor:
         plan = model_dir.load_plan()
         network = model_dir.build_network(weights=True, device=self.device)
         runtime = inference_runtime(model_dir.runtime(), self.device, self.amp)
-        return LoadedModel(model_dir, runtime.prepare_model(network), plan, runtime)
+        return LoadedModel(model_dir, runtime.prepare_model(network), plan, runtime, model_dir.temperature())
 
     # one image ---------------------------------------------------------------------------------
 
@@ -181,6 +189,7 @@ class Predictor:
                     device=self.device,
                     autocast_dtype=loaded.runtime.amp_dtype,
                 )
+                probabilities = apply_temperature(probabilities, loaded.temperature)
                 total = probabilities if total is None else total.add_(probabilities)
             means.append(total / len(members))
         return means
@@ -199,6 +208,15 @@ class Predictor:
         values = np.asarray(self.models[0].plan.class_values)
         dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
         return values[classes].astype(dtype)[None], probabilities
+
+    def assess(self, case_id: str, image: Image, mask: np.ndarray, probabilities: np.ndarray) -> CaseQC | None:
+        """The quality control of one finished case (None when switched off); see :mod:`attnseg.inference.qc`."""
+        if not self.quality_control:
+            return None
+        plan = self.models[0].plan
+        return assess_case(
+            case_id, image, mask[0], probabilities, plan.class_values, plan.class_names, self.fingerprint
+        )
 
     # files ---------------------------------------------------------------------------------------
 

@@ -161,6 +161,19 @@ class PredictionConfig(_Section):
     )
 
 
+class FinetuneConfig(_Section):
+    """Start from another model's weights (``attnseg train --init-from``): attnseg.training.init_from."""
+
+    init_from: Path | None = Field(
+        None, description="model directory or weights file (.safetensors, .pt) whose matching tensors start the run"
+    )
+    freeze: Literal["encoder"] | None = Field(None, description="keep these parameters fixed (attnseg.training.freeze)")
+    freeze_epochs: int | None = Field(None, ge=1, description="freeze for the first N epochs; None: the whole run")
+    keep_source_plan: bool = Field(
+        False, description="take spacing and normalisation from init_from's plan.json instead of the new dataset"
+    )
+
+
 class Config(_Section):
     network: NetworkConfig = NetworkConfig()
     data: DataConfig = DataConfig()
@@ -169,6 +182,7 @@ class Config(_Section):
     loss: LossConfig = LossConfig()
     training: TrainingConfig = TrainingConfig()
     prediction: PredictionConfig = PredictionConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     output: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from attnseg.data import (
 from attnseg.data.check import Fingerprint
 from attnseg.data.dataset import Dataset
 from attnseg.data.plan import PATCH_MULTIPLE
+from attnseg.data.training_fingerprint import fingerprint_training_cases, save_fingerprint
 from attnseg.device import resolve_device
 from attnseg.distributed import DistContext, barrier, broadcast_number, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
@@ -59,7 +60,11 @@ from attnseg.training.budget import (
     refuse_if_short,
     training_seconds,
 )
+from attnseg.training.calibration import keep_calibration
 from attnseg.training.config import Config, augment_config
+from attnseg.training.finetune import start_finetune
+from attnseg.training.init_from import with_source_plan
+from attnseg.training.model_card import CardInputs, machine, write_model_card
 from attnseg.training.seeding import check_seed, seed_everything, set_deterministic
 from attnseg.training.step import random_batch
 from attnseg.training.trainer import Trainer, TrainState
@@ -74,6 +79,7 @@ class PreparedData:
     plan: Plan
     train_cases: list[PreprocessedCase]
     val_cases: list[PreprocessedCase]
+    fingerprint: Fingerprint | None = None  # None when a resumed run reuses its plan
 
 
 def train(
@@ -120,14 +126,17 @@ def _train_in_group(
 ) -> TrainState:
     """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
     lives and dies in this function, before ``process_group`` destroys the group."""
+    started = time.perf_counter()
     data = prepare_data(config, model_dir if resume else None, context, budget=budget, device=device)
     if budget is not None:  # the set-up alone may have spent the budget: say so now, not after an overrun
         refuse_if_short(budget, 0.0, "anything after the set-up (planning, preprocessing)")
     model = build_model(config, data.plan)
+    on_epoch_start = start_finetune(config, model, model_dir, resume=resume, is_main=context.is_main)
     if context.is_main:
         model_dir.write_description(
             config.to_yaml(), network_description(config, data.plan), data.plan.to_dict(), data.plan.labels
         )
+        keep_training_fingerprint(model_dir, data)
     trainer = Trainer(
         config,
         model,
@@ -140,6 +149,7 @@ def _train_in_group(
         show_progress=show_progress,
         budget=budget,
         runtime=recorded_runtime(config, model_dir, device) if resume else None,
+        on_epoch_start=on_epoch_start,
     )
     try:
         state = trainer.fit(resume=resume)
@@ -147,7 +157,38 @@ def _train_in_group(
         trainer.close()
     if context.is_main:
         model_dir.write_postprocessing(choose_postprocessing(data, state))
+        keep_calibration(model_dir, model, data.plan, data.val_cases, config.data.batch_size, device)
+        write_model_card(model_dir, card_inputs(config, data, state, time.perf_counter() - started, device))
     return state
+
+
+def keep_training_fingerprint(model_dir: ModelDir, data: PreparedData) -> None:
+    """``MODEL/fingerprint.json``: what the model's training cases look like (the validation cases stay
+    unseen, so that they test the quality control as they test the model), for the quality control of
+    its predictions (:mod:`attnseg.data.training_fingerprint`)."""
+    plan = data.plan
+    case_ids = [case.id for case in data.train_cases]
+    fingerprint = fingerprint_training_cases(
+        data.dataset, case_ids, plan.class_values, plan.class_names, plan.channel_names
+    )
+    save_fingerprint(model_dir.file(ModelDir.FINGERPRINT), fingerprint)
+
+
+def card_inputs(
+    config: Config, data: PreparedData, state: TrainState, seconds: float, device: torch.device
+) -> CardInputs:
+    """What MODEL_CARD.md says of this run (attnseg.training.model_card)."""
+    return CardInputs(
+        config=config,
+        plan=data.plan,
+        dataset=str(data.dataset.root),
+        train_cases=[case.id for case in data.train_cases],
+        val_cases=[case.id for case in data.val_cases],
+        state=state,
+        seconds=seconds,
+        device=machine(device),
+        fingerprint=data.fingerprint,
+    )
 
 
 def recorded_runtime(config: Config, model_dir: ModelDir, device: torch.device) -> Runtime | None:
@@ -186,8 +227,12 @@ def prepare_data(
     """
     context = context or DistContext()
     dataset = load_dataset(config.data.dataset)
+    fingerprint = None
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
         plan = resume_from.load_plan()
+    elif config.finetune.keep_source_plan and config.finetune.init_from is not None:
+        fingerprint = fingerprint_dataset(dataset)
+        plan = plan_with_source_spacing(config, dataset, fingerprint)
     else:
         fingerprint = fingerprint_dataset(dataset)
         plan = plan_from_config(config, dataset, fingerprint)
@@ -203,7 +248,7 @@ def prepare_data(
         barrier(context, "waiting for rank 0 to fill data.cache")
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
-    return PreparedData(dataset, plan, train_cases, val_cases)
+    return PreparedData(dataset, plan, train_cases, val_cases, fingerprint)
 
 
 def plan_from_config(
@@ -223,6 +268,15 @@ def plan_from_config(
         normalization=normalization_overrides(config.data.normalization, dataset.num_channels or 1),
         patch_multiple=patch_multiple(config),
     )
+
+
+def plan_with_source_spacing(config: Config, dataset: Dataset, fingerprint: Fingerprint) -> Plan:
+    """``finetune.keep_source_plan``: the dataset's plan at the source model's spacing, with its
+    normalisation (attnseg.training.init_from.with_source_plan)."""
+    source = ModelDir(config.finetune.init_from).load_plan() if config.finetune.init_from.is_dir() else None
+    spacing = source.target_spacing if source is not None else None
+    plan = plan_from_config(config, dataset, fingerprint, spacing)
+    return with_source_plan(plan, config.finetune.init_from)
 
 
 def budget_may_choose_resolution(config: Config, plan: Plan) -> bool:

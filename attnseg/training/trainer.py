@@ -120,6 +120,8 @@ class Trainer:
             validations) is planned from measured costs so that the run ends on time (see
             :mod:`attnseg.training.budget`); ``training.epochs`` is then ignored. Every cost is read from
             the budget's clock (``budget.clock``: ``time.monotonic`` unless a test injects one).
+        on_epoch_start: called with the 0-based epoch before it trains (a fine-tuning run releases
+            its frozen encoder from it: attnseg.training.freeze).
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class Trainer:
         show_progress: bool = True,
         runtime: Runtime | None = None,
         budget: TimeBudget | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
@@ -160,6 +163,7 @@ class Trainer:
         self.scaler = self.train_step.scaler
         self.state = TrainState()
         self._writer = None
+        self.on_epoch_start = on_epoch_start  # e.g. releasing a frozen encoder (attnseg.training.freeze)
 
     # public ------------------------------------------------------------------------------------
 
@@ -349,6 +353,8 @@ class Trainer:
 
     def _run_epoch(self, epoch: int) -> None:
         started = self._clock()
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(epoch)
         seed = derive_seed(self.train_cfg.seed, epoch, self.context.rank)
         seed_everything(seed)
         if hasattr(self.train_data, "set_epoch"):  # datasets that draw their own samples per epoch

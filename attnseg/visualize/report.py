@@ -14,8 +14,12 @@ RUN_DIR/attention``). Pictures are sorted by name into overlays (``*_overlay.png
 (``*_attention*.png``). Nothing is computed that is not already on disk, except the training curves,
 which are redrawn from ``log.csv``, and the network's parameter count.
 
+The quality control of a prediction run (``qc.json`` of ``attnseg predict``, beside ``summary.json``, in
+the run folder or in ``predictions/``; with ``qc_evaluation.json`` of ``attnseg evaluate``, the true Dice
+beside the predicted one) becomes a table, failed and flagged cases first.
+
 Sections (each only when its source exists): summary, training curves, metrics per class, metrics per
-case (worst mean Dice first), overlays, attention, configuration, plan, network and provenance.
+case (worst mean Dice first), quality control, overlays, attention, configuration, plan, network and provenance.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from attnseg.metrics.report import TABLE_METRICS
 from attnseg.visualize import html
 from attnseg.visualize.curves import progress_figure, read_log
 from attnseg.visualize.drawing import figure_png
+from attnseg.visualize.qc_table import qc_section
 
 REPORT_FILE = "report.html"
 MODEL_FILES = ("network.json", "plan.json")
+MODEL_CARD = "MODEL_CARD.md"  # written by training (attnseg.training.model_card: a higher layer)
 SUMMARY = "summary.json"
 # where pictures are looked for, relative to the run folder
 PICTURE_FOLDERS = ("pictures", "attention", "metrics/overlays", "overlays")
 DISTANCES = ("HD95", "ASSD")
+QC_FILE, QC_EVALUATION = "qc.json", "qc_evaluation.json"  # of `attnseg predict` and `attnseg evaluate`
 
 
 @dataclass
@@ -52,6 +59,8 @@ class RunFolder:
     summary: Path | None = None
     overlays: list[Path] = field(default_factory=list)
     attention: list[Path] = field(default_factory=list)
+    qc: Path | None = None  # qc.json of `attnseg predict`
+    qc_evaluation: Path | None = None  # qc_evaluation.json of `attnseg evaluate`
 
 
 def find_run(path: str | Path) -> RunFolder:
@@ -68,6 +77,11 @@ def find_run(path: str | Path) -> RunFolder:
         if (candidate / SUMMARY).is_file():
             run.summary = candidate / SUMMARY
             break
+    places = [root / "metrics", root, root / "predictions"]
+    if run.summary is not None:
+        places.insert(0, run.summary.parent)
+    run.qc = next((p / QC_FILE for p in places if (p / QC_FILE).is_file()), None)
+    run.qc_evaluation = next((p / QC_EVALUATION for p in places if (p / QC_EVALUATION).is_file()), None)
     pictures = sorted({p for folder in PICTURE_FOLDERS for p in (root / folder).glob("*.png")}, key=lambda p: p.name)
     if run.summary is not None:
         pictures += sorted((run.summary.parent / "overlays").glob("*.png"))
@@ -106,6 +120,9 @@ def render_report(run: RunFolder) -> str:
     if summary is not None:
         sections.append(("metrics-class", "Metrics per class", _class_section(summary)))
         sections.append(("metrics-case", "Metrics per case", _case_section(summary)))
+    if run.qc is not None:
+        evaluation = _read_json(run.qc_evaluation) if run.qc_evaluation is not None else None
+        sections.append(("quality-control", "Quality control", qc_section(_read_json(run.qc), evaluation)))
     if run.overlays:
         sections.append(("overlays", "Overlays", _pictures(run.overlays, _OVERLAY_NOTE)))
     if run.attention:
@@ -114,6 +131,9 @@ def render_report(run: RunFolder) -> str:
         sections.append(("configuration", "Configuration", _configuration_section(model)))
         sections.append(("plan", "Plan", _plan_section(model)))
         sections.append(("network", "Network and provenance", _network_section(model)))
+    card = run.model / MODEL_CARD if run.model is not None else None
+    if card is not None and card.is_file():
+        sections.append(("model-card", "Model card", _model_card_section(card)))
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     subtitle = f"{run.root.resolve()} · written {now} by attnseg {__version__}"
     return html.page(f"attnseg report: {run.root.resolve().name}", subtitle, sections)
@@ -190,7 +210,16 @@ def _summary_section(run: RunFolder, model, summary, history) -> str:
     sources = [f"model directory: {run.model}" if run.model else "no model directory"]
     sources.append(f"evaluation: {run.summary}" if run.summary else "no evaluation (summary.json) found")
     note = f'<p class="note">{html.escape("; ".join(sources))}.</p>'
+    if run.model is not None and (run.model / MODEL_CARD).is_file():
+        note += f'<p class="note">The model\'s card: <a href="#model-card">{MODEL_CARD}</a> (below).</p>'
     return html.cards(items) + note
+
+
+def _model_card_section(card: Path) -> str:
+    """The model directory's MODEL_CARD.md as written (attnseg.training.model_card), so that the report,
+    one self-contained file, carries what the model is and is not for."""
+    note = f'<p class="note">{html.escape(str(card))}</p>'
+    return note + html.preformatted(card.read_text(encoding="utf-8"))
 
 
 def _best_epoch(history: list[dict[str, float]]) -> dict[str, float] | None:

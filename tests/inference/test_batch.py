@@ -45,10 +45,11 @@ def test_a_failing_case_is_reported_and_the_others_are_written(trained_model, sc
     assert "wrote 5 mask(s)" in captured.out
     assert "1 case(s) FAILED:\n  case_bad: " in captured.out
     assert "case_bad_0000.nii.gz: cannot read NIfTI file" in captured.out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"case_{i:03d}.nii.gz" for i in range(5)]
+    masks = [f"case_{i:03d}.nii.gz" for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [*masks, "qc.csv", "qc.json"]  # QC of the 5
     with pytest.raises(DataError, match=r"1 of 6 case\(s\) failed: case_bad: .*case_bad_0000\.nii\.gz"):
         Predictor([trained_model]).predict_files(scans, tmp_path / "library", progress=False)
-    assert len(list((tmp_path / "library").iterdir())) == 5
+    assert len(list((tmp_path / "library").iterdir())) == 5 + 2  # and qc.json, qc.csv
 
 
 def test_a_rerun_with_skip_existing_writes_nothing(trained_model, scans, tmp_path, capsys):
@@ -65,7 +66,7 @@ def test_a_rerun_with_skip_existing_writes_nothing(trained_model, scans, tmp_pat
 def test_skip_existing_writes_only_the_missing_outputs(trained_model, scans, tmp_path):
     out = tmp_path / "out"
     assert _predict(trained_model, scans, out) == 0
-    masks = _stats(out)
+    masks = {name: stat for name, stat in _stats(out).items() if not name.startswith("qc.")}  # QC: rewritten
     report = predict_cases(Predictor([trained_model]), scans, out, skip_existing=True, save_probabilities=True)
     assert report.predicted == 5 and report.written == [] and report.skipped == []
     assert {name: stat for name, stat in _stats(out).items() if name in masks} == masks  # masks untouched
@@ -78,7 +79,7 @@ def test_outputs_in_the_way_stop_the_run_before_any_case(trained_model, scans, t
     assert _predict(trained_model, scans, out) == 2
     error = capsys.readouterr().err
     assert "case_003.nii.gz exists; pass overwrite=True" in error and "--skip-existing" in error
-    assert [p.name for p in out.iterdir()] == ["case_003.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["case_003.nii.gz", "qc.csv", "qc.json"]  # the first run's
 
 
 def test_background_loading_changes_nothing(trained_model, scans, tmp_path):

@@ -64,8 +64,9 @@ FLIPS_2D = [(), (2,), (3,), (2, 3)]  # every subset of a slice's two axes (a (B,
 def _by_hand(model_dirs: list[Path], image, flips, flip_back: bool = True) -> np.ndarray:
     """What Predictor(model_dirs, mirror=...) must give, written out: for each member, on the plan's grid,
     slice by slice, the softmax of the logits of every flipped copy of the slice, flipped back, averaged
-    over the flips; then the mean over the members, and back to the image's grid. (``flip_back=False``:
-    the mistake of averaging the flipped copies as they come.)"""
+    over the flips, calibrated by the member's temperature (softmax(log p / T)); then the mean over the members,
+    and back to the image's grid. (``flip_back=False``: the mistake of averaging the flipped copies as they
+    come.)"""
     members = []
     for path in model_dirs:
         directory = ModelDir(path)
@@ -76,7 +77,9 @@ def _by_hand(model_dirs: list[Path], image, flips, flip_back: bool = True) -> np
             per_flip = [torch.softmax(network(slices.flip(axes)), dim=1) for axes in flips]
         if flip_back:
             per_flip = [probabilities.flip(axes) for probabilities, axes in zip(per_flip, flips, strict=True)]
-        members.append((sum(per_flip) / len(flips)).movedim(0, plan.slice_axis + 1))
+        mean = sum(per_flip) / len(flips)
+        calibrated = torch.softmax(torch.log(mean.clamp_min(1e-7)) / directory.temperature(), dim=1)
+        members.append(calibrated.movedim(0, plan.slice_axis + 1))
     return restore_probabilities(sum(members) / len(members), case.properties)
 
 
@@ -150,7 +153,7 @@ def test_predict_cli_on_a_folder(trained_model, tiny_dataset, tmp_path, capsys):
     args = ["predict", "-m", str(trained_model), "-i", str(tiny_dataset / "imagesTr"), "-o", str(out), "--no-progress"]
     assert main(args) == 0
     assert "wrote 5 mask(s)" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [f"case_{i:03d}.nii.gz" for i in range(5)]
+    assert sorted(p.name for p in out.iterdir()) == [*(f"case_{i:03d}.nii.gz" for i in range(5)), "qc.csv", "qc.json"]
     assert main(args) == 2  # refuses to overwrite
     assert "exists; pass overwrite=True" in capsys.readouterr().err
 
@@ -178,7 +181,12 @@ def test_dicom_series_input_gives_nrrd_or_a_dicom_series_in_its_study(trained_mo
 
     args = ["predict", "-m", str(trained_model), "-i", str(scan.path), "-o", str(tmp_path / "dcm"), "--no-progress"]
     assert main([*args, "--format", "dicom", "--probabilities"]) == 0
-    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == ["series1", "series1_probabilities.nrrd"]
+    assert sorted(p.name for p in (tmp_path / "dcm").iterdir()) == [
+        "qc.csv",
+        "qc.json",
+        "series1",
+        "series1_probabilities.nrrd",
+    ]
     series = _assert_on_grid(tmp_path / "dcm" / "series1", scan.path)
     np.testing.assert_array_equal(series.array, nrrd.array)
     assert _study_uid(tmp_path / "dcm" / "series1") == _study_uid(scan.path)

@@ -32,9 +32,14 @@ def _torchrun_predict(model: Path, scans: Path, out: Path, *extra: str, env: dic
     return run_watched(command, env=env)
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    """The outputs in ``folder`` (not the hidden leftovers of a killed write)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+def _files(folder: Path, qc: bool = True) -> dict[str, bytes]:
+    """The outputs in ``folder`` (not the hidden leftovers of a killed write); ``qc=False``: the masks and
+    probabilities alone (a resumed run's qc.json holds the cases it predicted)."""
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if not p.name.startswith(".") and (qc or not p.name.startswith("qc."))
+    }
 
 
 def _stats(folder: Path) -> dict[str, tuple[int, int]]:
@@ -66,7 +71,7 @@ def test_two_processes_write_every_case_once_as_one_process_does(trained_model, 
     # every rank reported and no case ran twice; how many each took depends on scheduling (a rank that
     # starts late may find the work done), and that each claim goes to one rank is tested in test_distributed
     assert len(per_process) == 2 and sum(per_process) == 6
-    assert _files(out) == expected  # byte for byte, masks and probabilities
+    assert _files(out) == expected  # byte for byte, masks, probabilities and the quality control
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # nothing else left behind
 
     before = _stats(out)
@@ -108,4 +113,4 @@ def test_a_killed_run_resumes_with_only_what_is_missing(trained_model, reference
     assert summary.startswith(f"wrote {6 - len(done)} mask(s)") and f"skipped {len(done)} case(s)" in summary
     assert "1 case(s) FAILED:\n  scan99 (rank " in summary and "scan99.nii.gz: cannot read NIfTI file" in summary
     assert {name: stat for name, stat in _stats(out).items() if name in kept} == kept  # finished ones untouched
-    assert _files(out) == expected
+    assert _files(out, qc=False) == {name: data for name, data in expected.items() if not name.startswith("qc.")}

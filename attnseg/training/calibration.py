@@ -1,0 +1,62 @@
+"""Temperature scaling at the end of training: one temperature fitted on the validation cases, kept in
+``MODEL/calibration.json`` with the ECE before and after, and applied by the predictor to every
+probability it writes (see :mod:`attnseg.metrics.calibration` for why and how)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnseg.data import Plan, PreprocessedCase
+from attnseg.fileio import write_json
+from attnseg.inference.volume import predict_preprocessed
+from attnseg.metrics.calibration import expected_calibration_error, fit_temperature, pooled_sample, scaled
+from attnseg.model_dir import ModelDir
+
+
+def calibrate(
+    model: nn.Module, plan: Plan, cases: Sequence[PreprocessedCase], batch_size: int, device: torch.device
+) -> dict[str, Any] | None:
+    """The temperature and the ECE before and after it, on ``cases`` (labelled, preprocessed); None
+    without cases."""
+    cases = [case for case in cases if case.label is not None]
+    if not cases:
+        return None
+    model.eval()
+    probabilities, labels = [], []
+    for case in cases:
+        predicted = predict_preprocessed(model, case.image, plan, batch_size=batch_size, device=device)
+        probabilities.append(predicted.numpy())
+        labels.append(np.asarray(case.label))
+    p, y = pooled_sample(probabilities, labels)
+    temperature = fit_temperature(p, y)
+    return {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(p, y),
+        "ece_after": expected_calibration_error(scaled(p, temperature), y),
+        "fitted_on": [case.id for case in cases],
+        "voxels": len(y),
+    }
+
+
+def keep_calibration(
+    model_dir: ModelDir,
+    model: nn.Module,
+    plan: Plan,
+    cases: Sequence[PreprocessedCase],
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """Fit with the model's selected weights (best validation, as predict uses) and write
+    ``calibration.json``; None (nothing written) without validation cases."""
+    if not cases:
+        return None
+    model_dir.load_weights(model)
+    result = calibrate(model.to(device), plan, cases, batch_size, device)
+    if result is not None:
+        write_json(model_dir.file(ModelDir.CALIBRATION), result, overwrite=True)
+    return result

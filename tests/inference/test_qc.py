@@ -1,0 +1,230 @@
+"""Quality control on hand-made cases: each flag raised by the one thing it names, the soft Dice and the
+boundary entropy computed by hand, the verdict the worst severity, and qc.json / qc.csv from a real run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from attnseg.data import Geometry, Image
+from attnseg.data.training_fingerprint import border_share, case_fingerprint, standardized, summarize
+from attnseg.inference.qc import (
+    CaseQC,
+    Flag,
+    assess_case,
+    boundary_entropy,
+    header_flags,
+    mutual_dice,
+    predicted_dice,
+    soft_dice,
+)
+from attnseg.inference.qc_report import csv_text, ordered
+
+VALUES, NAMES = [0, 1], ["background", "ball"]
+
+
+def ball_case(seed: int, radius: float = 4.0, scale: float = 100.0, shape=(24, 24, 24)) -> tuple[Image, np.ndarray]:
+    """A bright ball (the label) in a dimmer body, in air; a little noise."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    centre = np.array(shape, dtype=float)[:, None, None, None] / 2
+    distance = np.sqrt(((grid - centre) ** 2).sum(0))
+    label = (distance <= radius).astype(np.uint8)
+    body = distance <= 10
+    array = np.where(label, 2.0, np.where(body, 1.0, 0.0)) * scale + rng.normal(0, 2, shape)
+    return Image(array[None].astype(np.float32), Geometry.create((1.0, 1.0, 1.0))), label
+
+
+@pytest.fixture(scope="module")
+def fingerprint() -> dict:
+    cases = []
+    for seed, radius in enumerate((3.5, 4.0, 4.5, 4.0)):
+        image, label = ball_case(seed, radius)
+        cases.append(case_fingerprint(f"c{seed}", image, label, VALUES, NAMES))
+    return summarize(cases, NAMES, ["MR"])
+
+
+def one_hot_probabilities(label: np.ndarray, sure: float = 1.0) -> np.ndarray:
+    p1 = np.where(label == 1, sure, 1 - sure).astype(np.float32)
+    return np.stack([1 - p1, p1])
+
+
+def codes(qc: CaseQC) -> set[str]:
+    return {f.code for f in qc.flags}
+
+
+def test_the_fingerprint_holds_the_training_ranges(fingerprint):
+    ball = fingerprint["classes"]["ball"]
+    # the voxel counts of balls of radius 3.5 and 4.5 at 1 mm: the smallest and largest volume (ml)
+    assert ball["volume_ml"]["min"] == pytest.approx(ball_case(0, 3.5)[1].sum() / 1000)
+    assert ball["volume_ml"]["max"] == pytest.approx(ball_case(2, 4.5)[1].sum() / 1000)
+    assert ball["max_components"] == 1 and ball["ever_empty"] is False
+    assert fingerprint["spacing"] == {"min": [1.0, 1.0, 1.0], "max": [1.0, 1.0, 1.0]}
+    assert fingerprint["intensity"]["threshold"] >= 0.1
+
+
+def test_a_clean_case_is_ok(fingerprint):
+    image, label = ball_case(9, 4.0)
+    qc = assess_case("clean", image, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert qc.flags == [] and qc.verdict == "ok"
+    assert qc.predicted_dice == pytest.approx(1.0)
+
+
+def test_intensities_rescaled_raise_the_intensity_flag(fingerprint):
+    image, label = ball_case(9, 4.0, scale=300.0)
+    qc = assess_case("bright", image, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert "intensity" in codes(qc) and qc.verdict == "check"  # the shape of the distribution is the same
+    assert qc.predicted_dice == pytest.approx(0.85)
+    # standardised percentiles are blind to a scaling and a shift, not to an inversion (another contrast)
+    percentiles = [[0.0, 10.0, 30.0, 50.0, 60.0, 90.0, 100.0]]
+    assert standardized([[3 * v + 7 for v in percentiles[0]]])[0] == pytest.approx(standardized(percentiles)[0])
+    assert standardized(percentiles)[0] == pytest.approx([-0.625, -0.5, -0.25, 0.0, 0.125, 0.5, 0.625])
+    inverted = standardized([[100 - v for v in reversed(percentiles[0])]])[0]
+    assert inverted == pytest.approx([-0.625, -0.5, -0.125, 0.0, 0.25, 0.5, 0.625])
+
+
+def test_noise_and_a_bias_field_raise_their_own_flags(fingerprint):
+    image, label = ball_case(9, 4.0)
+    rng = np.random.default_rng(0)
+    noisy = Image(image.array + rng.normal(0, 60, image.array.shape).astype(np.float32), image.geometry)
+    qc = assess_case("noisy", noisy, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert "noise" in codes(qc) and "inhomogeneity" not in codes(qc)
+    ramp = np.linspace(0.4, 1.6, 24)[:, None, None]  # x0.4 at one side of the scan, x1.6 at the other
+    biased = Image((image.array * ramp).astype(np.float32), image.geometry)
+    qc = assess_case("biased", biased, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert "inhomogeneity" in codes(qc) and "noise" not in codes(qc)
+
+
+def test_spacing_and_field_of_view_outside_training(fingerprint):
+    image, label = ball_case(9, 4.0)
+    coarse = Image(image.array, Geometry.create((1.0, 1.0, 3.0)))
+    qc = assess_case("coarse", coarse, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
+    assert {"spacing", "size"} <= codes(qc)
+    assert any("axis 2: 3 mm" in f.message for f in qc.flags if f.code == "spacing")
+
+
+def test_an_impossible_header_fails():
+    image, _ = ball_case(0)
+    sheared = Image(image.array, Geometry.create((1.0, 1.0, 1.0), direction=[[1, 0.5, 0], [0, 1, 0], [0, 0, 1]]))
+    flags = header_flags(sheared)
+    assert [f.code for f in flags] == ["impossible_header"] and flags[0].severity == "fail"
+
+
+def test_implausible_masks(fingerprint):
+    image, label = ball_case(9, 4.0)
+    empty = np.zeros_like(label)
+    qc = assess_case("empty", image, empty, one_hot_probabilities(empty), VALUES, NAMES, fingerprint)
+    assert "empty" in codes(qc) and qc.verdict == "fail"
+    two = label.copy()
+    two[0:2, 0:2, 10:12] = 1  # a second piece, in the corner: on the border too
+    qc = assess_case("two", image, two, one_hot_probabilities(two), VALUES, NAMES, fingerprint)
+    assert {"components", "border"} <= codes(qc)
+    huge = np.zeros_like(label)
+    huge[4:20, 4:20, 4:20] = 1  # 4096 voxels = 4.1 ml, far above 1.5 x the largest ball (~0.38 ml)
+    qc = assess_case("huge", image, huge, one_hot_probabilities(huge), VALUES, NAMES, fingerprint)
+    assert "volume" in codes(qc)
+
+
+def test_soft_dice_and_boundary_entropy_by_hand():
+    # two voxels in the mask with p=0.5 and 1.0, one outside with p=0.5: 2*1.5 / (2.0 + 2) = 0.75
+    probabilities = np.array([[0.5, 0.0, 0.5, 1.0], [0.5, 1.0, 0.5, 0.0]])
+    classes = np.array([1, 1, 0, 0])
+    assert soft_dice(probabilities, classes) == {1: pytest.approx(0.75)}
+    # boundary voxels: 1 and 2 (where the class changes); entropies 0 and 1 (uniform over 2 classes)
+    assert boundary_entropy(probabilities, classes) == pytest.approx(0.5)
+
+
+def test_mutual_dice_and_predicted_dice():
+    a = np.array([1, 1, 0, 0])
+    b = np.array([1, 0, 0, 0])
+    assert mutual_dice([a, b], 2) == pytest.approx(2 / 3)
+    estimate, (low, high) = predicted_dice({1: 0.9}, [Flag("x", "check", "")], agreement=0.8)
+    assert estimate == pytest.approx(0.8 * 0.85)
+    assert low == pytest.approx(estimate - (1 - estimate) / 2) and high == pytest.approx(estimate + (1 - estimate) / 2)
+
+
+def test_border_share_counts_the_masks_voxels_on_any_face():
+    mask = np.zeros((5, 5), dtype=bool)
+    mask[0:3, 2] = True  # 3 voxels, one of them on the first row
+    assert border_share(mask) == pytest.approx(1 / 3)
+    mask[:] = False
+    mask[2, 2] = True
+    assert border_share(mask) == 0.0
+
+
+def test_the_verdict_is_the_worst_flag_and_failed_cases_come_first():
+    ok = CaseQC("a", [], 0.9)
+    check = CaseQC("b", [Flag("size", "check", "s")], 0.8)
+    fail = CaseQC("c", [Flag("size", "check", "s"), Flag("empty", "fail", "e")], 0.4)
+    assert [c.verdict for c in (ok, check, fail)] == ["ok", "check", "fail"]
+    assert [c.case_id for c in ordered([ok, check, fail])] == ["c", "b", "a"]
+    rows = list(csv.DictReader(csv_text([ok, check, fail]).splitlines()))
+    assert [r["case"] for r in rows] == ["c", "b", "a"] and rows[0]["flags"] == "size empty"
+
+
+def test_predict_writes_qc_files_from_the_models_fingerprint(trained_model, tiny_dataset, tmp_path):
+    from attnseg.inference.predictor import Predictor
+
+    assert (trained_model / "fingerprint.json").exists()
+    images = sorted((tiny_dataset / "imagesTr").iterdir())[:2]
+    Predictor([trained_model], device="cpu").predict_files(images, tmp_path, progress=False)
+    document = json.loads((tmp_path / "qc.json").read_text())
+    assert document["summary"]["cases"] == 2
+    for case in document["cases"]:
+        assert case["verdict"] in ("ok", "check", "fail") and 0 <= case["predicted_dice"] <= 1
+        assert math.isfinite(case["measures"]["intensity_distance"])
+    assert len((tmp_path / "qc.csv").read_text().splitlines()) == 3
+    none = tmp_path / "none"
+    Predictor([trained_model], device="cpu", quality_control=False).predict_files(images, none, progress=False)
+    assert not (none / "qc.json").exists()
+
+
+def test_training_keeps_a_temperature_with_the_ece_before_and_after(trained_model):
+    calibration = json.loads((trained_model / "calibration.json").read_text())
+    assert calibration["temperature"] > 0 and calibration["fitted_on"]
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
+
+
+def test_evaluate_ranks_predicted_against_true_dice_and_the_report_lists_flagged_cases_first(
+    trained_model, tiny_dataset, tmp_path
+):
+    from attnseg.cli import main
+    from attnseg.data import read_image, write_image
+    from attnseg.visualize.report import write_report
+
+    out = tmp_path / "pred"
+    assert main(["predict", "-m", str(trained_model), "-i", str(tiny_dataset / "imagesTr"), "-o", str(out)]) == 0
+    # the references are the predicted masks themselves (true Dice 1), but for one case whose mask is then
+    # emptied (true Dice 0); qc.json is told so (verdict fail)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for mask in out.glob("*.nii.gz"):
+        (reference / mask.name).write_bytes(mask.read_bytes())
+    document = json.loads((out / "qc.json").read_text())
+    bad = document["cases"][-1]["case"]
+    image = read_image(out / f"{bad}.nii.gz")
+    write_image(out / f"{bad}.nii.gz", np.zeros_like(image.array), image.geometry, overwrite=True)
+    for case in document["cases"]:
+        if case["case"] == bad:
+            empty = {"code": "empty", "severity": "fail", "message": "no foreground"}
+            case.update(verdict="fail", predicted_dice=0.0, flags=[empty])
+    (out / "qc.json").write_text(json.dumps(document))
+    assert main(["evaluate", str(out), str(reference), "--labels", str(trained_model / "labels.json")]) == 0
+    evaluation = json.loads((out / "qc_evaluation.json").read_text())
+    assert (evaluation["cases"], evaluation["failures"], evaluation["failures_caught"]) == (5, 1, 1)
+    assert evaluation["good_cases"] == 4
+    assert {r["case"]: r["true_dice"] for r in evaluation["per_case"]}[bad] == 0.0
+    page = write_report(out).read_text()
+    table = page[page.index('id="quality-control"') :]
+    assert table.index(bad) < min(table.index(c["case"]) for c in document["cases"] if c["case"] != bad)
+
+
+def test_spearman_by_hand():
+    from attnseg.metrics.qc_agreement import spearman
+
+    assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.9, 0.8]) == pytest.approx(0.8)  # 1 - 6*2/(4*15)
+    assert math.isnan(spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
