@@ -106,6 +106,29 @@ register_network(
 )
 register_network(
     NetworkSpec(
+        "ms_guided_hr",
+        MultiScaleGuidedAttentionNet,
+        "ms_guided + a high-resolution head beyond the paper (stride-2 stem joined, logits at stride 2)",
+        preset={"backbone": "resnet18", "fine_stride": 2, "memory_limit_gib": "auto"},
+    )
+)
+register_network(
+    NetworkSpec(
+        "ms_guided_cpu",
+        MultiScaleGuidedAttentionNet,
+        "ms_guided_hr sized for a CPU: ResNet-18 of width 32, head width 16 (1/16 of the paper's head arithmetic)",
+        preset={
+            "backbone": "resnet18",
+            "backbone_width": 32,
+            "head_channels": 16,
+            "fine_stride": 2,
+            "fine_channels": 32,
+            "memory_limit_gib": "auto",
+        },
+    )
+)
+register_network(
+    NetworkSpec(
         "ms_guided_faithful",
         MultiScaleGuidedAttentionNet,
         "Multi-scale self-guided attention as the authors' code: ResNeXt-101 32x8d, random init, 5 classes",
