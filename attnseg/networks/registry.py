@@ -2,6 +2,11 @@
 
 Each entry is a network class plus the preset arguments that make the named variant, and where the
 variant comes from. Configuration keys a network does not accept are an error, not silently dropped.
+
+An entry may also carry its network's own training recipe (``recipe``): training-configuration keys
+(``optimizer.lr``, ``loss.name``, ...) with the values the network is meant to be trained with. The
+training configuration takes them where the user has not set the key (``attnseg.training.config``);
+``attnseg train --print-config`` says where each value came from.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ class NetworkSpec:
     description: str
     preset: dict[str, Any] = field(default_factory=dict)
     spatial_dims: tuple[int, ...] = (2, 3)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    """Training defaults of this network: dotted training-configuration keys -> values."""
+    recipe_source: str = ""
+    """Where the recipe comes from (shown by ``--print-config``)."""
 
     def accepts(self, key: str) -> bool:
         return key in inspect.signature(self.cls).parameters
@@ -96,12 +105,29 @@ register_network(
         preset={"gate_style": "additive", "gate_heads": 1},
     )
 )
+# Sinha & Dolz's training (their code, sinAshish/Multi-Scale-Attention): Adam with betas (0.9, 0.99), no
+# weight decay, no gradient clipping, cross-entropy, batch 8; lr 1e-3, halved after the first epoch and
+# constant afterwards: 5e-4 constant here (one epoch of theirs is ~50 of our short epochs). See docs/ms-guided.md
+# for what was measured against the U-Nets' recipe.
+MS_GUIDED_RECIPE: dict[str, Any] = {
+    "optimizer.name": "adam",
+    "optimizer.lr": 5e-4,
+    "optimizer.betas": [0.9, 0.99],
+    "optimizer.weight_decay": 0.0,
+    "scheduler.name": "constant",
+    "training.grad_clip": None,
+    "loss.name": "ce",
+}
+MS_GUIDED_RECIPE_SOURCE = "Sinha & Dolz's code"
+
 register_network(
     NetworkSpec(
         "ms_guided",
         MultiScaleGuidedAttentionNet,
         "Multi-scale self-guided attention, ResNet-18 backbone, the paper's head: light, trains on a CPU",
         preset={"backbone": "resnet18", "memory_limit_gib": "auto"},
+        recipe=MS_GUIDED_RECIPE,
+        recipe_source=MS_GUIDED_RECIPE_SOURCE,
     )
 )
 register_network(
@@ -110,6 +136,8 @@ register_network(
         MultiScaleGuidedAttentionNet,
         "ms_guided + a high-resolution head beyond the paper (stride-2 stem joined, logits at stride 2)",
         preset={"backbone": "resnet18", "fine_stride": 2, "memory_limit_gib": "auto"},
+        recipe=MS_GUIDED_RECIPE,
+        recipe_source=MS_GUIDED_RECIPE_SOURCE,
     )
 )
 register_network(
@@ -125,6 +153,8 @@ register_network(
             "fine_channels": 32,
             "memory_limit_gib": "auto",
         },
+        recipe=MS_GUIDED_RECIPE,
+        recipe_source=MS_GUIDED_RECIPE_SOURCE,
     )
 )
 register_network(
@@ -138,5 +168,7 @@ register_network(
             "out_channels": 5,
             "memory_limit_gib": "auto",
         },
+        recipe=MS_GUIDED_RECIPE,
+        recipe_source=MS_GUIDED_RECIPE_SOURCE,
     )
 )
