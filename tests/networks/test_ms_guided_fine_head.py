@@ -1,6 +1,8 @@
 """The multi-scale guided network's high-resolution head (beyond the paper) and the presets that use it;
 ``ms_guided_faithful`` stays the authors' network."""
 
+import json
+
 import pytest
 import torch
 
@@ -122,3 +124,15 @@ def test_3d_head_trains_within_the_memory_limit():
     assert with_head < 1.5 * without
     out = fine(torch.randn(2, 1, 32, 32, 32))
     assert out.logits.shape == (2, 3, 32, 32, 32) and len(out.head_logits) == 9
+
+
+def test_models_verb_counts_the_presets_flops(capsys):
+    from attnseg.cli import main
+
+    assert main(["models", "--flops", "--size", "64", "64", "--classes", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    flops = {row["name"]: row["gflops"] for row in report["networks"]}
+    assert report["config"]["size"] == [64, 64]
+    # the CPU preset: 1/4 of the backbone's widths and of the head's, so about 1/16 of the arithmetic
+    assert flops["ms_guided_cpu"] < flops["ms_guided"] / 10
+    assert flops["ms_guided"] < flops["ms_guided_hr"] < 1.05 * flops["ms_guided"]
