@@ -138,3 +138,13 @@ def test_models_verb_counts_the_presets_flops(capsys):
     # the CPU preset: 1/4 of the backbone's widths and of the head's, so about 1/16 of the arithmetic
     assert flops["ms_guided_cpu"] < flops["ms_guided"] / 10
     assert flops["ms_guided"] < flops["ms_guided_hr"] < 1.05 * flops["ms_guided"]
+
+
+@pytest.mark.parametrize("name", ["ms_guided_hr", "ms_guided_cpu"])
+def test_3d_presets_with_the_head_keep_the_documented_memory(name):
+    """docs/ms-guided-3d.md: a 96 x 96 x 64 training step at batch 2 within 3 GiB; the pre-flight check
+    (on the meta device: nothing allocated) passes the presets with the head under that limit."""
+    with torch.device("meta"):
+        model = build_network(name, spatial_dims=3, in_channels=1, out_channels=5, memory_limit_gib=3)
+    estimate = model.train().check_memory((2, 1, 96, 96, 64))  # raises MemoryBudgetError when over
+    assert estimate.total < 3 * 2**30
