@@ -115,6 +115,9 @@ class LossConfig(_Section):
     )
     guided_weight: float = Field(0.25, ge=0, description="multi-scale guided network: latent consistency")
     reconstruction_weight: float = Field(0.1, ge=0, description="multi-scale guided network: reconstructions")
+    fine_weight: float = Field(
+        1.0, ge=0, description="multi-scale guided network: its high-resolution head, against 1 for each other head"
+    )
 
 
 class TrainingConfig(_Section):

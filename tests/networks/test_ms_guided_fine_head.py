@@ -148,3 +148,14 @@ def test_3d_presets_with_the_head_keep_the_documented_memory(name):
         model = build_network(name, spatial_dims=3, in_channels=1, out_channels=5, memory_limit_gib=3)
     estimate = model.train().check_memory((2, 1, 96, 96, 64))  # raises MemoryBudgetError when over
     assert estimate.total < 3 * 2**30
+
+
+def test_fine_weight_scales_the_fine_heads_term_only():
+    torch.manual_seed(0)
+    model = tiny(fine_stride=2).train()
+    out, target = model(torch.randn(2, 1, 32, 32)), torch.randint(0, 3, (2, 32, 32))
+    ce = torch.nn.functional.cross_entropy
+    others = sum(ce(logits, target) for logits in [*out.feature_logits, *out.refined_logits])
+    for weight in (0.0, 1.0, 8.0):
+        seg = GuidedAttentionLoss(fine_weight=weight).parts(out, target)["segmentation"]
+        torch.testing.assert_close(seg, others + weight * ce(out.fine_logits[0], target))
