@@ -62,6 +62,7 @@ from attnseg.networks.blocks.channel_attention import ChannelAttention
 from attnseg.networks.blocks.conv import NORM_TYPES, ConvNormAct, NormName, conv_layer, resize_to
 from attnseg.networks.blocks.fine_head import FineHead
 from attnseg.networks.blocks.position_attention import PositionAttention, PositionAttentionImpl, attention_map_bytes
+from attnseg.networks.blocks.scale_norm import split_batch_norms
 from attnseg.networks.blocks.semantic_module import SemanticModule
 from attnseg.networks.memory import GIB, MemoryBudgetError, MemoryEstimate, available_memory, estimate_step_memory
 from attnseg.networks.outputs import GuidedAttentionOutput
@@ -71,6 +72,7 @@ SCALES = 4
 ATTENTION_STRIDE = 4
 SIZE_MULTIPLE = 32  # the backbone's deepest stride; the encoder-decoder's 4 is covered by it
 MemoryLimit = float | Literal["auto"] | None
+ScaleNorm = Literal["shared", "per_scale"]
 
 
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
@@ -103,6 +105,7 @@ class GuidedAttentionStep(nn.Module):
         position_attention: PositionAttentionImpl = "sdpa",
         kv_pool: int = 1,
         spatial_dims: int = 2,
+        scale_norm: ScaleNorm = "shared",
     ) -> None:
         super().__init__()
         n = spatial_dims
@@ -114,6 +117,11 @@ class GuidedAttentionStep(nn.Module):
         self.semantic = nn.ModuleList(
             SemanticModule(2 * channels, norm, n) for _ in range(1 if share_semantic_module else SCALES)
         )
+        self.per_scale_norm = scale_norm == "per_scale"
+        if self.per_scale_norm:
+            if not share_semantic_module or norm != "batch":
+                raise ValueError("scale_norm='per_scale' is for batch norm in an encoder-decoder shared by the scales")
+            split_batch_norms(self.semantic[0], SCALES)
         self.reconstruction_conv = nn.ModuleList(conv_layer(n, 2 * channels, channels, 3) for _ in range(SCALES))
         self.fuse = nn.ModuleList(conv_layer(n, channels, channels, 1) for _ in range(SCALES))
 
@@ -121,6 +129,8 @@ class GuidedAttentionStep(nn.Module):
         """For each scale's input X_s: ``guided`` (A_s), ``latent``, ``reconstruction``, ``position``,
         ``channel`` and ``input`` (X_s). ``batch_scales`` runs a shared encoder-decoder once on the
         stacked inputs (same result as one call per scale)."""
+        if self.per_scale_norm and not batch_scales:
+            raise ValueError("scale_norm='per_scale' needs the scales stacked (batch_scales=True)")
         if len(self.semantic) == 1 and batch_scales:
             latents, reconstructions = self.semantic[0](torch.cat(inputs), chunks=len(inputs))
             semantic = list(zip(latents.chunk(len(inputs)), reconstructions.chunk(len(inputs)), strict=True))
@@ -188,6 +198,9 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             mean of the refined features joined with the backbone's stride-2 stem, at stride 2 or 1),
             whose logits are then the prediction; ``None`` (the paper): predict on the stride-4 grid.
         fine_channels: the high-resolution head's width (default: ``head_channels``).
+        scale_norm: beyond the paper: ``"per_scale"`` gives the encoder-decoder shared by the scales one
+            batch norm per scale (``ScaleBatchNorm``: own statistics and affine parameters, shared
+            convolutions); ``"shared"`` (the authors'): one set of running statistics for all four.
     """
 
     size_multiple: int = SIZE_MULTIPLE
@@ -213,6 +226,7 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         channels_last: bool = True,
         fine_stride: int | None = None,
         fine_channels: int | None = None,
+        scale_norm: ScaleNorm = "shared",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -245,7 +259,8 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             ConvNormAct(n, c, c, 1, norm, act=nn.PReLU),
         )
         self.refinement = nn.ModuleList(
-            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n) for _ in range(steps)
+            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n, scale_norm)
+            for _ in range(steps)
         )
         self.feature_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
         self.refined_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
