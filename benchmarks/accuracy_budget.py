@@ -124,8 +124,9 @@ def run(name: str, dataset: str, path: Path, seed: int, output: Path, steps: int
     state = trainer.fit()
     seconds = time.perf_counter() - started
     trainer.close()
+    runtime = getattr(trainer, "runtime", None)
     return {**scores(trainer.network, config, data), "steps": state.epoch * ITERATIONS, "seconds": seconds,
-            "parameters": count_parameters(trainer.network)}  # fmt: skip
+            "parameters": count_parameters(trainer.network), "runtime": getattr(runtime, "name", "?")}  # fmt: skip
 
 
 def _mean_sd(values: list[float], digits: int) -> str:
@@ -147,8 +148,10 @@ def table(results: dict[str, list[dict]], seeds: int) -> str:
             "n/a" if reference_dice is None else f"{dice - reference_dice:+.3f}",
             _mean_sd([r["hd95"] for r in runs], 1), f"{statistics.mean(r['steps'] for r in runs):.0f}",
             f"{statistics.mean(r['seconds'] for r in runs):.0f} s",
+            ", ".join(sorted({r.get("runtime", "?") for r in runs})),
         ])  # fmt: skip
-    headers = ["network", "parameters", f"Dice ({seeds} seeds)", "vs attention_unet", "HD95 (mm)", "steps", "wall"]
+    headers = ["network", "parameters", f"Dice ({seeds} seeds)", "vs attention_unet", "HD95 (mm)", "steps", "wall",
+               "layout/precision (measured)"]  # fmt: skip
     return markdown_table(headers, rows)
 
 
