@@ -1,8 +1,11 @@
 """``attnseg evaluate PRED GT``: compare a folder of predicted masks with reference masks.
 
 Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps written by
-``attnseg predict`` are ignored). Before anything is computed every pair is checked: a case missing on
-either side, or a pair whose shape or geometry (spacing, origin, direction) disagree, is a problem;
+``attnseg predict`` are ignored). Either side may also be DICOM Segmentation files (``case.seg.dcm`` or
+``case.dcm``, e.g. references downloaded from an archive): a SEG is read onto the grid of the mask it is
+compared with (:mod:`attnseg.data.mask_files`), so the comparison is in physical space. Before anything is
+computed every pair is checked: a case missing on either side, a pair whose shape or geometry (spacing,
+origin, direction) disagree, or a SEG whose frames do not lie on the other mask's grid, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
 (attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
 on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
@@ -29,6 +32,7 @@ import numpy as np
 from attnseg.data import read_geometry, read_image
 from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.io import is_image_file, strip_ending
+from attnseg.data.mask_files import Grid, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import check_writable, read_json
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
@@ -43,19 +47,33 @@ OVERLAY_FOLDER = "overlays"  # beside the reports
 _FIRST_CHANNEL = re.compile(r"_0000$")
 
 
+@dataclass(frozen=True)
+class MaskPair:
+    """One case's prediction and reference files, and the grid to compare them on (None: their own,
+    which agree; a grid when a SEG is involved)."""
+
+    case_id: str
+    prediction: Path
+    reference: Path
+    grid: Grid | None = None
+
+
 @dataclass
 class Pairing:
-    pairs: list[tuple[str, Path, Path]] = field(default_factory=list)
+    pairs: list[MaskPair] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
 def _mask_files(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of masks")
-    files = {}
+    files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if is_image_file(path) and not strip_ending(path).endswith("_probabilities"):
-            files[strip_ending(path)] = path
+        if is_mask_file(path) and not mask_case_id(path).endswith("_probabilities"):
+            case_id = mask_case_id(path)
+            if case_id in files:
+                raise DataError(f"{path}: a second mask for case '{case_id}' in {folder} (also {files[case_id].name})")
+            files[case_id] = path
     return files
 
 
@@ -77,7 +95,8 @@ def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, i
 
 
 def pair_cases(predictions: Path, reference: Path) -> Pairing:
-    """Pair masks by case name and check that shapes and geometries agree."""
+    """Pair masks by case name and check that shapes and geometries agree (a SEG: that it lies on the grid
+    it is compared on)."""
     predicted, expected = _mask_files(predictions), _mask_files(reference)
     pairing = Pairing()
     for case_id in sorted(set(expected) - set(predicted)):
@@ -87,6 +106,10 @@ def pair_cases(predictions: Path, reference: Path) -> Pairing:
     for case_id in sorted(set(predicted) & set(expected)):
         pred_path, ref_path = predicted[case_id], expected[case_id]
         try:
+            grid = pair_grid(pred_path, ref_path)
+            if grid is not None:
+                pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))
+                continue
             pred_geometry, ref_geometry = read_geometry(pred_path), read_geometry(ref_path)
         except DataError as error:
             pairing.problems.append(str(error))
@@ -95,34 +118,39 @@ def pair_cases(predictions: Path, reference: Path) -> Pairing:
         if differences:
             pairing.problems.append(f"{pred_path}: geometry differs from {ref_path} ({'; '.join(differences)})")
             continue
-        pairing.pairs.append((case_id, pred_path, ref_path))
+        pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
     return pairing
 
 
-def _load_pair(pair: tuple[str, Path, Path]) -> EvaluationCase:
-    case_id, pred_path, ref_path = pair
-    prediction, reference = read_image(pred_path), read_image(ref_path)
+def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> EvaluationCase:
+    """Read both masks of ``pair`` on one grid; a SEG's segments get ``seg_labels``' values by name (else
+    their numbers)."""
+    prediction = read_mask(pair.prediction, pair.grid, seg_labels)
+    reference = read_mask(pair.reference, pair.grid, seg_labels)
     if prediction.spatial_shape != reference.spatial_shape:
         raise DataError(
-            f"{pred_path}: shape {prediction.spatial_shape} differs from {ref_path} {reference.spatial_shape}"
+            f"{pair.prediction}: shape {prediction.spatial_shape} differs from {pair.reference} "
+            f"{reference.spatial_shape}"
         )
     return EvaluationCase(
-        case_id,
+        pair.case_id,
         np.asarray(prediction.array[0]),
         np.asarray(reference.array[0]),
         reference.geometry.spacing,
-        str(pred_path),
-        str(ref_path),
+        str(pair.prediction),
+        str(pair.reference),
     )
 
 
-def _evaluate_pair(pair: tuple[str, Path, Path], classes: dict[str, int], nsd_tolerance_mm: float) -> CaseResult:
+def _evaluate_pair(
+    pair: MaskPair, classes: dict[str, int], nsd_tolerance_mm: float, seg_labels: dict[str, int] | None
+) -> CaseResult:
     """Read one pair and compute its metrics (in a worker process)."""
-    return evaluate_case(_load_pair(pair), classes, nsd_tolerance_mm)
+    return evaluate_case(_load_pair(pair, seg_labels), classes, nsd_tolerance_mm)
 
 
-def _reference_values(path: Path) -> set[int]:
-    return {int(v) for v in np.unique(read_image(path).array)}
+def _reference_values(pair: MaskPair) -> set[int]:
+    return {int(v) for v in np.unique(read_mask(pair.reference, pair.grid).array)}
 
 
 def _labels_from_values(values: Iterable[set[int]]) -> dict[str, int]:
@@ -158,7 +186,8 @@ def evaluate_folders(
     """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match.
 
     ``num_workers``: processes that read and evaluate the pairs in parallel (0: all in this process);
-    the report is the same either way.
+    the report is the same either way. SEG files get the values of ``labels`` by their segments' labels;
+    without ``labels``, their segment numbers.
     """
     if num_workers < 0:
         raise ConfigError(f"num_workers must be 0 or more, got {num_workers}")
@@ -168,13 +197,16 @@ def evaluate_folders(
         return None, pairing.problems
     if not pairing.pairs:
         return None, [f"{predictions}: no masks to evaluate"]
-    labels = labels or _labels_from_values(_map(_reference_values, [p[2] for p in pairing.pairs], num_workers))
+    seg_labels = labels
+    labels = labels or _labels_from_values(_map(_reference_values, pairing.pairs, num_workers))
     items: Iterable[Any]
     if num_workers > 0:
-        evaluate = partial(_evaluate_pair, classes=check_labels(labels), nsd_tolerance_mm=nsd_tolerance_mm)
+        evaluate = partial(
+            _evaluate_pair, classes=check_labels(labels), nsd_tolerance_mm=nsd_tolerance_mm, seg_labels=seg_labels
+        )
         items = _map(evaluate, pairing.pairs, num_workers)
-    else:
-        items = map(_load_pair, pairing.pairs)  # read lazily, one pair in memory at a time
+    else:  # read lazily, one pair in memory at a time
+        items = map(partial(_load_pair, seg_labels=seg_labels), pairing.pairs)
     report = evaluate_cases(items, labels, nsd_tolerance_mm=nsd_tolerance_mm, progress=progress)
     return report, []
 
@@ -220,10 +252,12 @@ def write_overlays(
     folder: str | Path,
     images: dict[str, Path] | None = None,
     overwrite: bool = False,
+    seg_labels: dict[str, int] | None = None,
 ) -> list[Path]:
     """One ``CASE_overlay.png`` per case in ``folder``: reference and prediction outlines and the errors
     on the slices where they disagree most (:func:`attnseg.visualize.overlay.save_comparison`), over the
-    case's scan when ``images`` has it (else over a blank background)."""
+    case's scan when ``images`` has it (else over a blank background). ``seg_labels``: as given to
+    :func:`evaluate_folders`, for SEG files."""
     from attnseg.visualize.overlay import save_comparison
 
     folder = Path(folder)
@@ -232,7 +266,9 @@ def write_overlays(
         check_writable(path, overwrite)
     images = images or {}
     for case, path in zip(report.cases, paths, strict=True):
-        prediction, reference = read_image(case.prediction_file), read_image(case.reference_file)
+        pred_path, ref_path = Path(str(case.prediction_file)), Path(str(case.reference_file))
+        grid = pair_grid(pred_path, ref_path)
+        prediction, reference = read_mask(pred_path, grid, seg_labels), read_mask(ref_path, grid, seg_labels)
         scan = images.get(case.case_id)
         picture = read_image(scan).array[0] if scan is not None else np.zeros(reference.spatial_shape, np.float32)
         if picture.shape != reference.spatial_shape:

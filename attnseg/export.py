@@ -232,6 +232,38 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+@contextlib.contextmanager
+def _export_failure(exporter: str, model: nn.Module, hint: str = "") -> Iterator[None]:
+    """An exporter's failure becomes one AttnsegError naming the network and the first line of the cause
+    (chained): the exporters' messages run to pages of traces."""
+    try:
+        yield
+    except Exception as error:
+        raise AttnsegError(f"{exporter} of {type(model).__name__} failed{hint}: {_first_line(error)}") from error
+
+
+def _onnx_dynamic() -> Any:
+    """``torch.export.Dim.DYNAMIC``, after checking what ONNX export needs: onnx, onnxscript, torch>=2.6."""
+    _require("onnx", "onnxscript")
+    from torch.export import Dim
+
+    if not hasattr(Dim, "DYNAMIC"):
+        raise ConfigError(f"ONNX export needs torch>=2.6 (torch.export.Dim.DYNAMIC); this is torch {torch.__version__}")
+    return Dim.DYNAMIC
+
+
+def _onnx_trace_shapes(
+    x: torch.Tensor, dynamic_batch: bool, dynamic_spatial: bool, dynamic: Any
+) -> tuple[torch.Tensor, dict[int, Any]]:
+    """The example to trace and its axes that stay ``dynamic``. torch.export specialises sizes 0 and 1, so a
+    dynamic axis needs an example size of at least 2: a batch of one is traced as two."""
+    trace_input = x.expand(2, *x.shape[1:]).contiguous() if dynamic_batch and x.shape[0] == 1 else x
+    dims: dict[int, Any] = {0: dynamic} if dynamic_batch else {}
+    if dynamic_spatial:
+        dims.update({axis: dynamic for axis in range(2, x.dim())})
+    return trace_input, dims
+
+
 # ---------------------------------------------------------------------------------------------- export
 
 
@@ -267,39 +299,27 @@ def export_onnx(
         ConfigError: the file exists, the packages are missing, or the model does not return a tensor.
         AttnsegError: the exporter failed (its first line; the cause is chained).
     """
-    _require("onnx", "onnxscript")
-    from torch.export import Dim
-
-    if not hasattr(Dim, "DYNAMIC"):
-        raise ConfigError(f"ONNX export needs torch>=2.6 (torch.export.Dim.DYNAMIC); this is torch {torch.__version__}")
-
+    dynamic = _onnx_dynamic()
     x = _check_example(example_input)
     check_writable(path, overwrite)
     dynamic_spatial, multiple = _resolve_spatial(model, dynamic_spatial, spatial_multiple)
     output = _eager(model, x)
-    # torch.export specialises sizes 0 and 1, so a dynamic axis needs an example size of at least 2.
-    trace_input = x.expand(2, *x.shape[1:]).contiguous() if dynamic_batch and x.shape[0] == 1 else x
-    dims: dict[int, Any] = {0: Dim.DYNAMIC} if dynamic_batch else {}
-    if dynamic_spatial:
-        dims.update({axis: Dim.DYNAMIC for axis in range(2, x.dim())})
-    with _eval_mode(model), atomic_path(path, overwrite) as temporary, _quiet_export():
+    trace_input, dims = _onnx_trace_shapes(x, dynamic_batch, dynamic_spatial, dynamic)
+    failure = _export_failure("ONNX export", model, " (try dynamic_spatial=False)" if dynamic_spatial else "")
+    with _eval_mode(model), atomic_path(path, overwrite) as temporary, _quiet_export(), failure:
         network = PadToMultiple(model, multiple).eval() if dynamic_spatial and multiple and multiple > 1 else model
-        try:
-            torch.onnx.export(
-                network,
-                (trace_input.to(_device(model)),),
-                str(temporary),
-                dynamo=True,
-                dynamic_shapes=(dims,) if dims else None,
-                input_names=[input_name],
-                output_names=[output_name],
-                opset_version=opset_version,
-                external_data=False,
-                verbose=False,
-            )
-        except Exception as error:
-            hint = " (try dynamic_spatial=False)" if dynamic_spatial else ""
-            raise AttnsegError(f"ONNX export of {type(model).__name__} failed{hint}: {_first_line(error)}") from error
+        torch.onnx.export(
+            network,
+            (trace_input.to(_device(model)),),
+            str(temporary),
+            dynamo=True,
+            dynamic_shapes=(dims,) if dims else None,
+            input_names=[input_name],
+            output_names=[output_name],
+            opset_version=opset_version,
+            external_data=False,
+            verbose=False,
+        )
     return ExportResult(
         Path(path), "onnx", input_name, output_name, tuple(x.shape), tuple(output.shape), dynamic_batch,
         dynamic_spatial, multiple,
@@ -328,16 +348,13 @@ def export_torchscript(
     check_writable(path, overwrite)
     dynamic_spatial, multiple = _resolve_spatial(model, dynamic_spatial, spatial_multiple)
     output = _eager(model, x)
-    with _eval_mode(model), torch.no_grad(), _quiet_export():
-        try:
-            if dynamic_spatial and multiple:
-                padded = PadToMultiple(nn.Identity(), multiple)(x).to(_device(model))
-                wrapper: nn.Module = PadToMultiple(torch.jit.trace(model, padded), multiple)
-            else:
-                wrapper = FixedSpatialSize(torch.jit.trace(model, x.to(_device(model))), x.shape[2:])
-            module = torch.jit.script(wrapper.eval())
-        except Exception as error:
-            raise AttnsegError(f"TorchScript export of {type(model).__name__} failed: {_first_line(error)}") from error
+    with _eval_mode(model), torch.no_grad(), _quiet_export(), _export_failure("TorchScript export", model):
+        if dynamic_spatial and multiple:
+            padded = PadToMultiple(nn.Identity(), multiple)(x).to(_device(model))
+            wrapper: nn.Module = PadToMultiple(torch.jit.trace(model, padded), multiple)
+        else:
+            wrapper = FixedSpatialSize(torch.jit.trace(model, x.to(_device(model))), x.shape[2:])
+        module = torch.jit.script(wrapper.eval())
     with atomic_path(path, overwrite) as temporary, _quiet_export():
         torch.jit.save(module, str(temporary))
     return ExportResult(

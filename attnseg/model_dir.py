@@ -19,6 +19,7 @@ safetensors for the weights, ``torch.load(weights_only=True)`` for the resume st
 from __future__ import annotations
 
 import datetime
+import hashlib
 import platform
 import subprocess
 from pathlib import Path
@@ -182,6 +183,34 @@ class ModelDir:
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise ModelDirError(f"{path}: weights do not fit the network in {self.NETWORK} ({first})") from error
+
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the weights file: identifies the exact model that made an output (DICOM SEG
+        algorithm identification), whatever the directory is called or where it was copied."""
+        path = self.file(self.WEIGHTS)
+        if not path.exists():
+            raise ModelDirError(f"{path}: missing; the run has not finished an epoch yet")
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def default_dicom_format(self) -> str | None:
+        """``prediction.dicom_output_format`` of the model's config.yaml: the output format ``attnseg
+        predict`` uses for DICOM series inputs when none is asked for (None: not set, or an older model)."""
+        import yaml
+
+        path = self.file(self.CONFIG)
+        if not path.exists():
+            return None
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ModelDirError(f"{path}: not valid YAML ({error})") from error
+        section = config.get("prediction") if isinstance(config, dict) else None
+        value = section.get("dicom_output_format") if isinstance(section, dict) else None
+        return str(value) if value else None
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         path = self.file(self.CHECKPOINT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -24,8 +25,29 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def attnseg(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "attnseg", *args], check=True, cwd=HERE.parent)
+def attnseg(*args: str) -> str:
+    """Run the command line, echo its output as it comes and return it."""
+    with subprocess.Popen([sys.executable, "-m", "attnseg", *args], cwd=HERE.parent, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:  # fmt: skip
+        lines = []
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, ["attnseg", *args])
+    return "".join(lines)
+
+
+def steps_taken(model: Path, output: str, iterations: int | None) -> int | None:
+    """Training steps a run took: epochs in its log.csv times the steps per epoch (the last plan printed under a
+    time budget, which may shorten epochs)."""
+    log = model / "log.csv"
+    if not log.exists():
+        return None
+    epochs = len(log.read_text().strip().splitlines()) - 1
+    planned = re.findall(r"an epoch of (\d+) steps", output)
+    per_epoch = int(planned[-1]) if planned else iterations
+    return epochs * per_epoch if per_epoch else None
 
 
 def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, steps: str | None = None) -> dict:
@@ -40,7 +62,7 @@ def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, st
     else:
         length = ["--time-budget", budget]
     started = time.perf_counter()
-    attnseg("train", "--dataset", str(proxy / "train"), "--output", str(model), "--fold", "all", *length,
+    output = attnseg("train", "--dataset", str(proxy / "train"), "--output", str(model), "--fold", "all", *length,
             "--seed", str(seed), "--no-progress", "--overwrite", *sets)  # fmt: skip
     train_seconds = time.perf_counter() - started
     attnseg("predict", "-m", str(model), "-i", str(proxy / "test" / "images"), "-o", str(predictions),
@@ -57,6 +79,7 @@ def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, st
         "seed": seed,
         "overrides": overrides,
         "train_seconds": round(train_seconds, 1),
+        "steps": steps_taken(model, output, int(iterations) if steps else None),
         "dice_mean": summary["mean"]["1"]["Dice"],
         "cases": per_case,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",

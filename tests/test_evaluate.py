@@ -70,7 +70,7 @@ def test_evaluate_cli_writes_reports_and_fails_on_problems(folders, tmp_path, ca
 def test_pairing_ignores_probability_maps(folders):
     pred, ref, _ = folders
     write_image(pred / "a_probabilities.nii.gz", np.zeros((2, 10, 10, 10), np.float32), Geometry.identity(3))
-    assert [case for case, _, _ in pair_cases(pred, ref).pairs] == ["a", "b"]
+    assert [pair.case_id for pair in pair_cases(pred, ref).pairs] == ["a", "b"]
 
 
 def test_labels_come_from_the_dataset(make_nnunet):

@@ -20,7 +20,10 @@ def add_parser(verbs: Verbs) -> None:
             "similarity, HD95, ASSD and NSD (distances in mm, from the files' spacing). Writes summary.json "
             "(nnU-Net's keys), cases.csv and summary.md, and prints the table (mean +- std per class). Empty masks: "
             "both empty gives Dice 1 and distances 0; one empty gives Dice 0 and NaN distances, flagged. Exit "
-            "status 1, with the list of problems, when cases are missing or geometries disagree."
+            "status 1, with the list of problems, when cases are missing or geometries disagree. Either side may "
+            "hold DICOM SEG files (CASE.seg.dcm or CASE.dcm): a SEG is placed by its frames' positions onto the "
+            "other mask's grid (two SEGs: onto the grid holding both), its segments given the classes' values by "
+            "their labels (without --labels or a dataset.json: by segment number)."
         ),
         epilog=(
             "examples:\n"
@@ -28,12 +31,15 @@ def add_parser(verbs: Verbs) -> None:
             "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
             "  attnseg evaluate predictions data/mni152 --overlays    # + predictions/overlays/CASE_overlay.png\n"
             "  attnseg evaluate predictions labels/ --overlays --images scans/ -o runs/mni/metrics\n"
-            "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes"
+            "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes\n"
+            "  attnseg evaluate segs/ labels/ --labels dataset.json     # CASE.seg.dcm vs CASE.nii.gz"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("predictions", metavar="PRED", help="folder of predicted masks")
-    evaluate.add_argument("reference", metavar="GT", help="folder of reference masks, or a dataset folder")
+    evaluate.add_argument("predictions", metavar="PRED", help="folder of predicted masks (image files or SEGs)")
+    evaluate.add_argument(
+        "reference", metavar="GT", help="folder of reference masks (image files or SEGs), or a dataset folder"
+    )
     evaluate.add_argument("--labels", help="dataset.json or labels.json naming the classes (default: GT's)")
     evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
     evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
@@ -93,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     if args.overlays:
         images = find_images(args.reference, args.images)
-        written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite)
+        written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite, seg_labels=labels)
         print(f"wrote {len(written)} overlay(s) to {folder / OVERLAY_FOLDER}")
     return 0

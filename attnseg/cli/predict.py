@@ -1,18 +1,27 @@
 """``attnseg predict -m MODEL -i INPUT -o OUTPUT``: segment new scans with a trained model or an ensemble, on
-one process or shared out over many under torchrun."""
+one process or shared out over many under torchrun; or ``--dicomweb URL --study UID``: a study from a PACS,
+its SEGs stored back."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from attnseg.cli.options import Verbs
 from attnseg.errors import ConfigError
 
+if TYPE_CHECKING:
+    from attnseg.inference.predictor import Predictor
+
 EPILOG = """\
 INPUT is an image file, a folder of image files (nnU-Net names CASE_0000, CASE_0001 are grouped into one
-multi-channel case), or a DICOM series folder (its mask is written as .nrrd, or with --format dicom as a
-DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values, not
-DICOM-SEG).
+multi-channel case), a DICOM series folder or a tree of them (each series' mask is written as .nrrd, with
+--output-format dicom-seg as one DICOM Segmentation OUTPUT/<series>.seg.dcm, or with --format dicom as a
+DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values).
+
+PACS: --dicomweb URL --study UID (instead of -i) retrieves the study's image series over DICOMweb, writes
+a SEG per series and with --store sends them back (STOW-RS) once every series is predicted. Credentials:
+$ATTNSEG_DICOMWEB_CREDENTIALS or --dicomweb-credentials FILE, never echoed. See docs/dicom.md.
 
 many scans, many processes: under torchrun the cases are shared out over every process (largest first,
 each process claiming the next case when it is free), one GPU per process; each mask is written once,
@@ -25,6 +34,8 @@ examples:
   attnseg predict -m runs/fold0 -m runs/fold1 -m runs/fold2 -i scan.nii.gz -o out --tta --probabilities
   attnseg predict -m runs/ct -i dicom/series1 -o out --largest-component
   attnseg predict -m runs/ct -i dicom/series1 -o out --format dicom     # out/series1/IM00001.dcm ...
+  attnseg predict -m runs/ct -i dicom/export -o out --output-format dicom-seg    # out/<series>.seg.dcm
+  attnseg predict -m runs/ct --dicomweb http://pacs:8042/dicom-web --study 1.2.3 -o out --store
   torchrun --nproc_per_node=4 -m attnseg predict -m runs/ct -i scans/ -o out        # 4 GPUs
   torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 \\
       -m attnseg predict -m runs/ct -i /shared/scans -o /shared/out --skip-existing  # 2 machines
@@ -52,16 +63,19 @@ def add_parser(verbs: Verbs) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("-m", "--model", action="append", required=True, help="model directory (repeat to ensemble)")
-    predict.add_argument("-i", "--input", nargs="+", required=True, help="image file(s), folder(s) or DICOM folder(s)")
+    predict.add_argument("-i", "--input", nargs="+", help="image file(s), folder(s) or DICOM folder(s) or trees")
     predict.add_argument("-o", "--output", required=True, help="folder for the masks")
     predict.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (4x slower in 2D)")
     predict.add_argument("--probabilities", action="store_true", help="also write CASE_probabilities (K channels)")
     _add_postprocessing_options(predict)
     predict.add_argument(
         "--format",
-        help="output ending, e.g. .nii.gz or .nrrd (default: the input's; .nrrd for DICOM), or 'dicom': a DICOM "
-        "series per DICOM input, in its study",
+        "--output-format",
+        help="output ending, e.g. .nii.gz or .nrrd (default: the input's; for DICOM the model's "
+        "prediction.dicom_output_format, else .nrrd), 'dicom': a DICOM series per DICOM input, in its study, or "
+        "'dicom-seg': one DICOM Segmentation per DICOM series (OUTPUT/<series>.seg.dcm)",
     )
+    _add_pacs_options(predict)
     _add_compute_options(predict)
     _add_run_options(predict)
     predict.set_defaults(func=run)
@@ -71,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from attnseg.inference.batch import predict_cases
     from attnseg.inference.predictor import Predictor
 
-    if args.dist_timeout <= 0:
-        raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
+    _check_input_options(args)
     predictor = Predictor(
         args.model,
         device=args.device,
@@ -82,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         largest_component=args.largest_component,
         amp=args.amp,
     )
+    if args.dicomweb is not None:
+        return _run_pacs(args, predictor)
     report = predict_cases(
         predictor,
         args.input,
@@ -98,6 +113,57 @@ def run(args: argparse.Namespace) -> int:
         return 0  # rank 0 reports for the whole run, and its exit status is the run's
     print(report.summary(args.output), flush=True)
     return 1 if report.failures else 0
+
+
+def _check_input_options(args: argparse.Namespace) -> None:
+    """Refuse, before a model is loaded, option sets that cannot run: exactly one of -i and --dicomweb, a study
+    with --dicomweb, and PACS options only with --dicomweb."""
+    if args.dist_timeout <= 0:
+        raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
+    if (args.dicomweb is None) == (args.input is None):
+        raise ConfigError("give either -i INPUT or --dicomweb URL --study UID")
+    if args.dicomweb is not None and not args.study:
+        raise ConfigError("--dicomweb needs --study STUDY_UID")
+    if args.dicomweb is None:
+        given = [name for name in ("study", "series", "store", "dicomweb_credentials") if getattr(args, name)]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(f"{options} only go with --dicomweb URL")
+
+
+def _run_pacs(args: argparse.Namespace, predictor: Predictor) -> int:
+    """The PACS round trip: retrieve the study's series, write a SEG per series, store them with --store."""
+    from attnseg.data.dicomweb import load_credentials
+    from attnseg.inference.pacs import predict_from_pacs
+
+    result = predict_from_pacs(
+        predictor,
+        args.dicomweb,
+        args.study,
+        args.output,
+        series_uid=args.series,
+        store=args.store,
+        credentials=load_credentials(args.dicomweb_credentials),
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(result.summary(args.dicomweb), flush=True)
+    return 0
+
+
+def _add_pacs_options(predict: argparse.ArgumentParser) -> None:
+    """The PACS round trip instead of -i: the archive's DICOMweb root, the study (and series), storing the
+    SEGs back, and where the credentials are (never on the command line itself)."""
+    pacs = predict.add_argument_group("PACS round trip (DICOMweb; see docs/dicom.md)")
+    pacs.add_argument("--dicomweb", metavar="URL", help="DICOMweb root of the archive, instead of -i")
+    pacs.add_argument("--study", metavar="UID", help="StudyInstanceUID to retrieve and segment")
+    pacs.add_argument("--series", metavar="UID", help="only this series of the study (default: every image series)")
+    pacs.add_argument("--store", action="store_true", help="store the SEGs back on the archive (STOW-RS)")
+    pacs.add_argument(
+        "--dicomweb-credentials",
+        metavar="FILE",
+        help="file holding user:password or 'Bearer TOKEN' (default: $ATTNSEG_DICOMWEB_CREDENTIALS); never echoed",
+    )
 
 
 def _add_postprocessing_options(predict: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ _EXPORTS = {
     "load_dataset": "dataset",
     "write_dicom_series": "dicom",
     "Geometry": "geometry",
-    "Image": "io",
+    "Image": "image",
     "read_case": "io",
     "read_geometry": "io",
     "read_grid": "io",

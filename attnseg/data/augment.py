@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from monai import transforms as T
 
+from attnseg.data.synthesis import RandTissueSynthesisd, plain_tensor
 from attnseg.errors import ConfigError
 
 
@@ -49,6 +50,19 @@ class AugmentConfig:
     low_resolution_prob: float = 0.25
     low_resolution_zoom: tuple[float, float] = (0.5, 1.0)  # resolution kept, per axis
     image_mode: str = "bilinear"  # "nearest" makes image and label move identically (tests, masks as input)
+    # Domain randomisation (SynthSeg/SynthStrip-style): the image's intensities are clustered into tissue
+    # classes within each label region, and a new image is drawn with a random intensity per class.
+    synth_prob: float = 0.0
+    synth_classes: tuple[int, int] = (3, 3)  # classes within each foreground label, within the background
+    synth_blur: tuple[float, float] = (0.3, 1.2)  # partial volume: Gaussian sigma (voxels)
+    synth_noise: tuple[float, float] = (0.0, 0.08)  # within-class texture, fraction of the intensity range
+    # Wider CSF (atrophy, another age): foreground tissue within a random distance of the label's edge
+    # becomes the foreground's darkest class (in the synthetic image, or in the real one).
+    csf_prob: float = 0.0
+    csf_width: tuple[float, float] = (1.0, 4.0)  # voxels
+    # Both leave alone items whose label holds more foreground classes than this: there the contrast between
+    # the classes is part of what the label means (grey and white matter).
+    synth_max_foreground: int = 1
 
     def without_intensity(self) -> AugmentConfig:
         """The spatial part only."""
@@ -61,6 +75,8 @@ class AugmentConfig:
             bias_field_prob=0.0,
             blur_prob=0.0,
             low_resolution_prob=0.0,
+            synth_prob=0.0,
+            csf_prob=0.0,
         )
 
 
@@ -88,8 +104,8 @@ class Augmentation:
             )
         out = self.pipeline({"image": image, "label": label[None].float()})
         result = dict(item)
-        result["image"] = _plain(out["image"]).float().contiguous()
-        result["label"] = _plain(out["label"])[0].round().long().contiguous()
+        result["image"] = plain_tensor(out["image"]).float().contiguous()
+        result["label"] = plain_tensor(out["label"])[0].round().long().contiguous()
         return result
 
 
@@ -101,11 +117,6 @@ def build_augmentation(
     if seed is not None:
         augmentation.set_random_state(seed)
     return augmentation
-
-
-def _plain(tensor: Any) -> torch.Tensor:
-    """MONAI returns MetaTensors; a trainer wants plain tensors."""
-    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
 
 
 def _transforms(spatial_dims: int, c: AugmentConfig) -> list[Any]:
@@ -139,6 +150,18 @@ def _transforms(spatial_dims: int, c: AugmentConfig) -> list[Any]:
         # MONAI's elastic transforms resample through an identity grid even when their dice roll says no;
         # choosing between deform and identity ourselves skips that cost (80% of the 2D pipeline's time).
         out.append(T.OneOf([deform, T.Identityd(keys)], weights=[elastic, 1.0 - elastic]))
+    if c.synth_prob > 0 or c.csf_prob > 0:
+        out.append(
+            RandTissueSynthesisd(
+                prob=c.synth_prob,
+                classes=c.synth_classes,
+                blur=c.synth_blur,
+                noise=c.synth_noise,
+                csf_prob=c.csf_prob,
+                csf_width=c.csf_width,
+                max_foreground=c.synth_max_foreground,
+            )
+        )
     if c.flip_prob > 0:
         for axis in c.flip_axes if c.flip_axes is not None else range(spatial_dims):
             out.append(T.RandFlipd(keys, prob=c.flip_prob, spatial_axis=axis))

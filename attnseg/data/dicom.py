@@ -1,4 +1,4 @@
-"""DICOM series: a folder of slices <-> one :class:`~attnseg.data.io.Image`.
+"""DICOM series: a folder of slices <-> one :class:`~attnseg.data.image.Image`.
 
 Reading: pydicom reads the headers (no pixels) to check that the folder holds one series of parallel
 slices, evenly spaced, none missing and none duplicated; SimpleITK (GDCM) then reads the pixels in slice
@@ -22,15 +22,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from attnseg.data.geometry import Geometry
+from attnseg.data.image import WRITE_ATOL, Image, from_sitk
 from attnseg.errors import DataError, OutputExistsError
-
-if TYPE_CHECKING:
-    from attnseg.data.geometry import Geometry
-    from attnseg.data.io import Image
 
 # Two slices closer than this fraction of the typical step are duplicates; a step this much
 # longer than the typical one means slices are missing; steps must agree to 1% otherwise.
@@ -66,8 +64,9 @@ class _Slice:
     identity: dict[str, str] = field(default_factory=dict)  # _IDENTITY_KEYWORDS present in the header
 
 
-def read_dicom_series(folder: Path) -> Image:
-    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored).
+def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
+    """Read the single DICOM series in ``folder`` (files of any name; non-DICOM files are ignored), or,
+    with ``series_uid``, that series among several in the folder.
 
     ``meta`` holds ``series_description``, the slice ``files`` in order, and ``dicom``: the patient, study,
     frame-of-reference and series attributes of the first slice (what ``write_dicom_series(reference=)``
@@ -75,9 +74,11 @@ def read_dicom_series(folder: Path) -> Image:
     """
     import SimpleITK as sitk
 
-    from attnseg.data.io import Image, _from_sitk
-
     slices = _read_headers(folder)
+    if series_uid is not None:
+        slices = [s for s in slices if s.series == series_uid]
+        if not slices:
+            raise DataError(f"{folder}: no slices of series {series_uid}")
     ordered = _check_and_sort(folder, slices)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in ordered])
@@ -88,7 +89,7 @@ def read_dicom_series(folder: Path) -> Image:
         raise DataError(
             f"{folder}: cannot read the DICOM pixel data ({str(error).strip().splitlines()[-1]})"
         ) from error
-    array, geometry = _from_sitk(itk_image, data)
+    array, geometry = from_sitk(itk_image, data)
     meta = {
         "series_description": ordered[0].description,
         "files": [s.path.name for s in ordered],
@@ -190,6 +191,7 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     distance = distance[order]
     if len(ordered) < 2:
         return ordered
+    _check_stacking(folder, ordered, normal)
     steps = np.diff(distance)
     positive = steps[steps > 1e-6]
     typical = float(np.median(positive)) if positive.size else 0.0
@@ -212,6 +214,21 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
             "resample the series to even spacing first"
         )
     return ordered
+
+
+def _check_stacking(folder: Path, ordered: list[_Slice], normal: np.ndarray) -> None:
+    """Slices must stack along their normal: a gantry-tilted (sheared) series moves each slice sideways,
+    which a volume grid cannot describe (ITK would silently place every slice above the first)."""
+    first, last = ordered[0].position, ordered[-1].position
+    offset = last - first
+    sideways = offset - (offset @ normal) * normal
+    along = abs(float(offset @ normal))
+    if float(np.linalg.norm(sideways)) > max(1e-2, 1e-3 * along):
+        angle = float(np.degrees(np.arctan2(np.linalg.norm(sideways), along)))
+        raise DataError(
+            f"{folder}: the slices are not stacked along their normal (tilted by {angle:.1f} degrees: gantry "
+            "tilt?), so they are not one volume grid; resample the series onto a straight grid first"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -476,11 +493,9 @@ def _integer(text: str | None) -> int:
 
 def _verify_series(staging: Path, folder: Path, geometry: Geometry, shape: tuple[int, ...]) -> None:
     """Read the slices just written back (slice checks included) and insist on the requested grid."""
-    from attnseg.data.io import _WRITE_ATOL
-
     written = read_dicom_series(staging)
-    if written.spatial_shape != tuple(shape) or not written.geometry.allclose(geometry, atol=_WRITE_ATOL):
-        diffs = "; ".join(written.geometry.differences(geometry, atol=_WRITE_ATOL)) or f"shape {written.spatial_shape}"
+    if written.spatial_shape != tuple(shape) or not written.geometry.allclose(geometry, atol=WRITE_ATOL):
+        diffs = "; ".join(written.geometry.differences(geometry, atol=WRITE_ATOL)) or f"shape {written.spatial_shape}"
         raise DataError(f"{folder}: the DICOM series written does not give back this image's grid ({diffs})")
 
 

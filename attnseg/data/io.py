@@ -1,7 +1,8 @@
 """Read and write medical images with their geometry.
 
-Every image is an :class:`Image`: an array ``(C, X, Y[, Z])``, channel first, in the file's voxel order
-as read (no reorientation), and the :class:`~attnseg.data.geometry.Geometry` of its grid (LPS world).
+Every image is an :class:`~attnseg.data.image.Image`: an array ``(C, X, Y[, Z])``, channel first, in the
+file's voxel order as read (no reorientation), and the :class:`~attnseg.data.geometry.Geometry` of its grid
+(LPS world).
 
 Formats and the library that handles each:
 
@@ -35,13 +36,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_series
 from attnseg.data.geometry import Geometry
+from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
 from attnseg.data.metaimage import missing_data
 from attnseg.errors import DataError, OutputExistsError
 
@@ -61,42 +63,6 @@ SUPPORTED_HELP = (
     "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, "
     "or a DICOM series folder (to write one, end the path with '/')"
 )
-# Tolerance of the read-back check after a write: 1e-6 absolute, plus 1e-6 relative for NIfTI's float32.
-_WRITE_ATOL = 1e-6
-_WRITE_RTOL = 1e-6
-
-
-@dataclass
-class Image:
-    """An image array ``(C, X, Y[, Z])`` with its geometry; ``meta`` holds format extras (segment names...)."""
-
-    array: np.ndarray
-    geometry: Geometry
-    path: Path | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.array.ndim != self.geometry.ndim + 1:
-            raise ValueError(
-                f"array of shape {self.array.shape} does not match a {self.geometry.ndim}-D geometry "
-                "(expected channel-first (C, X, Y[, Z]))"
-            )
-
-    @property
-    def channels(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.array.shape[1:])
-
-    @property
-    def spatial_dims(self) -> int:
-        return self.geometry.ndim
-
-    @property
-    def name(self) -> str:
-        return str(self.path) if self.path is not None else "<array>"
 
 
 def file_ending(path: str | Path) -> str:
@@ -144,8 +110,6 @@ def read_image(path: str | Path, *, spatial_dims: int | None = None, multichanne
     """
     path = Path(path)
     if path.is_dir():
-        from attnseg.data.dicom import read_dicom_series
-
         with reading(path, "DICOM series"):
             image = read_dicom_series(path)
     else:
@@ -317,31 +281,11 @@ def _read_sitk(path: Path, ending: str) -> Image:
     reader.SetFileName(str(path))
     itk_image = reader.Execute()
     data = sitk.GetArrayFromImage(itk_image)  # (Z, Y, X[, C]): reversed axes, components last
-    array, geometry = _from_sitk(itk_image, data)
+    array, geometry = from_sitk(itk_image, data)
     meta: dict[str, Any] = {}
     if ending == ".seg.nrrd":
         meta["segments"] = _segments_from_metadata(itk_image)
     return Image(array=array, geometry=geometry, path=path, meta=meta)
-
-
-def _from_sitk(itk_image: Any, data: np.ndarray) -> tuple[np.ndarray, Geometry]:
-    """SimpleITK image + its array view -> channel-first ``(C, X, Y[, Z])`` array and geometry."""
-    dim = itk_image.GetDimension()
-    vector = itk_image.GetNumberOfComponentsPerPixel() > 1
-    spacing = itk_image.GetSpacing()
-    origin = itk_image.GetOrigin()
-    direction = np.asarray(itk_image.GetDirection()).reshape(dim, dim)
-    if dim == 4:  # a 4-D scalar image (NRRD/MHA): the 4th axis becomes channels
-        if vector:
-            raise DataError("4-D vector images are not supported")
-        array = np.transpose(data, (0, 3, 2, 1))  # (T, Z, Y, X) -> (T, X, Y, Z)
-        return np.ascontiguousarray(array), Geometry.create(spacing[:3], origin[:3], direction[:3, :3])
-    if vector:
-        array = np.moveaxis(data, -1, 0)  # components first
-        array = np.transpose(array, (0, *range(dim, 0, -1)))
-    else:
-        array = np.transpose(data, tuple(range(dim - 1, -1, -1)))[None]
-    return np.ascontiguousarray(array), Geometry.create(spacing, origin, direction)
 
 
 def _segments_from_metadata(itk_image: Any) -> dict[str, int]:
@@ -386,8 +330,6 @@ def write_image(
             DICOM: one 3-D channel) or cannot store the geometry.
         OutputExistsError: the target exists and ``overwrite`` is False.
     """
-    from attnseg.data.dicom import is_series_target, write_dicom_series
-
     if is_series_target(path):
         return write_dicom_series(path, array, geometry, overwrite=overwrite, reference=reference)
     path = Path(path)
@@ -504,8 +446,8 @@ def _add_segment_metadata(itk_image: Any, labels: np.ndarray, segment_names: Map
 def _verify_geometry(written: Path, geometry: Geometry, target: Path, ending: str) -> None:
     """Read the header just written and insist it gives back the requested geometry."""
     stored = read_geometry(written)
-    if not stored.allclose(geometry, atol=_WRITE_ATOL, rtol=_WRITE_RTOL):
-        diffs = "; ".join(stored.differences(geometry, atol=_WRITE_ATOL)) or "precision"
+    if not stored.allclose(geometry, atol=WRITE_ATOL, rtol=WRITE_RTOL):
+        diffs = "; ".join(stored.differences(geometry, atol=WRITE_ATOL)) or "precision"
         raise DataError(
             f"{target}: {EXTENSIONS[ending]} cannot store this image's geometry (stored {diffs}); "
             "write .nii.gz, .nrrd or .mha instead"

@@ -232,23 +232,8 @@ def plan_dataset(
     image_dims = fp.spatial_dims
     if spatial_dims == 3 and image_dims == 2:
         raise ConfigError(f"{dataset.root}: a 3D plan needs volumes; this dataset holds 2-D images")
-    labels = dataset.labels or {("background" if v == 0 else f"label_{v}"): v for v in fp.label_values()}
-    channel_names = list(dataset.channel_names.values())
-    if len(channel_names) != fp.num_channels:
-        channel_names = [f"channel_{i}" for i in range(fp.num_channels)]
-
-    spacing = _target_spacing(fp) if target_spacing is None else _checked_spacing(target_spacing, image_dims)
-    axis = None
-    if spatial_dims == 2 and image_dims == 3:
-        axis = slice_axis
-        if axis is None:
-            kept = [a for a, s in enumerate(spacing) if s is None]
-            # an axis the caller left unresampled is the slicing axis; else the data's coarsest one
-            axis = kept[0] if len(kept) == 1 else _slice_axis(np.median(fp.spacings(), axis=0))
-        if axis not in (0, 1, 2):
-            raise ConfigError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
-        if target_spacing is None:
-            spacing = tuple(None if a == axis else s for a, s in enumerate(spacing))
+    labels, channel_names = _labels_and_channel_names(dataset, fp)
+    spacing, axis = _spacing_and_slice_axis(fp, spatial_dims, target_spacing, slice_axis)
     if patch_size is None:
         budget = max_patch_voxels or MAX_PATCH_VOXELS[spatial_dims]
         patch = _patch_size(fp, spacing, axis, spatial_dims, budget, crop_to_nonzero, patch_multiple)
@@ -270,6 +255,36 @@ def plan_dataset(
         crop_to_nonzero=crop_to_nonzero,
         orientation=CANONICAL if image_dims == 3 else None,
     )
+
+
+def _labels_and_channel_names(dataset: Dataset, fp: Fingerprint) -> tuple[dict[str, int], list[str]]:
+    """The dataset's labels and channel names; generic ones where it names none (``label_2``, ``channel_0``)."""
+    labels = dataset.labels or {("background" if v == 0 else f"label_{v}"): v for v in fp.label_values()}
+    channel_names = list(dataset.channel_names.values())
+    if len(channel_names) != fp.num_channels:
+        channel_names = [f"channel_{i}" for i in range(fp.num_channels)]
+    return labels, channel_names
+
+
+def _spacing_and_slice_axis(
+    fp: Fingerprint, spatial_dims: int, target_spacing: Sequence[float | None] | None, slice_axis: int | None
+) -> tuple[tuple[float | None, ...], int | None]:
+    """The target spacing and, for 2D on volumes, the axis to slice across, which is not resampled
+    (unless the caller gave the spacing)."""
+    image_dims = fp.spatial_dims
+    spacing = _target_spacing(fp) if target_spacing is None else _checked_spacing(target_spacing, image_dims)
+    if spatial_dims != 2 or image_dims != 3:
+        return spacing, None
+    axis = slice_axis
+    if axis is None:
+        kept = [a for a, s in enumerate(spacing) if s is None]
+        # an axis the caller left unresampled is the slicing axis; else the data's coarsest one
+        axis = kept[0] if len(kept) == 1 else _slice_axis(np.median(fp.spacings(), axis=0))
+    if axis not in (0, 1, 2):
+        raise ConfigError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    if target_spacing is None:
+        spacing = tuple(None if a == axis else s for a, s in enumerate(spacing))
+    return spacing, axis
 
 
 def _checked_spacing(spacing: Sequence[float | None], image_dims: int) -> tuple[float | None, ...]:

@@ -20,7 +20,7 @@ the volume), is still drawn ``fraction / (K - 1)`` of the time.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
@@ -31,24 +31,39 @@ from attnseg.data.plan import Plan
 from attnseg.data.preprocess import PreprocessedCase
 from attnseg.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 DEFAULT_FOREGROUND_FRACTION = 1 / 3
 
 
+class SamplingOptions(TypedDict, total=False):
+    """The keywords :class:`SliceDataset` and :class:`PatchDataset` share: how they draw their items."""
+
+    random: bool
+    samples_per_epoch: int | None
+    foreground_fraction: float
+    seed: int
+    transform: Transform | None
+    with_meta: bool
+
+
 class _Sampler(TorchDataset):
-    """Shared machinery: windows on a case, foreground draws, per-item random generators."""
+    """Shared machinery: windows on a case, foreground draws, per-item random generators; the defaults of
+    the :class:`SamplingOptions` (see :class:`SliceDataset` for what each means)."""
 
     def __init__(
         self,
         cases: Sequence[PreprocessedCase],
         *,
         size: Sequence[int] | None,
-        random: bool,
-        samples_per_epoch: int | None,
-        foreground_fraction: float,
-        seed: int,
-        transform: Transform | None,
-        with_meta: bool,
+        random: bool = True,
+        samples_per_epoch: int | None = None,
+        foreground_fraction: float = DEFAULT_FOREGROUND_FRACTION,
+        seed: int = 0,
+        transform: Transform | None = None,
+        with_meta: bool = False,
     ) -> None:
         if not cases:
             raise DataError("no cases to sample from")
@@ -76,6 +91,24 @@ class _Sampler(TorchDataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw a fresh set of samples for ``epoch`` (deterministic given the seed)."""
         self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.random:
+            return self.samples_per_epoch or self._pass_length()
+        return self._pass_length()
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._item(index, self._rng(index) if self.random else None)
+
+    def _pass_length(self) -> int:
+        """Items in one ordered pass (``random=False``): slices, or cases."""
+        raise NotImplementedError
+
+    def _item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Item ``index``: drawn with ``rng``, or (None) the ``index``-th of the ordered pass."""
+        raise NotImplementedError
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])
@@ -145,23 +178,9 @@ class SliceDataset(_Sampler):
         *,
         axis: int | None,
         slice_size: Sequence[int] | None = None,
-        random: bool = True,
-        samples_per_epoch: int | None = None,
-        foreground_fraction: float = DEFAULT_FOREGROUND_FRACTION,
-        seed: int = 0,
-        transform: Transform | None = None,
-        with_meta: bool = False,
+        **sampling: Unpack[SamplingOptions],
     ) -> None:
-        super().__init__(
-            cases,
-            size=slice_size,
-            random=random,
-            samples_per_epoch=samples_per_epoch,
-            foreground_fraction=foreground_fraction,
-            seed=seed,
-            transform=transform,
-            with_meta=with_meta,
-        )
+        super().__init__(cases, size=slice_size, **sampling)
         ndim = self.cases[0].image.ndim - 1
         if axis is None and ndim != 2:
             raise ConfigError(f"slicing {ndim}-D volumes needs an axis (the plan's slice_axis)")
@@ -182,15 +201,10 @@ class SliceDataset(_Sampler):
         options.setdefault("slice_size", plan.patch_size)
         return cls(cases, axis=plan.slice_axis, **options)
 
-    def __len__(self) -> int:
-        if self.random:
-            return self.samples_per_epoch or len(self.slices)
+    def _pass_length(self) -> int:
         return len(self.slices)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        rng = self._rng(index) if self.random else None
+    def _item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         center = None
         if rng is not None:
             drawn = self._foreground_voxel(rng)
@@ -233,24 +247,9 @@ class PatchDataset(_Sampler):
         self,
         cases: Sequence[PreprocessedCase],
         patch_size: Sequence[int],
-        *,
-        random: bool = True,
-        samples_per_epoch: int | None = None,
-        foreground_fraction: float = DEFAULT_FOREGROUND_FRACTION,
-        seed: int = 0,
-        transform: Transform | None = None,
-        with_meta: bool = False,
+        **sampling: Unpack[SamplingOptions],
     ) -> None:
-        super().__init__(
-            cases,
-            size=patch_size,
-            random=random,
-            samples_per_epoch=samples_per_epoch,
-            foreground_fraction=foreground_fraction,
-            seed=seed,
-            transform=transform,
-            with_meta=with_meta,
-        )
+        super().__init__(cases, size=patch_size, **sampling)
         ndim = self.cases[0].image.ndim - 1
         if self.size is None or len(self.size) != ndim:
             raise ConfigError(f"patch_size needs {ndim} numbers for {ndim}-D cases, got {patch_size}")
@@ -261,15 +260,10 @@ class PatchDataset(_Sampler):
             raise ConfigError("PatchDataset.from_plan needs a 3D plan")
         return cls(cases, options.pop("patch_size", plan.patch_size), **options)
 
-    def __len__(self) -> int:
-        if self.random:
-            return self.samples_per_epoch or len(self.cases)
+    def _pass_length(self) -> int:
         return len(self.cases)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        rng = self._rng(index) if self.random else None
+    def _item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         center = None
         if rng is not None:
             drawn = self._foreground_voxel(rng)

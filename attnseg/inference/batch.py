@@ -41,12 +41,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
 
 from attnseg.data import read_case, read_image, write_image
+from attnseg.data.dicom import read_dicom_series
+from attnseg.data.io import reading
 from attnseg.distributed import (
     DistContext,
     SharedCounter,
@@ -57,9 +58,7 @@ from attnseg.distributed import (
 from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.inference.cases import CaseOutputs, CaseSurvey, InputCase, find_cases, output_paths, survey_case
 from attnseg.inference.prefetch import prefetch
-
-if TYPE_CHECKING:
-    from attnseg.inference.predictor import Predictor, PreparedImage
+from attnseg.inference.steps import PreparedImage, StepwisePredictor
 
 # How long ranks wait for each other by default (s). The end of a run waits for the slowest rank's last
 # few cases, so this must exceed a few cases' time; it is PyTorch's own default for gloo.
@@ -149,7 +148,7 @@ class PredictionReport:
 
 
 def predict_cases(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     *,
@@ -164,8 +163,10 @@ def predict_cases(
     """Segment every case in ``inputs`` into ``output``, shared out over the ranks of ``torchrun``.
 
     Args:
-        predictor: the models, already on this rank's device.
-        inputs, output, save_probabilities, output_ending: see :meth:`Predictor.predict_files`.
+        predictor: the models, already on this rank's device: a
+            :class:`~attnseg.inference.predictor.Predictor` (any :class:`~attnseg.inference.steps.StepwisePredictor`).
+        inputs, output, save_probabilities, output_ending: see
+            :meth:`~attnseg.inference.predictor.Predictor.predict_files`.
         overwrite: replace existing outputs. Without it (and without ``skip_existing``) any existing
             output stops the run before any case is read.
         skip_existing: keep the outputs that exist and are complete; predict what is missing.
@@ -197,6 +198,13 @@ def predict_cases(
         finally:
             bar.close()
         finished = time.monotonic()
+    return _report(plan, results, finished - surveyed, surveyed - started, context.is_main)
+
+
+def _report(
+    plan: _Plan, results: list[_RankResult], seconds: float, survey_seconds: float, is_main: bool
+) -> PredictionReport:
+    """Every rank's results in one report, masks and failures in case order."""
     written = sorted(item for result in results for item in result.written)
     failures = plan.problems + [item for result in results for item in result.failures]
     return PredictionReport(
@@ -205,9 +213,9 @@ def predict_cases(
         skipped=[plan.cases[i].case_id for i, s in enumerate(plan.surveys) if not s.to_write and s.problem is None],
         failures=[failure for _, failure in sorted(failures, key=lambda item: item[0])],
         per_rank=[result.predicted for result in results],
-        seconds=finished - surveyed,
-        survey_seconds=surveyed - started,
-        is_main=context.is_main,
+        seconds=seconds,
+        survey_seconds=survey_seconds,
+        is_main=is_main,
     )
 
 
@@ -224,7 +232,7 @@ class _Plan:
 
 
 def _plan(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: Path,
     output_ending: str | None,
@@ -260,7 +268,7 @@ def largest_first(sizes: Sequence[int], todo: Iterable[int]) -> list[int]:
 
 
 def _list_cases(
-    predictor: Predictor,
+    predictor: StepwisePredictor,
     inputs: str | Path | Sequence[str | Path],
     output: Path,
     ending: str | None,
@@ -270,7 +278,10 @@ def _list_cases(
     rank 0 sends to every rank so that all of them stop with it."""
     try:
         cases = find_cases(inputs, predictor.num_channels)
-        return cases, [output_paths(case, output, ending, probabilities) for case in cases], uuid.uuid4().hex
+        default = getattr(predictor, "dicom_output_format", None)  # the model's choice for DICOM inputs
+        endings = [ending or (default if case.is_dicom else None) for case in cases]
+        outputs = [output_paths(case, output, e, probabilities) for case, e in zip(cases, endings, strict=True)]
+        return cases, outputs, uuid.uuid4().hex
     except AttnsegError as error:
         return error
 
@@ -292,7 +303,9 @@ def _survey(
 class _RunOnRank:
     """One rank's share of the predictions: claim, load (background), predict, write (background)."""
 
-    def __init__(self, predictor: Predictor, plan: _Plan, overwrite: bool, context: DistContext, bar: tqdm) -> None:
+    def __init__(
+        self, predictor: StepwisePredictor, plan: _Plan, overwrite: bool, context: DistContext, bar: tqdm
+    ) -> None:
         self.predictor = predictor
         self.plan = plan
         self.overwrite = overwrite
@@ -330,8 +343,13 @@ class _RunOnRank:
 
     def _load(self, index: int) -> PreparedImage:
         """Read and preprocess one case (in a loader thread)."""
-        paths = self.plan.cases[index].paths
-        image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
+        case = self.plan.cases[index]
+        paths = case.paths
+        if case.series_uid is not None:  # one series among several in its folder
+            with reading(paths[0], "DICOM series"):
+                image = read_dicom_series(paths[0], case.series_uid)
+        else:
+            image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
         return self.predictor.prepare(image)
 
     def _finish(self, index: int, prepared: PreparedImage, means: list[torch.Tensor]) -> Path | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnseg.data.dicom import check_series_target, series_voxel_count
+from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
+from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, read_grid, strip_ending
 from attnseg.errors import AttnsegError, ConfigError, DataError
@@ -23,6 +25,8 @@ CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
 # The output format that writes each mask as a DICOM series folder (for DICOM series inputs).
 DICOM_FORMAT = "dicom"
+# The output format that writes each mask as one DICOM Segmentation file (for DICOM series inputs).
+DICOM_SEG_FORMAT = "dicom-seg"
 # How far (mm) a kept output's grid may be from its scan's: NIfTI stores its affine as float32.
 GRID_ATOL_MM = 1e-4
 
@@ -34,6 +38,12 @@ class InputCase:
     case_id: str
     paths: tuple[Path, ...]
     ending: str  # the input's file ending, reused for the outputs unless asked otherwise
+    series_uid: str | None = None  # a DICOM series among several in its folder
+
+    @property
+    def is_dicom(self) -> bool:
+        """A DICOM series folder (not image files)."""
+        return len(self.paths) == 1 and self.paths[0].is_dir()
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,9 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
 
     Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
     with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``
-    unless the output format is ``dicom``).
+    unless the output format is ``dicom`` or ``dicom-seg``). A folder without image files may be a tree
+    of series folders, or hold several series side by side: each image series is one case
+    (:func:`~attnseg.data.dicom_tree.find_dicom_series`).
     """
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
     files: list[Path] = []
@@ -86,8 +98,14 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
             images = sorted(p for p in path.iterdir() if is_image_file(p))
             if images:
                 files += images
-            else:  # no image files: a DICOM series (read_image reports what is wrong if it is not one)
-                cases.append(InputCase(path.name, (path,), ".nrrd"))
+            else:  # no image files: DICOM series (read_image reports what is wrong if it is not one)
+                series = find_dicom_series(path) or [None]
+                cases += [
+                    InputCase(s.case_id, (s.folder,), ".nrrd", s.series_uid)
+                    if s is not None
+                    else InputCase(path.name, (path,), ".nrrd")
+                    for s in series
+                ]
         else:
             file_ending(path)  # unsupported types fail here, naming the file
             files.append(path)
@@ -132,8 +150,12 @@ def output_paths(case: InputCase, output: Path, ending: str | None, save_probabi
     ending = ending or case.ending
     if ending == DICOM_FORMAT:
         return _dicom_output_paths(case, output, save_probabilities)
+    if ending == DICOM_SEG_FORMAT:
+        return _seg_output_paths(case, output, save_probabilities)
     if ending not in EXTENSIONS:
-        raise ConfigError(f"output format {ending!r} is not one of {', '.join(EXTENSIONS)} or {DICOM_FORMAT}")
+        raise ConfigError(
+            f"output format {ending!r} is not one of {', '.join(EXTENSIONS)}, {DICOM_FORMAT} or {DICOM_SEG_FORMAT}"
+        )
     probabilities = None
     if save_probabilities:
         probability_ending = ending if ending in VOLUME_ENDINGS else ".nii.gz"
@@ -154,6 +176,17 @@ def _dicom_output_paths(case: InputCase, output: Path, save_probabilities: bool)
         raise ConfigError(f"{folder}: the mask series would replace its own input; choose another output folder")
     probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
     return CaseOutputs(folder, probabilities, dicom=True)
+
+
+def _seg_output_paths(case: InputCase, output: Path, save_probabilities: bool) -> CaseOutputs:
+    """``OUTPUT/<case>.seg.dcm`` (one DICOM SEG instance) and ``OUTPUT/<case>_probabilities.nrrd``."""
+    if not case.is_dicom:
+        raise ConfigError(
+            f"{case.paths[0]}: output format '{DICOM_SEG_FORMAT}' writes a DICOM Segmentation for a DICOM series "
+            "input, in the scan's study; this input is a file: choose a file ending such as .nrrd"
+        )
+    probabilities = output / f"{case.case_id}_probabilities.nrrd" if save_probabilities else None
+    return CaseOutputs(output / f"{case.case_id}{SEG_ENDING}", probabilities, dicom=False)
 
 
 # sizing and checking, from headers ---------------------------------------------------------------------
@@ -222,6 +255,14 @@ def incomplete_reason(path: Path, dicom: bool, grid: tuple[tuple[int, ...], Geom
     """
     if dicom:
         return None if path.is_dir() and any(path.iterdir()) else "is not a DICOM series folder"
+    if path.name.lower().endswith(SEG_ENDING):
+        if not is_seg_file(path):
+            return "is not a DICOM Segmentation file"
+        try:
+            seg_grid(path)
+        except Exception as error:
+            return f"cannot be read ({str(error).removeprefix(f'{path}: ')})"
+        return None
     try:
         shape, geometry = read_grid(path)
     except Exception as error:  # whatever a damaged file makes a reader raise, it is not complete

@@ -2,8 +2,8 @@
 training data say the class is one piece and validation says it helps (nnU-Net decides the same
 question on its cross-validation).
 
-A class qualifies when every training label holds it as a single connected component (a brain, a liver;
-not two lungs in one class, not lesions). If validation cases exist, it is kept only where it did not
+A class qualifies when every training label holds it as a single connected component, up to specks (a brain,
+a liver; not two lungs in one class, not lesions). If validation cases exist, it is kept only where it did not
 lower the validation Dice of the selected model; without validation (``--fold all``) the training
 labels' topology is the evidence. The decision is written to the model directory
 (``postprocessing.json``) and the predictor applies it.
@@ -31,14 +31,24 @@ def keep_largest_components(classes: np.ndarray, foreground: Iterable[int]) -> n
     return out
 
 
+# A class is "one piece" when its largest component holds at least this share of its voxels: a few specks left by
+# the labelling tool (FSL BET's Colin27 brain: 98 specks, 0.05% of the mask) do not make a brain two organs, while
+# two lungs in one class (about half each) or lesions stay several pieces.
+ONE_PIECE_SHARE = 0.99
+
+
 def single_component_classes(labels: Iterable[np.ndarray], num_classes: int) -> list[int]:
-    """Foreground class indices that form one connected component in every label map where they occur."""
+    """Foreground class indices that form one connected component in every label map where they occur (up to
+    specks: the largest component holds at least ``ONE_PIECE_SHARE`` of the class)."""
     candidates = set(range(1, num_classes))
     for label in labels:
         label = np.asarray(label)
         for k in list(candidates):
             mask = label == k
-            if mask.any() and ndimage.label(mask)[1] > 1:
+            if not mask.any():
+                continue
+            components, count = ndimage.label(mask)
+            if count > 1 and np.bincount(components.ravel())[1:].max() < ONE_PIECE_SHARE * mask.sum():
                 candidates.discard(k)
     return sorted(candidates)
 

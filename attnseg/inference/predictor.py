@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from attnseg.data import Image, Plan, PreprocessedCase, preprocess_case, restore_probabilities, write_image
+from attnseg.data import Image, Plan, preprocess_case, restore_probabilities, write_image
 from attnseg.data.dicom import write_dicom_series
+from attnseg.data.dicom_seg import SEG_ENDING, Algorithm, WrittenSeg, write_seg
 from attnseg.device import resolve_device
 from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
 from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
+from attnseg.inference.steps import PreparedImage
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.model_dir import ModelDir
 from attnseg.runtime import Runtime, inference_runtime
@@ -37,18 +39,6 @@ class LoadedModel:
     network: torch.nn.Module
     plan: Plan
     runtime: Runtime
-
-
-@dataclass
-class PreparedImage:
-    """An image preprocessed for every model of an ensemble: what a background loader hands over.
-
-    ``groups`` pairs each distinct preprocessing (models with the same plan, such as the folds of one
-    training, share one) with the indices of the models that use it.
-    """
-
-    image: Image
-    groups: list[tuple[PreprocessedCase, list[int]]] = field(default_factory=list)
 
 
 class Predictor:
@@ -101,6 +91,9 @@ class Predictor:
                     f"{self.models[0].model_dir.path}: {self.labels}; an ensemble needs the same labels"
                 )
         self.num_channels = self.models[0].plan.num_channels
+        self.dicom_output_format = self._dicom_output_format()
+        self._algorithm: Algorithm | None = None
+        self.written_segs: list[WrittenSeg] = []  # every SEG this predictor wrote, with its UIDs
         self.largest_component_classes = self._largest_component_classes(largest_component)
 
     def _largest_component_classes(self, requested: bool | None) -> list[int]:
@@ -111,6 +104,29 @@ class Predictor:
         chosen = [set(loaded.model_dir.postprocessing().get(LARGEST_COMPONENT, {})) for loaded in self.models]
         agreed = set.intersection(*chosen)
         return [index for index, name in enumerate(plan.class_names) if index > 0 and name in agreed]
+
+    def _dicom_output_format(self) -> str | None:
+        """The output format the model's config names for DICOM series inputs (all models must agree)."""
+        chosen = {loaded.model_dir.default_dicom_format() for loaded in self.models}
+        if len(chosen) > 1:
+            raise ConfigError(
+                f"the models name different output formats for DICOM inputs ({', '.join(map(str, chosen))}); "
+                "choose one with --format"
+            )
+        return chosen.pop()
+
+    def algorithm(self) -> Algorithm:
+        """attnseg, its version and the models' weights hashes: who made a DICOM SEG (hashed once)."""
+        from attnseg import __version__
+
+        if self._algorithm is None:
+            self._algorithm = Algorithm(
+                name="attnseg",
+                version=__version__,
+                model="+".join(loaded.model_dir.path.resolve().name for loaded in self.models),
+                weights_sha256=tuple(loaded.model_dir.weights_sha256() for loaded in self.models),
+            )
+        return self._algorithm
 
     def _load(self, model_dir: ModelDir) -> LoadedModel:
         plan = model_dir.load_plan()
@@ -223,7 +239,15 @@ class Predictor:
         return report.written
 
     def write_mask(self, path: Path, mask: np.ndarray, image: Image, overwrite: bool, dicom: bool) -> None:
-        """A file with the image's geometry, or a DICOM series in the image's study (``dicom``)."""
+        """A file with the image's geometry, a DICOM SEG (``*.seg.dcm``) or a DICOM series in the image's
+        study (``dicom``)."""
+        if path.name.lower().endswith(SEG_ENDING):
+            description = f"attnseg ({self.models[0].model_dir.path.resolve().name})"
+            written = write_seg(
+                path, mask, image, self.labels, self.algorithm(), overwrite=overwrite, series_description=description
+            )
+            self.written_segs.append(written)
+            return
         if not dicom:
             write_image(path, mask, image.geometry, overwrite=overwrite)
             return

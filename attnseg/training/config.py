@@ -158,6 +158,15 @@ class TrainingConfig(_Section):
         return "off" if value is False else value
 
 
+class PredictionConfig(_Section):
+    dicom_output_format: Literal["dicom-seg", "dicom", ".nrrd", ".nii.gz", ".nii", ".mha"] | None = Field(
+        None,
+        description="what `attnseg predict` writes for a DICOM series input when --format is not given: "
+        "dicom-seg (a DICOM Segmentation in the scan's study), dicom (a series of label slices) or a file "
+        "ending; None: .nrrd",
+    )
+
+
 class Config(_Section):
     network: NetworkConfig = NetworkConfig()
     data: DataConfig = DataConfig()
@@ -165,6 +174,7 @@ class Config(_Section):
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
     training: TrainingConfig = TrainingConfig()
+    prediction: PredictionConfig = PredictionConfig()
     output: Path | None = None
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -10,9 +10,11 @@ convention with pixels shaped by the voxel spacing (see :mod:`attnseg.visualize.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from attnseg.data.geometry import Geometry
@@ -27,8 +29,8 @@ from attnseg.visualize.drawing import (
     save_figure,
     window,
 )
-from attnseg.visualize.orientation import slice_view
-from attnseg.visualize.slices import DEFAULT_COUNT, check_slices, most_disagreement
+from attnseg.visualize.orientation import SliceView, slice_view
+from attnseg.visualize.slices import DEFAULT_COUNT, chosen_slices, most_disagreement
 
 LINE_STYLES = {"reference": "-", "prediction": (0, (2.5, 1.5))}  # short dashes stay visible on tight curves
 OVERLAY_INCHES = 4.0  # taller panels than the attention pictures: outlines of two masks must be told apart
@@ -83,13 +85,9 @@ def comparison_figure(
         )
     geometry = geometry or Geometry.identity(image.ndim)
     view = slice_view(geometry, axis)
-    if view.axis is None:
-        chosen: list[int | None] = [None]
-    elif slices is None:
-        chosen = list(most_disagreement(prediction, reference, view.axis, count))
-    else:
-        chosen = list(check_slices(slices, image.shape[view.axis], view.axis))
-
+    chosen = chosen_slices(
+        slices, view.axis, image.shape, partial(most_disagreement, prediction, reference, count=count)
+    )
     planes = [(view.cut(image, i), view.cut(reference, i), view.cut(prediction, i)) for i in chosen]
     width = panel_width(planes[0][0].shape, view.aspect, OVERLAY_INCHES)
     figure = Figure(figsize=(3 * width, len(planes) * OVERLAY_INCHES * 1.1 + 0.7), layout="constrained")
@@ -97,18 +95,8 @@ def comparison_figure(
     value_range = window(image)
     low, high = value_range
     dimmed = (low, low + 2.5 * (high - low))  # the error panel's image, darker, so every error colour stands out
-    for row, (index, (picture, ref, pred)) in enumerate(zip(chosen, planes, strict=True)):
-        draw_image(axes[row, 0], picture, view, value_range)
-        draw_image(axes[row, 1], picture, view, value_range)
-        draw_image(axes[row, 2], picture, view, dimmed)
-        draw_edges(axes[row, 0], view)
-        draw_contours(axes[row, 1], ref, labels, LINE_STYLES["reference"], linewidth=1.2)
-        draw_contours(axes[row, 1], pred, labels, LINE_STYLES["prediction"], linewidth=1.2)
-        draw_errors(axes[row, 2], pred, ref, view.aspect)
-        where = "" if index is None else f"{view.view} slice {index}: "
-        axes[row, 0].set_title(f"{where}image", fontsize=9)
-        axes[row, 1].set_title("reference (solid), prediction (dashed)", fontsize=9)
-        axes[row, 2].set_title(f"errors: {int(np.count_nonzero(ref != pred))} voxels differ", fontsize=9)
+    for row, (index, plane) in enumerate(zip(chosen, planes, strict=True)):
+        _draw_row(axes[row], index, plane, view, labels, value_range, dimmed)
     handles = class_legend(labels, LINE_STYLES) + error_legend()
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False, fontsize=9)
     if view.axis is not None and slices is None:
@@ -118,3 +106,27 @@ def comparison_figure(
     if title:
         figure.suptitle(title)
     return figure
+
+
+def _draw_row(
+    axes: Sequence[Axes],
+    index: int | None,
+    plane: tuple[np.ndarray, np.ndarray, np.ndarray],
+    view: SliceView,
+    labels: Mapping[str, int],
+    value_range: tuple[float, float],
+    dimmed: tuple[float, float],
+) -> None:
+    """One slice's three panels: the image; both outlines; the errors, over a darker image."""
+    picture, ref, pred = plane
+    draw_image(axes[0], picture, view, value_range)
+    draw_image(axes[1], picture, view, value_range)
+    draw_image(axes[2], picture, view, dimmed)
+    draw_edges(axes[0], view)
+    draw_contours(axes[1], ref, labels, LINE_STYLES["reference"], linewidth=1.2)
+    draw_contours(axes[1], pred, labels, LINE_STYLES["prediction"], linewidth=1.2)
+    draw_errors(axes[2], pred, ref, view.aspect)
+    where = "" if index is None else f"{view.view} slice {index}: "
+    axes[0].set_title(f"{where}image", fontsize=9)
+    axes[1].set_title("reference (solid), prediction (dashed)", fontsize=9)
+    axes[2].set_title(f"errors: {int(np.count_nonzero(ref != pred))} voxels differ", fontsize=9)

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from attnseg.data import preprocess_case, read_case, read_image, write_image
+from attnseg.data import CaseProperties, Image, preprocess_case, read_case, read_image, write_image
 from attnseg.errors import ConfigError
 from attnseg.fileio import check_writable
 from attnseg.inference.cases import find_cases
@@ -29,9 +30,9 @@ from attnseg.inference.volume import map_preprocessed
 from attnseg.visualize.attention_figure import gate_figure, guided_figure
 from attnseg.visualize.drawing import save_figure
 from attnseg.visualize.input_grid import labels_on_input_grid, maps_on_input_grid
-from attnseg.visualize.network_maps import PREDICTION, MapChannels
-from attnseg.visualize.orientation import slice_view
-from attnseg.visualize.slices import DEFAULT_COUNT, check_slices, most_foreground
+from attnseg.visualize.network_maps import PREDICTION, ChannelLayout, MapChannels
+from attnseg.visualize.orientation import SliceView, slice_view
+from attnseg.visualize.slices import DEFAULT_COUNT, chosen_slices, most_foreground
 
 # Unbounded maps are shown relative to this percentile of their values over the scan.
 RELATIVE_PERCENTILE = 99.5
@@ -78,6 +79,50 @@ def visualize_scan(
         OutputExistsError: an output exists and ``overwrite`` is False (checked before anything is written).
     """
     predictor = Predictor([model_dir], device=device, batch_size=batch_size)
+    scan = _run_on_scan(predictor, inputs, model_dir)
+    view = slice_view(scan.image.geometry, axis)
+    most = partial(most_foreground, scan.predictions[PREDICTION], count=count)
+    indices = chosen_slices(slices or None, view.axis, scan.image.spatial_shape, most)
+    result = Visualization(scan.case_id, scan.family, scan.layout.maps, view.view, view.axis, indices)
+
+    output = Path(output)
+    figures = _figure_paths(output, scan.case_id, scan.family, indices)
+    names = [*scan.layout.probabilities, *scan.layout.maps] if nifti else []
+    volumes = {name: output / f"{scan.case_id}_{_slug(name)}.nii.gz" for name in names}
+    for path in [*figures, *volumes.values()]:
+        check_writable(path, overwrite)
+
+    planes, result.volumes = _maps_on_scan(scan, view, indices, volumes, overwrite)
+    if nifti:
+        for name, mask in scan.predictions.items():
+            result.volumes.append(write_image(volumes[name], mask[None], scan.image.geometry, overwrite=overwrite))
+    model = predictor.models[0].model_dir
+    title = f"{scan.case_id}: {model.network_spec().get('name')} ({model.path})"
+    _draw_figures(scan, planes, view, indices, figures, predictor.labels, title, overwrite)
+    result.figures = figures
+    return result
+
+
+@dataclass
+class _Scan:
+    """One scan and what the network made of it: ``stack`` holds every channel that ``layout`` names
+    (probabilities, then maps) on the preprocessed grid; ``predictions`` are label maps on the scan's grid."""
+
+    case_id: str
+    image: Image
+    properties: CaseProperties
+    stack: np.ndarray
+    layout: ChannelLayout
+    predictions: dict[str, np.ndarray]
+
+    @property
+    def family(self) -> str:
+        return "guided" if len(self.layout.probabilities) > 1 else "gates"
+
+
+def _run_on_scan(predictor: Predictor, inputs: str | Path | Sequence[str | Path], model_dir: str | Path) -> _Scan:
+    """Steps 1 and 2, and the predictions of step 3: read and preprocess the scan, run the network with its
+    maps as channels, put each prediction back on the scan's grid (post-processed as ``attnseg predict``)."""
     loaded = predictor.models[0]
     cases = find_cases(inputs, predictor.num_channels)
     if len(cases) != 1:
@@ -100,55 +145,53 @@ def visualize_scan(
     if layout is None or not layout.maps:
         name = loaded.model_dir.network_spec().get("name")
         raise ConfigError(f"{model_dir}: network '{name}' has no attention maps to show (a plain U-Net?)")
-    family = "guided" if len(layout.probabilities) > 1 else "gates"
     where = layout.slices()
     predictions = {name: labels_on_input_grid(stack[where[name]], case.properties) for name in layout.probabilities}
     if predictor.largest_component_classes:  # the model's post-processing, as `attnseg predict` applies it
         values = [loaded.plan.class_values[k] for k in predictor.largest_component_classes]
         predictions[PREDICTION] = keep_largest_components(predictions[PREDICTION], values)
+    return _Scan(case_id, image, case.properties, stack, layout, predictions)
 
-    view = slice_view(image.geometry, axis)
-    if view.axis is None:
-        indices: list[int | None] = [None]
-    elif slices:
-        indices = list(check_slices(slices, image.spatial_shape[view.axis], view.axis))
-    else:
-        indices = list(most_foreground(predictions[PREDICTION], view.axis, count))
-    result = Visualization(case_id, family, layout.maps, view.view, view.axis, indices)
 
-    output = Path(output)
-    figures = _figure_paths(output, case_id, family, indices)
-    volumes = {name: output / f"{case_id}_{_slug(name)}.nii.gz" for name in [*layout.probabilities, *layout.maps]}
-    for path in [*figures, *(volumes.values() if nifti else [])]:
-        check_writable(path, overwrite)
-
+def _maps_on_scan(
+    scan: _Scan, view: SliceView, indices: list[int | None], volumes: dict[str, Path], overwrite: bool
+) -> tuple[dict[str, list[np.ndarray]], list[Path]]:
+    """Step 3 for the maps, one at a time: each on the scan's grid, written as a volume where ``volumes``
+    names one, and cut at ``indices`` for the pictures (gates as they are, the guided network's unbounded
+    maps relative to their :data:`RELATIVE_PERCENTILE`). Returns the cuts and the volumes written."""
     planes: dict[str, list[np.ndarray]] = {}
-    maps = stack[layout.map_channels()]  # a view: no second copy of the maps
-    for name, volume in zip(layout.maps, maps_on_input_grid(maps, case.properties), strict=True):
-        if nifti:
-            result.volumes.append(write_image(volumes[name], volume[None], image.geometry, overwrite=overwrite))
-        scale = 1.0 if family == "gates" else max(float(np.percentile(volume, RELATIVE_PERCENTILE)), 1e-12)
+    written = []
+    maps = scan.stack[scan.layout.map_channels()]  # a view: no second copy of the maps
+    for name, volume in zip(scan.layout.maps, maps_on_input_grid(maps, scan.properties), strict=True):
+        if name in volumes:
+            written.append(write_image(volumes[name], volume[None], scan.image.geometry, overwrite=overwrite))
+        scale = 1.0 if scan.family == "gates" else max(float(np.percentile(volume, RELATIVE_PERCENTILE)), 1e-12)
         planes[name] = [np.clip(view.cut(volume, i) / scale, 0.0, 1.0) for i in indices]
-    if nifti:
-        for name, labels in predictions.items():
-            result.volumes.append(write_image(volumes[name], labels[None], image.geometry, overwrite=overwrite))
+    return planes, written
 
-    pictures = [view.cut(image.array[0], i) for i in indices]
-    cut_predictions = {name: [view.cut(labels, i) for i in indices] for name, labels in predictions.items()}
-    title = f"{case_id}: {loaded.model_dir.network_spec().get('name')} ({loaded.model_dir.path})"
-    if family == "gates":
-        figure = gate_figure(
-            pictures, cut_predictions[PREDICTION], planes, view, indices, predictor.labels, title=title
-        )
+
+def _draw_figures(
+    scan: _Scan,
+    planes: dict[str, list[np.ndarray]],
+    view: SliceView,
+    indices: list[int | None],
+    figures: list[Path],
+    labels: Mapping[str, int],
+    title: str,
+    overwrite: bool,
+) -> None:
+    """Step 4: gates in one picture with a row per slice; the guided network's scales in one picture per slice."""
+    pictures = [view.cut(scan.image.array[0], i) for i in indices]
+    cut_predictions = {name: [view.cut(mask, i) for i in indices] for name, mask in scan.predictions.items()}
+    if scan.family == "gates":
+        figure = gate_figure(pictures, cut_predictions[PREDICTION], planes, view, indices, labels, title=title)
         save_figure(figure, figures[0], overwrite)
-    else:
-        for row, (index, path) in enumerate(zip(indices, figures, strict=True)):
-            at_row = {name: p[row] for name, p in planes.items()}
-            predicted = {name: p[row] for name, p in cut_predictions.items()}
-            figure = guided_figure(pictures[row], at_row, predicted, view, index, predictor.labels, title=title)
-            save_figure(figure, path, overwrite)
-    result.figures = figures
-    return result
+        return
+    for row, (index, path) in enumerate(zip(indices, figures, strict=True)):
+        at_row = {name: p[row] for name, p in planes.items()}
+        predicted = {name: p[row] for name, p in cut_predictions.items()}
+        figure = guided_figure(pictures[row], at_row, predicted, view, index, labels, title=title)
+        save_figure(figure, path, overwrite)
 
 
 def _figure_paths(output: Path, case_id: str, family: str, indices: list[int | None]) -> list[Path]:

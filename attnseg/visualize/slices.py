@@ -7,7 +7,7 @@ slices), and returned in anatomical order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -69,3 +69,15 @@ def check_slices(indices: Sequence[int], length: int, axis: int | None) -> list[
             raise ConfigError(f"slice {index} is outside 0..{length - 1} along voxel axis {axis}")
         out.append(resolved)
     return out
+
+
+def chosen_slices(
+    slices: Sequence[int] | None, axis: int | None, shape: Sequence[int], pick: Callable[[int], Sequence[int]]
+) -> list[int | None]:
+    """The slices to show across voxel ``axis`` of an array of ``shape``: ``[None]`` for a 2-D image (no
+    axis to cut), ``slices`` checked (see :func:`check_slices`), or, for None, those ``pick(axis)`` finds."""
+    if axis is None:
+        return [None]
+    if slices is None:
+        return list(pick(axis))
+    return list(check_slices(slices, shape[axis], axis))

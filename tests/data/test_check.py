@@ -187,13 +187,15 @@ def test_cli_one_line_errors(tmp_path, make_nnunet, capsys):
 
 
 def test_cli_dataset_help_teaches(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         main(["dataset", "check", "--help"])
+    assert exited.value.code == 0
     text = capsys.readouterr().out
     for phrase in ("label values", "geometry", "finite", "nnU-Net v2 raw", "Decathlon", "paired", "Exit status"):
         assert phrase in text
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         main(["dataset", "prepare", "--help"])
+    assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "mni152-tissue" in text and "ctchest" in text and "not clinical benchmarks" in text
 

@@ -72,14 +72,18 @@ def test_two_dimensional_geometry():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"spacing": [1.0, 0.0, 1.0]},
-        {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0]},
-        {"spacing": [1.0]},
-        {"spacing": [1.0, float("nan"), 1.0]},
+        ({"spacing": [1.0, 0.0, 1.0]}, r"spacing must be positive and finite, got \(1\.0, 0\.0, 1\.0\)"),
+        (
+            {"spacing": [1.0, 1.0, 1.0], "origin": [0.0, 0.0]},
+            r"inconsistent geometry: spacing \(1\.0, 1\.0, 1\.0\), origin \(0\.0, 0\.0\)",
+        ),
+        ({"spacing": [1.0]}, r"Geometry supports 2 or 3 spatial dimensions, got spacing \(1\.0,\)"),
+        ({"spacing": [1.0, float("nan"), 1.0]}, r"spacing must be positive and finite, got \(1\.0, nan, 1\.0\)"),
+        ({"spacing": [1.0, 1.0], "origin": [0.0, float("inf")]}, r"origin and direction must be finite"),
     ],
 )
-def test_invalid_geometry_is_rejected(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_geometry_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         Geometry.create(**kwargs)

@@ -1,13 +1,15 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import torch
 from scipy import ndimage
 
 from attnseg.cli import main
-from attnseg.data import read_image, write_image
+from attnseg.data import preprocess_case, read_image, restore_probabilities, write_image
 from attnseg.data.geometry import Geometry
 from attnseg.errors import ConfigError, DataError, OutputExistsError
 from attnseg.inference.postprocess import keep_largest_components
@@ -41,13 +43,73 @@ def test_nrrd_input_with_another_oblique_grid_and_spacing(trained_model, tmp_pat
     _assert_on_grid(written[0], scan)
 
 
+def _perturbed_copy(model: Path, target: Path) -> Path:
+    """A second member for an ensemble: the model directory with every weight moved by seeded noise, so
+    its probabilities differ clearly from the original's."""
+    shutil.copytree(model, target)
+    directory = ModelDir(target)
+    network = directory.build_network(weights=True)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.add_(0.5 * noise * parameter.abs().mean().clamp_min(1e-2))
+    directory.save_weights(network)
+    return target
+
+
+FLIPS_2D = [(), (2,), (3,), (2, 3)]  # every subset of a slice's two axes (a (B, C, H, W) batch)
+
+
+def _by_hand(model_dirs: list[Path], image, flips, flip_back: bool = True) -> np.ndarray:
+    """What Predictor(model_dirs, mirror=...) must give, written out: for each member, on the plan's grid,
+    slice by slice, the softmax of the logits of every flipped copy of the slice, flipped back, averaged
+    over the flips; then the mean over the members, and back to the image's grid. (``flip_back=False``:
+    the mistake of averaging the flipped copies as they come.)"""
+    members = []
+    for path in model_dirs:
+        directory = ModelDir(path)
+        plan, network = directory.load_plan(), directory.build_network(weights=True)
+        case = preprocess_case(image, plan)
+        slices = torch.from_numpy(np.array(case.image)).movedim(plan.slice_axis + 1, 0)  # (N, C, H, W)
+        with torch.no_grad():
+            per_flip = [torch.softmax(network(slices.flip(axes)), dim=1) for axes in flips]
+        if flip_back:
+            per_flip = [probabilities.flip(axes) for probabilities, axes in zip(per_flip, flips, strict=True)]
+        members.append((sum(per_flip) / len(flips)).movedim(0, plan.slice_axis + 1))
+    return restore_probabilities(sum(members) / len(members), case.properties)
+
+
 def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_dataset, tmp_path):
-    image = tiny_dataset / "imagesTr" / "case_001_0000.nii.gz"
-    predictor = Predictor([trained_model, trained_model], mirror=True, largest_component=True)
+    """Mirroring flips every copy back before averaging, and the ensemble averages every member's
+    probabilities: checked against the hand computation, on an input that is not mirror-symmetric, with
+    two members whose predictions differ (a TTA that forgets to flip back, or an ensemble that uses its
+    first member only, fails here)."""
+    scan = read_image(tiny_dataset / "imagesTr" / "case_001_0000.nii.gz")
+    array = scan.array.copy()
+    array[0, :7, :5, :] = 2.5 * scan.array.max()  # a bright block in one corner: no flip maps it onto itself
+    image = tmp_path / "asymmetric.nii.gz"
+    write_image(image, array, scan.geometry)
+    other = _perturbed_copy(trained_model, tmp_path / "other")
+    # amp="off": fp32 as the hand computation (the training may have chosen bf16, from its timings)
+    predictor = Predictor([trained_model, other], mirror=True, largest_component=True, amp="off")
     written = predictor.predict_files(image, tmp_path / "out", save_probabilities=True, progress=False)
-    probabilities = read_image(tmp_path / "out" / "case_001_probabilities.nii.gz")
+    probabilities = read_image(tmp_path / "out" / "asymmetric_probabilities.nii.gz")
     assert probabilities.channels == 3
     np.testing.assert_allclose(probabilities.array.sum(0), 1.0, atol=1e-5)
+
+    scan = read_image(image)
+    expected = _by_hand([trained_model, other], scan, FLIPS_2D)
+    np.testing.assert_allclose(probabilities.array, expected, atol=2e-5)
+    # The case can tell the wrong computations apart: each differs from the right one by far more than
+    # the tolerance.
+    first_member_only = _by_hand([trained_model], scan, FLIPS_2D)
+    without_mirroring = _by_hand([trained_model, other], scan, [()])
+    assert np.abs(first_member_only - expected).max() > 0.05
+    assert np.abs(without_mirroring - expected).max() > 0.05
+    not_flipped_back = _by_hand([trained_model, other], scan, FLIPS_2D, flip_back=False)
+    assert np.abs(not_flipped_back - expected).max() > 0.05
+
     mask = _assert_on_grid(written[0], image)
     for value in (1, 2):
         assert ndimage.label(mask.array[0] == value)[1] <= 1  # one component per class at most

@@ -20,15 +20,19 @@ def _params_on_meta(name: str, **config) -> int:
     [
         ("unet", 5_888_004),  # paper: 5.88 M
         ("attention_unet", 6_473_322),  # authors' current code (2 heads, decoder gating)
-        ("attention_unet_single", 6_214_151),
+        ("attention_unet_single", 6_214_151),  # authors' single-attention model (1 head per level)
         ("attention_unet_global", 6_411_498),  # authors' earlier code: the paper's 6.40 M
     ],
 )
 def test_paper_parameter_counts(name, expected):
+    """Sources: Oktay et al., "Attention U-Net", MIDL 2018 (arXiv 1804.03999), Table 2 (5.88 M, 6.40 M,
+    3D, 4 classes, feature scale 4), and the authors' code, ozan-oktay/Attention-Gated-Networks, for the
+    exact counts of its variants (docs/attention-unet.md lists them)."""
     assert _params_on_meta(name, spatial_dims=3, in_channels=1, out_channels=4, feature_scale=4) == expected
 
 
 def test_capacity_control_unets_match_paper_table_2():
+    """Oktay et al., MIDL 2018, Table 2: the "bigger" and "huge" U-Nets, 6.44 M and 10.40 M."""
     assert _params_on_meta("unet", spatial_dims=3, out_channels=4, feature_scale=3.82) == 6_444_328
     assert _params_on_meta("unet", spatial_dims=3, out_channels=4, feature_scale=3) == 10_403_190
 

@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 from attnseg.errors import DataError
 from attnseg.networks.backbones import BACKBONES, adapt_first_conv, build_backbone, inflate_kernel
 from attnseg.networks.utils import count_parameters
+from tests.networks.parameter_counts import resnet_parameters
 
 # torchvision's published parameter counts minus its classifier (fc: 512*1000+1000 for ResNet-18/34,
 # 2048*1000+1000 for the bottleneck networks), 3 input channels.
@@ -158,30 +159,6 @@ def test_bad_configurations():
 
 
 # 3D --------------------------------------------------------------------------------------------------
-
-
-def resnet_parameters(name: str, in_channels: int, spatial_dims: int) -> int:
-    """Parameters of a ResNet/ResNeXt without classifier, counted from its definition: a k x k kernel has
-    k**spatial_dims taps (the stem's k = 7, the blocks' 3, shortcuts 1); two per batch norm."""
-    spec = BACKBONES[name]
-    taps = {k: k**spatial_dims for k in (1, 3, 7)}
-    total = 64 * in_channels * taps[7] + 2 * 64
-    inplanes = 64
-    for stage, blocks in enumerate(spec.layers):
-        planes = 64 * 2**stage
-        for b in range(blocks):
-            if spec.block.expansion == 1:
-                total += inplanes * planes * taps[3] + planes * planes * taps[3] + 4 * planes
-                out = planes
-            else:
-                width = int(planes * spec.width_per_group / 64) * spec.groups
-                out = 4 * planes
-                total += inplanes * width + width * (width // spec.groups) * taps[3] + width * out
-                total += 2 * (2 * width + out)
-            if b == 0 and (stage > 0 or inplanes != out):
-                total += inplanes * out + 2 * out  # 1x1 shortcut + batch norm
-            inplanes = out
-    return total
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

@@ -17,6 +17,7 @@ from attnseg.networks import (
 )
 from attnseg.networks.nets import ms_guided_attention
 from attnseg.networks.utils import count_parameters
+from tests.networks.parameter_counts import ms_guided_parameters
 
 TINY = {"backbone": "resnet18", "backbone_width": 8, "head_channels": 8}  # real structure, CPU-fast
 
@@ -38,7 +39,8 @@ def test_3d_is_the_2d_network_with_cubic_kernels():
         kernel = p.shape[2:]
         assert params3[name].shape == (*p.shape, kernel[0]) if kernel else params3[name].shape == p.shape, name
         expected += p.numel() * (kernel[0] if kernel else 1)
-    assert count_parameters(three) == expected == 82_080_351
+    assert count_parameters(three) == expected == ms_guided_parameters("resnet18", 1, 5, spatial_dims=3).total
+    assert expected == 82_080_351  # the figure docs/ms-guided-3d.md quotes
     assert three.spatial_dims == 3 and three.size_multiple == 32
 
 

@@ -15,6 +15,7 @@ from attnseg.networks import (
     build_network,
 )
 from attnseg.networks.utils import count_parameters
+from tests.networks.parameter_counts import MultiScaleCounts, ms_guided_parameters
 
 TINY = {"backbone": "resnet18", "backbone_width": 8, "head_channels": 16}  # real structure, CPU-fast
 
@@ -28,19 +29,42 @@ def _params_on_meta(name: str, **config) -> MultiScaleGuidedAttentionNet:
         return build_network(name, **config)
 
 
+def _assert_counts_match(model: MultiScaleGuidedAttentionNet, expected: MultiScaleCounts) -> None:
+    steps = model.refinement
+    assert count_parameters(model.backbone) == expected.backbone
+    assert count_parameters(model.projections) == expected.projections
+    assert count_parameters(model.fuse) == expected.fuse
+    assert sum(count_parameters(step.semantic) for step in steps) == expected.semantic
+    assert sum(count_parameters(step.position) + count_parameters(step.channel) for step in steps) == expected.branches
+    guidance = sum(count_parameters(step.reconstruction_conv) + count_parameters(step.fuse) for step in steps)
+    assert guidance == expected.guidance
+    assert count_parameters(model.feature_heads) + count_parameters(model.refined_heads) == expected.heads
+    assert count_parameters(model) == expected.total
+
+
 def test_preset_parameter_counts():
+    """The presets' counts, part by part, against the derivation from layer shapes in
+    tests/networks/parameter_counts.py (docs/ms-guided.md, "Parameter counts")."""
     light = _params_on_meta("ms_guided", in_channels=1, out_channels=5)
     faithful = _params_on_meta("ms_guided_faithful", in_channels=1)
     assert faithful.out_channels == 5  # CHAOS: background + 4 organs
-    assert count_parameters(light) == 27_805_919
-    assert count_parameters(faithful) == 103_556_063
-    # The parts, against REFERENCE §3.9: ResNeXt-101 32x8d with a 1-channel conv1 and no fc; a head of
-    # about 16.8 M of which the two shared encoder-decoders take 13.9 M and the 16 PAM/CAM layers 1.8 M.
-    assert count_parameters(faithful.backbone) == 88_791_336 - 2_049_000 - 2 * 64 * 7 * 7
-    assert count_parameters(faithful) - count_parameters(faithful.backbone) == 16_819_999
-    assert sum(count_parameters(step.semantic) for step in faithful.refinement) == 13_940_992
-    branches = sum(count_parameters(step.position) + count_parameters(step.channel) for step in faithful.refinement)
-    assert branches == 1_817_264
+    light_counts = ms_guided_parameters("resnet18", in_channels=1, out_channels=5)
+    faithful_counts = ms_guided_parameters("resnext101_32x8d", in_channels=1, out_channels=5)
+    _assert_counts_match(light, light_counts)
+    _assert_counts_match(faithful, faithful_counts)
+    # The figures docs/ms-guided.md quotes, which are these derivations' results:
+    assert light_counts.total == 27_805_919 and faithful_counts.total == 103_556_063
+    # The backbones: torchvision's published counts (11,689,512 and 88,791,336 for 3 input channels) less
+    # the classifier (fc: 512 * 1000 + 1000, 2048 * 1000 + 1000) and two of the stem's 7 x 7 x 64 kernels.
+    assert light_counts.backbone == 11_689_512 - 513_000 - 2 * 64 * 7 * 7 == 11_170_240
+    assert faithful_counts.backbone == 88_791_336 - 2_049_000 - 2 * 64 * 7 * 7 == 86_736_064
+    # The head is the same for both but for the projections' input widths: 16.82 M in the authors'
+    # configuration, of which the two shared encoder-decoders take 13.94 M and the 16 PAM/CAM branches 1.82 M.
+    assert faithful_counts.head == 16_819_999
+    assert faithful_counts.semantic == 2 * 6_970_496 == 13_940_992  # 2 steps x one shared encoder-decoder
+    assert faithful_counts.branches == 2 * 4 * (116_179 + 110_979) == 1_817_264  # steps x scales x (PAM + CAM)
+    # Only the 1x1 projections differ: stage widths 256..2048 (bottlenecks) instead of 64..512, to 64 channels.
+    assert faithful_counts.head - light_counts.head == 64 * ((256 + 512 + 1024 + 2048) - (64 + 128 + 256 + 512))
 
 
 def test_unshared_semantic_modules():
@@ -208,9 +232,11 @@ def test_memory_check_passes_a_configuration_that_fits():
 def test_models_verb_lists_the_presets(capsys):
     assert main(["models", "--classes", "5", "--json"]) == 0
     counts = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)["networks"]}
-    assert counts["ms_guided"] == 27_805_919
-    assert counts["ms_guided_faithful"] == 103_556_063
+    assert counts["ms_guided"] == ms_guided_parameters("resnet18", 1, 5).total == 27_805_919
+    assert counts["ms_guided_faithful"] == ms_guided_parameters("resnext101_32x8d", 1, 5).total == 103_556_063
     assert main(["models", "--spatial-dims", "3", "--classes", "5", "--json"]) == 0
     counts = {row["name"]: row["parameters"] for row in json.loads(capsys.readouterr().out)["networks"]}
-    assert counts["ms_guided"] == 82_080_351  # cubic kernels: about 3x the 2D count (27 / 9 taps)
-    assert counts["ms_guided_faithful"] == 157_203_807
+    # cubic kernels: about 3x the 2D count (27 / 9 taps); derived with spatial_dims=3
+    assert counts["ms_guided"] == ms_guided_parameters("resnet18", 1, 5, spatial_dims=3).total == 82_080_351
+    faithful_3d = ms_guided_parameters("resnext101_32x8d", 1, 5, spatial_dims=3).total
+    assert counts["ms_guided_faithful"] == faithful_3d == 157_203_807

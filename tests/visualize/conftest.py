@@ -10,7 +10,8 @@ import pytest
 from attnseg.cli import main
 from tests.fixtures import nnunet_builder, oblique_geometry
 
-SHORT = ["--epochs", "1", "--no-progress", "--set", "training.val_every=1"]
+# training.amp=off: fp32 every run, as the tests' hand computations (a timed choice could pick bf16)
+SHORT = ["--epochs", "1", "--no-progress", "--set", "training.val_every=1", "--set", "training.amp=off"]
 TINY_UNET = [
     "--set",
     "network.features=[4,8,16]",

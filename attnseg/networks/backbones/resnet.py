@@ -46,8 +46,10 @@ def _check_dims(spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+class _ResidualBlock(nn.Module):
+    """``relu(branch(x) + shortcut(x))``, built from torchvision's block arguments ``(inplanes, planes,
+    stride, downsample, groups, base_width)``; the shortcut is ``downsample`` (a strided 1x1 convolution
+    and BN, where the shape changes) or the identity. Subclasses build the branch and run it."""
 
     expansion = 1
 
@@ -62,40 +64,51 @@ class BasicBlock(nn.Module):
         spatial_dims: int = 2,
     ) -> None:
         super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
-        conv, norm = _CONV[spatial_dims], _BATCH_NORM[spatial_dims]
-        self.conv1 = conv(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = norm(planes)
+        self._build_branch(inplanes, planes, stride, groups, base_width, _CONV[spatial_dims], _BATCH_NORM[spatial_dims])
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = norm(planes)
         self.downsample = downsample
+
+    def _build_branch(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, conv: type, norm: type
+    ) -> None:
+        raise NotImplementedError
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self._branch(x) + identity)
+
+
+class BasicBlock(_ResidualBlock):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def _build_branch(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, conv: type, norm: type
+    ) -> None:
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
+        self.conv1 = conv(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(planes)
+        self.conv2 = conv(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = norm(planes)
+
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.bn2(self.conv2(out))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4, residual."""
 
     expansion = 4
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        groups: int = 1,
-        base_width: int = 64,
-        spatial_dims: int = 2,
+    def _build_branch(
+        self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, conv: type, norm: type
     ) -> None:
-        super().__init__()
-        conv, norm = _CONV[spatial_dims], _BATCH_NORM[spatial_dims]
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = conv(inplanes, width, 1, bias=False)
         self.bn1 = norm(width)
@@ -103,15 +116,11 @@ class Bottleneck(nn.Module):
         self.bn2 = norm(width)
         self.conv3 = conv(width, planes * self.expansion, 1, bias=False)
         self.bn3 = norm(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+    def _branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.bn3(self.conv3(out))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,23 @@ def features_from_scale(feature_scale: float, base: Sequence[int] = BASE_FEATURE
     return tuple(int(w / feature_scale) for w in base)
 
 
+def _widths_and_gated_levels(
+    features: Sequence[int] | None, feature_scale: float, attention_levels: Sequence[int] | None, gating: str
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The widths, finest first (the last is the bottleneck's), and the skip levels to gate (1 = finest;
+    default: all but the finest, as in the authors' code), after checking the arguments."""
+    widths = tuple(features) if features is not None else features_from_scale(feature_scale)
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"features must list at least two positive widths, got {widths}")
+    if gating not in ("decoder", "global"):
+        raise ValueError(f"gating must be 'decoder' or 'global', got {gating!r}")
+    levels = len(widths) - 1
+    gated = tuple(range(2, levels + 1)) if attention_levels is None else tuple(sorted(set(attention_levels)))
+    if any(not 1 <= level <= levels for level in gated):
+        raise ValueError(f"attention_levels must lie in 1..{levels} for {levels + 1} widths, got {gated}")
+    return widths, gated
+
+
 class UpBlock(nn.Module):
     """Resize the coarser features to the skip's size, concatenate, double conv (``UnetUp3_CT``).
 
@@ -120,20 +137,11 @@ class AttentionUNet(nn.Module):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        widths = tuple(features) if features is not None else features_from_scale(feature_scale)
-        if len(widths) < 2 or min(widths) < 1:
-            raise ValueError(f"features must list at least two positive widths, got {widths}")
-        if gating not in ("decoder", "global"):
-            raise ValueError(f"gating must be 'decoder' or 'global', got {gating!r}")
-        levels = len(widths) - 1  # skip levels 1..levels; widths[levels] is the bottleneck
-        gated = tuple(range(2, levels + 1)) if attention_levels is None else tuple(sorted(set(attention_levels)))
-        if any(not 1 <= level <= levels for level in gated):
-            raise ValueError(f"attention_levels must lie in 1..{levels} for {levels + 1} widths, got {gated}")
-
+        widths, gated = _widths_and_gated_levels(features, feature_scale, attention_levels, gating)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.levels = levels
+        self.levels = levels = len(widths) - 1  # skip levels 1..levels; widths[levels] is the bottleneck
         self.features = widths
         self.deep_supervision = deep_supervision
         self.aux_outputs = aux_outputs
@@ -144,18 +152,37 @@ class AttentionUNet(nn.Module):
             DoubleConv(spatial_dims, in_channels if i == 0 else widths[i - 1], widths[i], norm)
             for i in range(levels + 1)
         )
-        # The bottleneck projection that gates the deepest level (or, globally, every level).
+        self._build_gates(gated, norm, gate_style, gate_heads, psi_norm, psi_bias)
+        self.decoder = nn.ModuleDict(
+            {
+                str(level): UpBlock(spatial_dims, widths[level - 1], widths[level], norm)
+                for level in range(1, levels + 1)
+            }
+        )
+        self._build_heads()
+        init_kaiming(self)
+
+    def _build_gates(
+        self,
+        gated: tuple[int, ...],
+        norm: NormName,
+        gate_style: GateStyle,
+        gate_heads: int,
+        psi_norm: bool,
+        psi_bias: float | None,
+    ) -> None:
+        """The attention gates of the ``gated`` skip levels, and the bottleneck projection that gates the
+        deepest level (or, with global gating, every level)."""
+        widths, levels, dims = self.features, self.levels, self.spatial_dims
         needs_projection = bool(gated) and (self.global_gating or levels in gated)
         gating_width = widths[levels - 1] if self.global_gating else widths[levels]
         self.gating = (
-            ConvNormAct(spatial_dims, widths[levels], gating_width, kernel_size=1, norm=norm)
-            if needs_projection
-            else None
+            ConvNormAct(dims, widths[levels], gating_width, kernel_size=1, norm=norm) if needs_projection else None
         )
         self.gates = nn.ModuleDict(
             {
                 str(level): MultiHeadAttentionGate(
-                    spatial_dims,
+                    dims,
                     skip_channels=widths[level - 1],
                     gating_channels=gating_width if self.global_gating else widths[level],
                     heads=gate_heads,
@@ -167,18 +194,16 @@ class AttentionUNet(nn.Module):
                 for level in gated
             }
         )
-        self.decoder = nn.ModuleDict(
-            {
-                str(level): UpBlock(spatial_dims, widths[level - 1], widths[level], norm)
-                for level in range(1, levels + 1)
-            }
-        )
-        head_levels = range(1, levels + 1) if deep_supervision or aux_outputs else range(1, 2)
+
+    def _build_heads(self) -> None:
+        """A 1x1 convolution to K classes per decoder level (the finest alone without deep supervision or
+        auxiliary outputs), and the 1x1 convolution that fuses them (deep supervision)."""
+        widths, levels, k = self.features, self.levels, self.out_channels
+        head_levels = range(1, levels + 1) if self.deep_supervision or self.aux_outputs else range(1, 2)
         self.heads = nn.ModuleDict(
-            {str(level): conv_layer(spatial_dims, widths[level - 1], out_channels, 1) for level in head_levels}
+            {str(level): conv_layer(self.spatial_dims, widths[level - 1], k, 1) for level in head_levels}
         )
-        self.fuse = conv_layer(spatial_dims, levels * out_channels, out_channels, 1) if deep_supervision else None
-        init_kaiming(self)
+        self.fuse = conv_layer(self.spatial_dims, levels * k, k, 1) if self.deep_supervision else None
 
     @property
     def size_multiple(self) -> int:
