@@ -41,7 +41,8 @@ bench-speed: $(VENV)/.installed
 bench-attention: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.position_attention
 
-# (c) accuracy for an equal time budget: attention_unet, unet, ms_guided, MONAI AttentionUnet, 3 seeds (~12 min)
+# (c) accuracy at equal steps (240) and for an equal time budget (5m): 3 U-Nets and 3 multi-scale presets, 3 seeds,
+# mni152-tissue and ctchest as 2D slices (many hours on 2 cores: see docs/benchmarks.md for the parts)
 bench-accuracy: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.accuracy_budget
 

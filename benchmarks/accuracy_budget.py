@@ -1,31 +1,47 @@
-"""(c) Accuracy for an equal time budget: attnseg's networks against MONAI's AttentionUnet, trained the same way.
+"""(c) Accuracy at equal steps and for an equal time budget: attnseg's networks against MONAI's AttentionUnet.
 
-Every network trains on the same data (the built-in ``mni152-tissue`` dataset in the demo's setting: 2 mm
-axial slices, batch 8, the demo's learning rate), with the same augmentation, the same training engine
-(attnseg's Trainer: measured layout and precision, the poly schedule) and the same wall-clock budget
-(``training.time_budget``, which plans the epochs from measured step times), then is scored by the same
-validation (Dice per class on the held-out slabs, on the preprocessed grid). MONAI's AttentionUnet
-(``channels=(16, 32, 64, 128, 256)``, the widths of attnseg's ``feature_scale=4``) is wrapped to pad its
-input to a multiple of 16, as attnseg's networks do internally. Three seeds; mean +- standard deviation.
+Every network trains on the same data (a built-in dataset as 2D slices: ``mni152-tissue`` at the demo's
+2 mm in-plane, ``ctchest`` at its own 3.05 mm), on slices of the same size (the largest automatic size,
+so the multi-scale networks' multiple of 32 does not give them more context), batch 8, 10 iterations an
+epoch, the same augmentation, the same loss (``--loss``, Dice + CE by default, for every network: the
+multi-scale networks' is summed over their heads with the guided and reconstruction terms, the U-Nets'
+over their deep-supervision outputs), the same training engine (attnseg's Trainer: measured layout and
+precision) and either
 
-    python -m benchmarks.accuracy_budget                       # 40 s each, 3 seeds, 4 networks (~12 min)
-    python -m benchmarks.accuracy_budget --budget 2m --seeds 0 # closer to the demo's training time
+* the same number of steps (``--steps``; ``training.epochs`` = steps / 10), or
+* the same wall-clock budget (``--budget``; ``training.time_budget`` plans the epochs from measured step
+  times, and the clock starts after the engine's layout/precision measurement),
+
+then is scored on the held-out slabs, on the preprocessed grid: Dice and HD95 (mm) per foreground class,
+averaged over the classes and slabs. The optimiser is each network's own: the U-Nets the demo's
+(AdamW 2e-3, poly), the multi-scale networks their registered recipe (``attnseg train --print-config``).
+MONAI's AttentionUnet (``channels=(16, 32, 64, 128, 256)``, the widths of attnseg's ``feature_scale=4``)
+is padded to a multiple of 16, as attnseg's networks pad internally. Mean +- standard deviation over
+the seeds.
+
+    python -m benchmarks.accuracy_budget                                    # make bench-accuracy: everything
+    python -m benchmarks.accuracy_budget --datasets mni152-tissue --steps 240 --seeds 0
+    python -m benchmarks.accuracy_budget --budget 5m --networks attention_unet ms_guided_cpu
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.networks.nets import AttentionUnet
 
 from attnseg.data import prepare_builtin
 from attnseg.distributed import DistContext
 from attnseg.export import PadToMultiple
+from attnseg.inference.volume import predict_preprocessed
+from attnseg.metrics.binary import binary_metrics
 from attnseg.model_dir import ModelDir
 from attnseg.networks.utils import count_parameters
 from attnseg.training.budget import TimeBudget, parse_duration
@@ -35,20 +51,22 @@ from attnseg.training.seeding import seed_everything
 from attnseg.training.trainer import Trainer
 from benchmarks.report import header, markdown_table
 
-DATASET = "mni152-tissue"
-SETTINGS = [  # the demo's (attnseg/demo.py), the network aside
-    "network.spatial_dims=2",
-    "data.target_spacing=[2.0, 2.0, null]",
-    "data.batch_size=8",
-    "optimizer.lr=0.002",
-    "training.iterations_per_epoch=10",
-]
-NETWORKS = {
-    "attention_unet": ["network.name=attention_unet", "network.feature_scale=4", "network.aux_outputs=true"],
-    "unet": ["network.name=unet", "network.feature_scale=4", "network.aux_outputs=true"],
-    "ms_guided": ["network.name=ms_guided", "loss.name=ce"],
-    "monai_attention_unet": ["network.name=attention_unet"],  # the config's data and loss; the model is MONAI's
+ITERATIONS = 10
+DATASETS = {  # the data settings of each built-in dataset; slices of one size for every network
+    "mni152-tissue": ["data.target_spacing=[2.0, 2.0, null]", "data.patch_size=[96, 96]"],
+    "ctchest": ["data.patch_size=[128, 128]"],
 }
+SETTINGS = ["network.spatial_dims=2", "data.batch_size=8", f"training.iterations_per_epoch={ITERATIONS}"]
+UNET_RECIPE = ["optimizer.lr=0.002"]  # the demo's (attnseg/demo.py): AdamW, poly
+NETWORKS = {
+    "attention_unet": ["network.name=attention_unet", "network.feature_scale=4", "network.aux_outputs=true",
+                       *UNET_RECIPE],
+    "unet": ["network.name=unet", "network.feature_scale=4", "network.aux_outputs=true", *UNET_RECIPE],
+    "monai_attention_unet": ["network.name=attention_unet", *UNET_RECIPE],  # data and loss; the model is MONAI's
+    "ms_guided": ["network.name=ms_guided"],  # optimiser: the network's recipe
+    "ms_guided_hr": ["network.name=ms_guided_hr"],
+    "ms_guided_cpu": ["network.name=ms_guided_cpu"],
+}  # fmt: skip
 MONAI_WIDTHS = (16, 32, 64, 128, 256)
 
 
@@ -57,65 +75,130 @@ def monai_attention_unet(in_channels: int, out_channels: int) -> torch.nn.Module
     return PadToMultiple(network, 16)
 
 
-def run(name: str, dataset: Path, budget: float, seed: int, output: Path) -> dict:
-    config = load_config(None, [*SETTINGS, *NETWORKS[name], f"data.dataset={dataset}", f"output={output}",
-                                f"training.seed={seed}"])  # fmt: skip
+def scores(model: torch.nn.Module, config, data) -> dict[str, float]:
+    """Mean over held-out slabs and foreground classes of Dice and HD95 (mm; a class predicted nowhere
+    or absent from the reference has no HD95 and is left out of its mean)."""
+    dices, distances = [], []
+    model.eval()
+    for case in data.val_cases:
+        probabilities = predict_preprocessed(model, case.image, data.plan, batch_size=config.data.batch_size)
+        prediction = probabilities.argmax(0).numpy()
+        reference = np.asarray(case.label)
+        for index in range(1, data.plan.num_classes):
+            if not (reference == index).any():
+                continue
+            metrics = binary_metrics(prediction == index, reference == index, case.properties.spacing)
+            dices.append(metrics.dice)
+            if math.isfinite(metrics.hd95):
+                distances.append(metrics.hd95)
+    return {"dice": float(np.mean(dices)), "hd95": float(np.mean(distances)) if distances else math.nan}
+
+
+def run(name: str, dataset: str, path: Path, seed: int, output: Path, steps: int | None, budget: float | None,
+        loss: str, extra: list[str] = ()) -> dict:  # fmt: skip
+    epochs = max(1, round(steps / ITERATIONS)) if steps else None
+    # equal steps: validate once, at the end (the scores below are of the last weights in any case)
+    length = [f"training.epochs={epochs}", f"training.val_every={epochs}"] if epochs else []
+    settings = [*SETTINGS, *DATASETS[dataset], *NETWORKS[name], *length, f"loss.name={loss}"]
+    config = load_config(None, [*settings, f"data.dataset={path}", f"output={output}", f"training.seed={seed}", *extra])
     seed_everything(seed)
     data = prepare_data(config)
     if name == "monai_attention_unet":
         model = monai_attention_unet(data.plan.num_channels, data.plan.num_classes)
     else:
         model = build_model(config, data.plan)
-    validate = make_validator(config, data.plan, data.val_cases, torch.device("cpu"))
     trainer = Trainer(
         config,
         model,
         build_loss(config, model),
         training_samples(config, data, DistContext()),
         ModelDir(output),
-        validate=validate,
+        validate=make_validator(config, data.plan, data.val_cases, torch.device("cpu")),
         show_progress=False,
     )
-    # the clock starts once the engine has measured its layout and precision: every network gets the same
-    # training time, whatever that measurement cost it
-    trainer.budget = TimeBudget.starting_now(budget)
+    if budget is not None:
+        # the clock starts once the engine has measured its layout and precision: every network gets the
+        # same training time, whatever that measurement cost it
+        trainer.budget = TimeBudget.starting_now(budget)
     started = time.perf_counter()
     state = trainer.fit()
     seconds = time.perf_counter() - started
     trainer.close()
-    final = validate(trainer.network.eval())
-    return {"dice": final["val_dice_mean"], "epochs": state.epoch, "seconds": seconds,
-            "parameters": count_parameters(trainer.network)}  # fmt: skip
+    runtime = getattr(trainer, "runtime", None)
+    return {**scores(trainer.network, config, data), "steps": state.epoch * ITERATIONS, "seconds": seconds,
+            "parameters": count_parameters(trainer.network), "runtime": getattr(runtime, "name", "?")}  # fmt: skip
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return "n/a"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def table(results: dict[str, list[dict]], seeds: int) -> str:
+    reference = results.get("attention_unet")
+    reference_dice = statistics.mean(r["dice"] for r in reference) if reference else None
+    rows = []
+    for name, runs in results.items():
+        dice = statistics.mean(r["dice"] for r in runs)
+        rows.append([
+            name, f"{runs[0]['parameters'] / 1e6:.2f} M", _mean_sd([r["dice"] for r in runs], 3),
+            "n/a" if reference_dice is None else f"{dice - reference_dice:+.3f}",
+            _mean_sd([r["hd95"] for r in runs], 1), f"{statistics.mean(r['steps'] for r in runs):.0f}",
+            f"{statistics.mean(r['seconds'] for r in runs):.0f} s",
+            ", ".join(sorted({r.get("runtime", "?") for r in runs})),
+        ])  # fmt: skip
+    headers = ["network", "parameters", f"Dice ({seeds} seeds)", "vs attention_unet", "HD95 (mm)", "steps", "wall",
+               "layout/precision (measured)"]  # fmt: skip
+    return markdown_table(headers, rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="40s", help="training wall time per run (default 40s)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--steps", type=int, nargs="*", default=None,
+                        help="equal steps: one or more step counts (default with no --budget: 240)")  # fmt: skip
+    parser.add_argument("--budget", nargs="*", default=None, help="equal training wall time(s), e.g. 40s 5m")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--loss", default="dice_ce", help="the segmentation loss of every network (default dice_ce)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a configuration override for every network (a variant: the table says so)")  # fmt: skip
+    parser.add_argument("--work", type=Path, default=None, help="keep datasets and runs here (default: a temp dir)")
     args = parser.parse_args()
-    budget = parse_duration(args.budget)
-    with tempfile.TemporaryDirectory(prefix="attnseg-accuracy-") as work:
-        dataset = prepare_builtin(DATASET, Path(work) / DATASET)
-        results: dict[str, list[dict]] = {}
-        for name in args.networks:
-            for seed in args.seeds:
-                results.setdefault(name, []).append(run(name, dataset, budget, seed, Path(work) / f"{name}-{seed}"))
-                print(f"{name} seed {seed}: {results[name][-1]}", flush=True)
-    print()
-    print(header(f"Accuracy for an equal time budget ({args.budget} of training), {DATASET}, demo setting"))
-    reference = statistics.mean(r["dice"] for r in results.get("monai_attention_unet", results[args.networks[0]]))
-    rows = []
-    for name, runs in results.items():
-        dice = [r["dice"] for r in runs]
-        spread = statistics.stdev(dice) if len(dice) > 1 else 0.0
-        rows.append([
-            name, f"{runs[0]['parameters'] / 1e6:.2f} M", f"{statistics.mean(dice):.3f} ± {spread:.3f}",
-            f"{statistics.mean(dice) - reference:+.3f}", f"{statistics.mean(r['epochs'] for r in runs):.1f}",
-            f"{statistics.mean(r['seconds'] for r in runs):.0f} s",
-        ])  # fmt: skip
-    headers = ["network", "parameters", f"validation Dice ({len(args.seeds)} seeds)", "vs MONAI", "epochs", "wall"]
-    print(markdown_table(headers, rows))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.steps is None and args.budget is None:
+        args.steps, args.budget = [240], ["5m"]
+    conditions = [("steps", s, f"{s} steps") for s in args.steps or []]
+    conditions += [("budget", parse_duration(b), f"{b} of training") for b in args.budget or []]
+    with tempfile.TemporaryDirectory(prefix="attnseg-accuracy-") as temporary:
+        work = args.work or Path(temporary)
+        for dataset in args.datasets:
+            path = work / dataset
+            if not (path / "dataset.json").exists():
+                prepare_builtin(dataset, path, overwrite=path.exists())
+            for kind, amount, text in conditions:
+                results: dict[str, list[dict]] = {}
+                for name in args.networks:
+                    for seed in args.seeds:
+                        variant = "-".join(args.set).replace("/", "_")
+                        output = work / f"{dataset}-{name}-{kind}{amount:g}-{seed}{variant}"
+                        steps, budget = (amount, None) if kind == "steps" else (None, amount)
+                        result = run(name, dataset, path, seed, output, steps, budget, args.loss, args.set)
+                        results.setdefault(name, []).append(result)
+                        print(f"{dataset} {text} {name} seed {seed}: {result}", flush=True)
+                print()
+                threads = torch.get_num_threads()
+                extra = f", with {' '.join(args.set)}" if args.set else ""
+                print(
+                    header(f"Accuracy at {text}, {dataset} (2D slices), loss {args.loss}, {threads} thread(s){extra}")
+                )
+                print(table(results, len(args.seeds)))
+                print(flush=True)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,18 @@ def test_position_attention_compares_both_implementations():
     out = _run("benchmarks.position_attention", "--sizes", "8", "--repeats", "1", "--batch", "1", "--channels", "8")
     assert "| 8^2 (64 positions) | naive |" in out and "| 8^2 (64 positions) | sdpa |" in out
     assert "never stored" in out and "failed" not in out
+
+
+def test_ms_guided_presets_speed_compares_the_cpu_preset_with_the_attention_unet():
+    args = ["--size", "32", "32", "--batch", "2", "--rounds", "1", "--networks", "attention_unet", "ms_guided_cpu"]
+    out = _run("benchmarks.ms_guided_presets_speed", *args)
+    assert "| attention_unet |" in out and "| ms_guided_cpu |" in out and "(target <= 3x:" in out
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_prints_dice_and_hd95_at_equal_steps(tmp_path):
+    args = ["--datasets", "ctchest", "--steps", "10", "--seeds", "0", "1", "--networks", "unet", "ms_guided_cpu"]
+    out = _run("benchmarks.accuracy_budget", *args, "--work", str(tmp_path))
+    assert "### Accuracy at 10 steps, ctchest (2D slices), loss dice_ce" in out
+    assert "| network | parameters | Dice (2 seeds) | vs attention_unet | HD95 (mm) | steps | wall |" in out
+    assert "| unet |" in out and "| ms_guided_cpu |" in out

@@ -35,7 +35,10 @@ EPILOG = """examples:
   torchrun --nproc_per_node=4 -m attnseg train configs/attention_unet_3d_paper.yaml --output runs/ct   # 4 GPUs
 
 The configuration is YAML with the sections network, data, optimizer, scheduler, loss, training (see
---print-config for every key and its default). Unknown keys and wrong types are errors that name the key.
+--print-config for every key, its value and where it came from: user, the network's own recipe, or the
+default). Unknown keys and wrong types are errors that name the key. A network may bring its own training
+recipe (the multi-scale networks: Adam, lr 5e-4, betas (0.9, 0.99), no weight decay or clipping, CE); it
+fills the keys you have not set.
 The output folder becomes a model directory for `attnseg predict`: config.yaml, plan.json, labels.json,
 weights.safetensors (best validation Dice), checkpoint/last.pt (resume), runtime.json (memory layout and
 mixed precision, and why), log.csv, progress.png, tensorboard/.
@@ -109,7 +112,12 @@ def add_parser(verbs: Verbs) -> None:
     )
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="start again in an --output that holds a run")
-    train.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration, each key with where its value came from (user, network recipe, "
+        "default), and exit",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     train.set_defaults(func=run)
 
@@ -125,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
     if args.print_config:
-        print(config.to_yaml(), end="")
+        print(config.to_annotated_yaml(), end="")
         return 0
     state = train(
         config,

@@ -8,6 +8,9 @@
   of the same scale (the paper: ‖E_1(F) − E_2(F_SA)‖²);
 * L_recon: Σ_t Σ_s MSE(X_s^t, R_s^t), between each semantic module's input and its reconstruction.
 
+With the high-resolution head (beyond the paper, ``fine_stride``), its logits are one more head of
+L_seg, weighted by ``fine_weight`` (1 by default: one head among nine).
+
 Defaults are the paper's weights (1, 0.25, 0.1). As in the authors' code, every term is a mean over its
 elements, the terms are summed (not averaged) over heads, scales and steps, and nothing is detached: the
 guided and reconstruction gradients reach both sides.
@@ -30,6 +33,7 @@ class GuidedAttentionLoss(nn.Module):
         seg_weight, guided_weight, recon_weight: the weights α, β, γ of the paper (1, 0.25, 0.1).
         segmentation: the per-head loss: a ``SegmentationLoss`` name (``"ce"``, the paper's;
             ``"dice_ce"``, ...) or a ready module taking (logits, class-index target).
+        fine_weight: the weight of the high-resolution head's term within L_seg (the other heads: 1).
 
     ``forward(output, target)`` returns the total; ``parts(output, target)`` also returns each term
     (``"segmentation"``, ``"guided"``, ``"reconstruction"``, unweighted, and ``"total"``) for logging.
@@ -42,15 +46,17 @@ class GuidedAttentionLoss(nn.Module):
         guided_weight: float = 0.25,
         recon_weight: float = 0.1,
         segmentation: str | nn.Module = "ce",
+        fine_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        if min(seg_weight, guided_weight, recon_weight) < 0:
+        if min(seg_weight, guided_weight, recon_weight, fine_weight) < 0:
             raise ValueError(
                 f"loss weights must be non-negative, got seg {seg_weight}, guided {guided_weight}, recon {recon_weight}"
             )
         self.seg_weight = seg_weight
         self.guided_weight = guided_weight
         self.recon_weight = recon_weight
+        self.fine_weight = fine_weight
         self.segmentation = SegmentationLoss(segmentation) if isinstance(segmentation, str) else segmentation
 
     def parts(self, output: GuidedAttentionOutput | torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -59,7 +65,10 @@ class GuidedAttentionLoss(nn.Module):
             return {"segmentation": seg, "total": self.seg_weight * seg}
         if not output.head_logits:
             raise ValueError("GuidedAttentionLoss needs the training output of the network (no head logits found)")
-        seg = torch.stack([self.segmentation(logits, target) for logits in output.head_logits]).sum()
+        heads = [*output.feature_logits, *output.refined_logits]
+        seg = torch.stack([self.segmentation(logits, target) for logits in heads]).sum()
+        for logits in output.fine_logits:
+            seg = seg + self.fine_weight * self.segmentation(logits, target)
         guided = _sum_mse(
             (earlier, later)
             for step, next_step in zip(output.latents, output.latents[1:], strict=False)

@@ -39,7 +39,8 @@ class GuidedAttentionOutput:
     padded to a multiple of 32.
 
     Attributes:
-        logits: (B, K, *S) the prediction: the mean of ``refined_logits`` (the eval output).
+        logits: (B, K, *S) the prediction (the eval output): the mean of ``refined_logits``, or the
+            high-resolution head's ``fine_logits`` when the network has one.
         feature_logits: one (B, K, *S) per scale, the heads on the projected features F'_s.
         refined_logits: one (B, K, *S) per scale, the heads on the last step's refined features.
         latents: ``latents[step][scale]``, the semantic encoder's latent (B, 4d, *s / 4).
@@ -50,6 +51,7 @@ class GuidedAttentionOutput:
             ``"step{t}.scale{s}.position"`` and ``"step{t}.scale{s}.channel"`` (outputs of the position
             and channel attention branches) and ``"step{t}.scale{s}.guided"`` (A_s), each (B, C, *s)
             cropped to ceil(S / 4).
+        fine_logits: with the high-resolution head (``fine_stride``), its (B, K, *S) logits; else empty.
     """
 
     logits: torch.Tensor
@@ -59,8 +61,10 @@ class GuidedAttentionOutput:
     module_inputs: list[list[torch.Tensor]] = field(default_factory=list)
     reconstructions: list[list[torch.Tensor]] = field(default_factory=list)
     attention: dict[str, torch.Tensor] = field(default_factory=dict)
+    fine_logits: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def head_logits(self) -> list[torch.Tensor]:
-        """Every supervised head: the feature heads, then the refined heads (8 for 4 scales)."""
-        return [*self.feature_logits, *self.refined_logits]
+        """Every supervised head: the feature heads, then the refined heads (8 for 4 scales), then the
+        high-resolution head when there is one."""
+        return [*self.feature_logits, *self.refined_logits, *self.fine_logits]

@@ -1,7 +1,10 @@
 """The training configuration: one validated schema, defaults in one place.
 
 A YAML file (every key optional) plus command-line overrides (``--set optimizer.lr=3e-4``) give the
-effective configuration. Unknown keys and wrong types are errors that name the key; the network's
+effective configuration; a key neither sets takes the chosen network's own training recipe when its
+registration has one (``NetworkSpec.recipe``, e.g. the multi-scale network's Adam), else the default
+below. ``Config.source(key)`` says which of the three a value came from (``--print-config`` shows it).
+Unknown keys and wrong types are errors that name the key; the network's
 own arguments are checked against its constructor's signature, so a typo in ``network.gate_heads``
 fails before anything is built.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
 
 from attnseg.data.augment import AugmentConfig
 from attnseg.data.plan import Scheme
@@ -112,6 +115,9 @@ class LossConfig(_Section):
     )
     guided_weight: float = Field(0.25, ge=0, description="multi-scale guided network: latent consistency")
     reconstruction_weight: float = Field(0.1, ge=0, description="multi-scale guided network: reconstructions")
+    fine_weight: float = Field(
+        1.0, ge=0, description="multi-scale guided network: its high-resolution head, against 1 for each other head"
+    )
 
 
 class TrainingConfig(_Section):
@@ -184,12 +190,86 @@ class Config(_Section):
     prediction: PredictionConfig = PredictionConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     output: Path | None = None
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def source(self, key: str) -> str:
+        """Where the value of dotted ``key`` came from: ``user`` (the YAML file or an override),
+        ``network recipe (NAME: ...)`` or ``default``."""
+        return self._sources.get(key, DEFAULT)
+
+    def sources(self) -> dict[str, str]:
+        """The source of every key of the effective configuration."""
+        return {key: self.source(key) for key in leaf_keys(self.to_dict())}
+
+    def to_annotated_yaml(self) -> str:
+        """The YAML of ``to_yaml`` (it loads back the same) with each key's source as a comment."""
+        return "".join(line + "\n" for line in _annotated_lines(self.to_dict(), self.source))
+
+
+USER = "user"
+DEFAULT = "default"
+
+
+def leaf_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of the values of a nested mapping (lists and empty mappings are values)."""
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            keys += leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def _annotated_lines(node: dict[str, Any], source: Any, prefix: str = "", indent: int = 0) -> list[str]:
+    lines = []
+    for key, value in node.items():
+        pad = "  " * indent
+        if isinstance(value, dict) and value:
+            lines.append(f"{pad}{key}:")
+            lines += _annotated_lines(value, source, f"{prefix}{key}.", indent + 1)
+            continue
+        text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000).removesuffix("\n...\n").strip()
+        lines.append(f"{f'{pad}{key}: {text}':<44}  # {source(prefix + key)}")
+    return lines
+
+
+def network_recipe(raw: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """The network named by a raw configuration (or the default network), its recipe and the recipe's
+    source; no recipe for a name that is not registered (validation reports it)."""
+    network = raw.get("network")
+    name = network.get("name") if isinstance(network, dict) and "name" in network else NetworkConfig().name
+    try:
+        spec = get_spec(str(name))
+    except ConfigError:
+        return str(name), {}, ""
+    return spec.name, spec.recipe, spec.recipe_source
+
+
+def apply_recipe(raw: dict[str, Any]) -> dict[str, str]:
+    """Fill ``raw`` with the chosen network's recipe where the user has not set the key; returns the
+    source of every key: ``user`` for the keys of ``raw``, ``network recipe (...)`` for the filled ones."""
+    sources = dict.fromkeys(leaf_keys(raw), USER)
+    name, recipe, origin = network_recipe(raw)
+    for key, value in recipe.items():
+        *sections, leaf = key.split(".")
+        if key in sources or any(".".join(sections[: i + 1]) in sources for i in range(len(sections))):
+            continue  # the user set it (or set its whole section to a value)
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = value
+            sources[key] = f"network recipe ({name}{': ' + origin if origin else ''})"
+    return sources
 
 
 def _format_validation_error(error: ValidationError, source: str, prefix: str = "") -> str:
@@ -243,12 +323,14 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     """Read a YAML config (or start from the defaults), apply overrides, validate everything."""
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides or [])
+    sources = apply_recipe(raw)
     source = str(path) if path is not None else "config"
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(error, source)) from error
     validate_network_config(config.network, source)
+    config._sources = sources
     return config
 
 

@@ -425,7 +425,10 @@ def build_loss(config: Config, model: nn.Module) -> nn.Module:
     )
     if isinstance(model, MultiScaleGuidedAttentionNet):
         return GuidedAttentionLoss(
-            guided_weight=loss.guided_weight, recon_weight=loss.reconstruction_weight, segmentation=segmentation
+            guided_weight=loss.guided_weight,
+            recon_weight=loss.reconstruction_weight,
+            segmentation=segmentation,
+            fine_weight=loss.fine_weight,
         )
     return DeepSupervisedLoss(segmentation, loss.deep_supervision_weights)
 

@@ -34,6 +34,11 @@ Where we deviate, and why:
 * the eval output averages the refined logits on the stride-4 grid and resizes once; the authors resize
   each of the four, which is the same up to rounding (bilinear resizing is linear).
 
+Beyond the paper, opt-in (``fine_stride``; off by default and in ``ms_guided_faithful``): a
+high-resolution head (``attnseg.networks.blocks.fine_head``) that joins the mean of the refined
+features with the backbone's stride-2 stem and predicts at stride 2 or 1; it is then the prediction
+(and one more supervised head), because the stride-4 grid caps thin-structure Dice (issue 20).
+
 How it runs (the same maths as the authors' loop over scales, faster): the encoder-decoder shared by
 the four scales runs once per step on the four inputs stacked along the batch, its batch-norm layers
 normalising each scale's chunk with that chunk's statistics, in the authors' order, so outputs, gradients
@@ -55,7 +60,9 @@ from torch import nn
 from attnseg.networks.backbones.resnet import build_backbone
 from attnseg.networks.blocks.channel_attention import ChannelAttention
 from attnseg.networks.blocks.conv import NORM_TYPES, ConvNormAct, NormName, conv_layer, resize_to
+from attnseg.networks.blocks.fine_head import FineHead
 from attnseg.networks.blocks.position_attention import PositionAttention, PositionAttentionImpl, attention_map_bytes
+from attnseg.networks.blocks.scale_norm import split_batch_norms
 from attnseg.networks.blocks.semantic_module import SemanticModule
 from attnseg.networks.memory import GIB, MemoryBudgetError, MemoryEstimate, available_memory, estimate_step_memory
 from attnseg.networks.outputs import GuidedAttentionOutput
@@ -65,6 +72,7 @@ SCALES = 4
 ATTENTION_STRIDE = 4
 SIZE_MULTIPLE = 32  # the backbone's deepest stride; the encoder-decoder's 4 is covered by it
 MemoryLimit = float | Literal["auto"] | None
+ScaleNorm = Literal["shared", "per_scale"]
 
 
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
@@ -97,6 +105,7 @@ class GuidedAttentionStep(nn.Module):
         position_attention: PositionAttentionImpl = "sdpa",
         kv_pool: int = 1,
         spatial_dims: int = 2,
+        scale_norm: ScaleNorm = "shared",
     ) -> None:
         super().__init__()
         n = spatial_dims
@@ -108,6 +117,11 @@ class GuidedAttentionStep(nn.Module):
         self.semantic = nn.ModuleList(
             SemanticModule(2 * channels, norm, n) for _ in range(1 if share_semantic_module else SCALES)
         )
+        self.per_scale_norm = scale_norm == "per_scale"
+        if self.per_scale_norm:
+            if not share_semantic_module or norm != "batch":
+                raise ValueError("scale_norm='per_scale' is for batch norm in an encoder-decoder shared by the scales")
+            split_batch_norms(self.semantic[0], SCALES)
         self.reconstruction_conv = nn.ModuleList(conv_layer(n, 2 * channels, channels, 3) for _ in range(SCALES))
         self.fuse = nn.ModuleList(conv_layer(n, channels, channels, 1) for _ in range(SCALES))
 
@@ -115,6 +129,8 @@ class GuidedAttentionStep(nn.Module):
         """For each scale's input X_s: ``guided`` (A_s), ``latent``, ``reconstruction``, ``position``,
         ``channel`` and ``input`` (X_s). ``batch_scales`` runs a shared encoder-decoder once on the
         stacked inputs (same result as one call per scale)."""
+        if self.per_scale_norm and not batch_scales:
+            raise ValueError("scale_norm='per_scale' needs the scales stacked (batch_scales=True)")
         if len(self.semantic) == 1 and batch_scales:
             latents, reconstructions = self.semantic[0](torch.cat(inputs), chunks=len(inputs))
             semantic = list(zip(latents.chunk(len(inputs)), reconstructions.chunk(len(inputs)), strict=True))
@@ -178,6 +194,13 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             maths as one call per scale, faster); ``False`` for the literal loop.
         channels_last: keep activations channels-last (same maths; the fast layout of oneDNN and
             cuDNN convolutions); ``False`` keeps the input's layout.
+        fine_stride: beyond the paper: ``2`` or ``1`` adds the high-resolution head (``FineHead``: the
+            mean of the refined features joined with the backbone's stride-2 stem, at stride 2 or 1),
+            whose logits are then the prediction; ``None`` (the paper): predict on the stride-4 grid.
+        fine_channels: the high-resolution head's width (default: ``head_channels``).
+        scale_norm: beyond the paper: ``"per_scale"`` gives the encoder-decoder shared by the scales one
+            batch norm per scale (``ScaleBatchNorm``: own statistics and affine parameters, shared
+            convolutions); ``"shared"`` (the authors'): one set of running statistics for all four.
     """
 
     size_multiple: int = SIZE_MULTIPLE
@@ -201,6 +224,9 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         memory_limit_gib: MemoryLimit = None,
         batch_scales: bool = True,
         channels_last: bool = True,
+        fine_stride: int | None = None,
+        fine_channels: int | None = None,
+        scale_norm: ScaleNorm = "shared",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -233,10 +259,16 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             ConvNormAct(n, c, c, 1, norm, act=nn.PReLU),
         )
         self.refinement = nn.ModuleList(
-            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n) for _ in range(steps)
+            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n, scale_norm)
+            for _ in range(steps)
         )
         self.feature_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
         self.refined_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
+        self.fine_stride = fine_stride
+        if fine_stride is not None:
+            width = fine_channels or c
+            stem = self.backbone.conv1.out_channels
+            self.fine_head = FineHead(c, stem, in_channels, width, out_channels, fine_stride, norm, n)
         init_xavier(self)
         if pretrained_backbone is not None:
             self.load_pretrained_backbone(pretrained_backbone)
@@ -258,8 +290,13 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             self.check_memory(tuple(x.shape), x.dtype)  # before anything large is allocated
         padded = list(x.shape[2:])
 
-        features, fused = self._multiscale_features(x)
+        stem, features, fused = self._multiscale_features(x)
         results = self._refine(features, fused)
+        if self.fine_stride is not None:
+            context = torch.stack([r["guided"] for r in results[-1]]).mean(0)
+            fine = self.fine_head(context, stem, x)
+            if not self.training and not return_attention:
+                return crop_to(resize_to(fine, padded), size)
         refined = [head(r["guided"]) for head, r in zip(self.refined_heads, results[-1], strict=True)]
         if not self.training and not return_attention:
             return crop_to(resize_to(torch.stack(refined).mean(0), padded), size)
@@ -268,6 +305,7 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             return crop_to(resize_to(logits, padded), size)
 
         refined_logits = [to_input(r) for r in refined]
+        fine_logits = [to_input(fine)] if self.fine_stride is not None else []
         grid = downsampled_size(size, ATTENTION_STRIDE)
         attention = {}
         if return_attention:
@@ -276,24 +314,41 @@ class MultiScaleGuidedAttentionNet(nn.Module):
                     for kind in ("position", "channel", "guided"):
                         attention[f"step{t}.scale{s}.{kind}"] = crop_to(r[kind], grid)
         return GuidedAttentionOutput(
-            logits=torch.stack(refined_logits).mean(0),
+            logits=fine_logits[0] if fine_logits else torch.stack(refined_logits).mean(0),
             feature_logits=[to_input(head(f)) for head, f in zip(self.feature_heads, features, strict=True)],
             refined_logits=refined_logits,
             latents=[[r["latent"] for r in step] for step in results],
             module_inputs=[[r["input"] for r in step] for step in results],
             reconstructions=[[r["reconstruction"] for r in step] for step in results],
             attention=attention,
+            fine_logits=fine_logits,
         )
 
-    def _multiscale_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """F'_s (finest first), each C channels on the stride-4 grid, and their fusion F_MS."""
-        taps = self.backbone(x, self._layout)
+    def _multiscale_features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor], torch.Tensor]:
+        """The backbone's stride-2 stem (with the fine head only, else None), F'_s (finest first), each
+        C channels on the stride-4 grid, and their fusion F_MS."""
+        stem, taps = self._backbone_taps(x)
         grid = taps[0].shape[2:]
         features = [
             self._lay_out(resize_to(project(t), grid)) for project, t in zip(self.projections, taps, strict=True)
         ]
         fused = self.fuse(torch.cat(features[::-1], dim=1))  # the authors' order: coarsest first
-        return features, fused
+        return stem, features, fused
+
+    def _backbone_taps(self, x: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """The backbone's taps; with the fine head also its stem (conv1, bn1, ReLU: stride 2), which
+        the backbone's own forward does not return. Same layers, same order as ``ResNetBackbone.forward``."""
+        if self.fine_stride is None:
+            return None, self.backbone(x, self._layout)
+        b = self.backbone
+        stem = self._lay_out(b.conv1(x))
+        stem = b.relu(b.bn1(stem))
+        y = b.maxpool(stem)
+        taps = []
+        for layer in (b.layer1, b.layer2, b.layer3, b.layer4):
+            y = layer(y)
+            taps.append(y)
+        return stem, taps
 
     @property
     def _layout(self) -> torch.memory_format | None:
