@@ -135,7 +135,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_annotated_yaml(), end="")
         return 0
-    state = train(config, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
+    state = train(
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        started=getattr(args, "started", None),
+    )
     if state.best_epoch:
         weights = f"weights of the best validation Dice, {state.best_metric:.4f} at epoch {state.best_epoch}"
     else:

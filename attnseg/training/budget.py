@@ -15,10 +15,11 @@ When fewer than four whole epochs fit (a slow machine, a short budget, a large n
 fewer steps (``training.iterations_per_epoch`` shrinks), so that there are four and the schedule and
 validation still happen within the budget.
 
-For a 2D network whose plan the user left to attnseg, the budget also chooses the in-plane resolution
+For a network whose plan the user left to attnseg (2D or 3D), the budget also chooses the resolution
 before anything is preprocessed: when fewer than :data:`MIN_BUDGET_STEPS` training steps would fit at
-the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2, keeping slices at least
-:data:`MIN_COARSE_SIDE` pixels across), as little as gives that many steps. A few hundred steps at full
+the dataset's own spacing, the plan coarsens it (by 1.25, 1.5 or at most 2, keeping slices or patches at
+least :data:`MIN_COARSE_SIDE` pixels across; in 3D a thick-slice axis is not coarsened beyond the others),
+as little as gives that many steps. A few hundred steps at full
 resolution generalise worse to new subjects than a thousand at a coarser one (docs/generalisation.md
 has the figures); on a GPU, or with a longer budget, the full resolution fits and is kept.
 
@@ -26,6 +27,12 @@ The learning-rate schedule follows the planned number of epochs, so it ends at i
 the budget does; the best weights (validation Dice) or, without validation, the last are kept as
 usual. Validation is spaced out so that it takes at most a fifth of the time, unless
 ``training.val_every`` is set explicitly.
+
+The budget covers set-up as well: the runtime's candidates (:mod:`attnseg.runtime`) are timed only when
+that costs at most :data:`RUNTIME_TIMING_SHARE` of the budget, and a budget that cannot be met (the
+set-up spent it, or one step, one validation and writing the model do not fit) is refused with a
+ConfigError (:func:`refuse_if_short`), never overrun. A run with validation cases validates after its
+last epoch, also when the budget ends it at an epoch not due to validate (``Trainer._validate_if_owed``).
 
 Every reading of time the budget depends on (its start, what remains, each measured step, epoch,
 validation and write) comes from one clock, the :class:`TimeBudget`'s ``clock`` (``time.monotonic``).
@@ -57,6 +64,8 @@ MIN_BUDGET_STEPS = 1000
 COARSENING_FACTORS = (1.0, 1.25, 1.5, 2.0)
 # A coarser slice keeps at least this many pixels along its shorter side (small images stay as they are).
 MIN_COARSE_SIDE = 64
+# With a budget, the runtime candidates (attnseg.runtime) are timed only when that costs at most this share.
+RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
 
@@ -128,6 +137,24 @@ def training_seconds(budget: TimeBudget) -> float:
     """What is left of ``budget`` for training steps, before any is measured: the reserve and a
     validation share set aside."""
     return max(0.0, (budget.remaining() - reserve_seconds(budget.seconds)) * (1 - VALIDATION_SHARE))
+
+
+def refuse_if_short(budget: TimeBudget, needed: float, what: str) -> None:
+    """Raise a ConfigError when ``needed`` seconds (``what``: the least the run still has to do) and the
+    final reserve do not fit in what is left of ``budget``: a budget the machine cannot meet is refused
+    as soon as that is known, never overrun silently."""
+    remaining = budget.remaining()
+    if needed + reserve_seconds(budget.seconds) <= remaining:
+        return
+    at_least = budget.elapsed() + needed + reserve_seconds(budget.seconds)
+    raise ConfigError(
+        f"time budget {format_duration(budget.seconds)} cannot be met on this machine: {what} needs "
+        f"~{format_duration(needed)} and {format_duration(reserve_seconds(budget.seconds))} are kept for "
+        f"writing the model, but {format_duration(max(remaining, 0.0))} of it is left after "
+        f"{format_duration(budget.elapsed())} of set-up. Give a longer --time-budget (at least "
+        f"~{format_duration(at_least * 1.25)}), or a cheaper run: a smaller data.patch_size or data.batch_size, "
+        "fewer network.features, or data.target_spacing coarser"
+    )
 
 
 def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:

@@ -57,6 +57,7 @@ from attnseg.training.budget import (
     Clock,
     TimeBudget,
     coarsening_for_budget,
+    refuse_if_short,
     training_seconds,
 )
 from attnseg.training.calibration import keep_calibration
@@ -127,6 +128,8 @@ def _train_in_group(
     lives and dies in this function, before ``process_group`` destroys the group."""
     started = time.perf_counter()
     data = prepare_data(config, model_dir if resume else None, context, budget=budget, device=device)
+    if budget is not None:  # the set-up alone may have spent the budget: say so now, not after an overrun
+        refuse_if_short(budget, 0.0, "anything after the set-up (planning, preprocessing)")
     model = build_model(config, data.plan)
     on_epoch_start = start_finetune(config, model, model_dir, resume=resume, is_main=context.is_main)
     if context.is_main:
@@ -277,8 +280,8 @@ def plan_with_source_spacing(config: Config, dataset: Dataset, fingerprint: Fing
 
 
 def budget_may_choose_resolution(config: Config, plan: Plan) -> bool:
-    """A 2D network whose spacing and slice size the user left to the plan."""
-    return plan.spatial_dims == 2 and config.data.target_spacing is None and config.data.patch_size is None
+    """A network (2D or 3D) whose spacing and slice or patch size the user left to the plan."""
+    return config.data.target_spacing is None and config.data.patch_size is None
 
 
 def plan_for_budget(
@@ -295,10 +298,12 @@ def plan_for_budget(
     at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
     budget), and every candidate is costed from it by its slices' pixels."""
     factors = [f for f in COARSENING_FACTORS if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE]
+    if len(factors) == 1:  # nothing to choose: no step is spent timing it
+        return plan
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in factors}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
-    step = _step_seconds(config, timed, device, budget.clock)
+    step = _step_seconds(config, timed, device, budget)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
@@ -309,8 +314,9 @@ def plan_for_budget(
         if factor > 1:
             reason += f", fewer than {MIN_BUDGET_STEPS}"
         spacing = " x ".join(f"{s:g}" for s in chosen.target_spacing if s is not None)
+        where = "mm in-plane, slices" if chosen.spatial_dims == 2 else "mm, patches"
         print(
-            f"time budget: {reason}; training at {spacing} mm in-plane, slices of "
+            f"time budget: {reason}; training at {spacing} {where} of "
             f"{' x '.join(map(str, chosen.patch_size))} (~{seconds / (step * costs[factor]):.0f} steps)",
             flush=True,
         )
@@ -318,15 +324,21 @@ def plan_for_budget(
 
 
 def _coarsened(config: Config, dataset: Dataset, fingerprint: Fingerprint, plan: Plan, factor: float) -> Plan:
+    """``plan`` with its spacing ``factor`` times coarser. An axis already coarser than the others (3D
+    thick slices) is not coarsened beyond the finest axis's new spacing: 3 x 3 x 10 mm at 2 is 6 x 6 x 10."""
     if factor == 1:
         return plan
-    spacing = tuple(None if s is None else round(s * factor, 4) for s in plan.target_spacing)
+    given = [s for s in plan.target_spacing if s is not None]
+    cap = max(max(given), min(given) * factor) if plan.spatial_dims == 3 else math.inf
+    spacing = tuple(None if s is None else round(min(s * factor, max(s, cap)), 4) for s in plan.target_spacing)
     return plan_from_config(config, dataset, fingerprint, spacing)
 
 
-def _step_seconds(config: Config, plan: Plan, device: torch.device, clock: Clock = time.perf_counter) -> float:
+def _step_seconds(config: Config, plan: Plan, device: torch.device, budget: TimeBudget) -> float:
     """A forward and backward pass of the configured network and loss on a random batch of the plan's
-    size; the random number generators are left as they were, so the run is the one it would be."""
+    size; the random number generators are left as they were, so the run is the one it would be. The
+    first call (warm-up included) is the answer when it costs more than 1% of ``budget``: timing must not
+    spend the budget it plans; else the median of two more."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = build_model(config, plan).to(device).train()
         loss_fn = build_loss(config, model).to(device)
@@ -337,7 +349,10 @@ def _step_seconds(config: Config, plan: Plan, device: torch.device, clock: Clock
             model.zero_grad(set_to_none=True)
             loss_fn(model(image), label).backward()
 
-        return time_call(step, repeats=2, warmup=1, device=device, clock=clock)
+        once = time_call(step, repeats=1, warmup=0, device=device, clock=budget.clock)
+        if once > 0.01 * budget.seconds:
+            return once
+        return time_call(step, repeats=2, warmup=0, device=device, clock=budget.clock)
 
 
 def patch_multiple(config: Config) -> int:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from attnseg.runtime import Runtime, fastest, runtime_candidates
+from attnseg.timing import time_call
+from attnseg.training.budget import RUNTIME_TIMING_SHARE, TimeBudget, format_duration, refuse_if_short
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer
 
@@ -86,10 +88,19 @@ def step_runner(
 
 
 def choose_runtime(
-    config: Config, model: nn.Module, loss_fn: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+    config: Config,
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    budget: TimeBudget | None = None,
 ) -> Runtime:
     """The runtime ``attnseg train`` uses: ``training.layout`` and ``training.amp`` when set, else
-    the fastest candidate on ``batch`` (see :mod:`attnseg.runtime`); ``model`` is on ``device``."""
+    the fastest candidate on ``batch`` (see :mod:`attnseg.runtime`); ``model`` is on ``device``.
+
+    With a time ``budget`` the candidates are timed only when that costs at most
+    :data:`~attnseg.training.budget.RUNTIME_TIMING_SHARE` of it (estimated from one step of the first
+    candidate): a large 3D step on a CPU could otherwise spend the whole budget choosing how to run."""
     training = config.training
     candidates = runtime_candidates(device, training.layout, training.amp)
     if len(candidates) == 1:
@@ -100,4 +111,37 @@ def choose_runtime(
         )
     image = batch["image"].to(device)
     label = batch["label"].to(device)
-    return fastest(candidates, step_runner(config, model, loss_fn, image, label), device)
+    runner = step_runner(config, model, loss_fn, image, label)
+    if budget is not None:
+        untimed = _too_costly_to_time(candidates, runner, device, budget)
+        if untimed is not None:
+            return untimed
+    return fastest(candidates, runner, device)
+
+
+# calls :func:`attnseg.runtime.fastest` makes of each candidate: one warm-up and three timed rounds
+TIMED_CALLS_PER_CANDIDATE = 4
+
+
+def _too_costly_to_time(
+    candidates: list[Runtime],
+    runner: Callable[[Runtime], Callable[[], object]],
+    device: torch.device,
+    budget: TimeBudget,
+) -> Runtime | None:
+    """The default candidate, with the reason, when timing every candidate would cost more than
+    RUNTIME_TIMING_SHARE of ``budget``; None when timing them is worth it. One step of the default
+    candidate, on the budget's clock, is the estimate; a step that alone does not fit in what is left of
+    the budget refuses it there (ConfigError), before any more steps are spent."""
+    first = runner(candidates[0])
+    step = time_call(first, repeats=1, warmup=0, device=device, clock=budget.clock)
+    refuse_if_short(budget, step, "one training step (timed while choosing the runtime)")
+    cost = step * TIMED_CALLS_PER_CANDIDATE * len(candidates)
+    if cost <= RUNTIME_TIMING_SHARE * budget.seconds:
+        return None
+    reason = (
+        f"time budget {format_duration(budget.seconds)}: timing {len(candidates)} candidates would take "
+        f"~{format_duration(cost)} (a step of {step:.2f} s), more than {RUNTIME_TIMING_SHARE:.0%} of the budget; "
+        "the default candidate, not measured"
+    )
+    return replace(candidates[0], reason=reason, step_ms={candidates[0].name: round(step * 1000, 2)})

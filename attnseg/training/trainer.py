@@ -39,6 +39,7 @@ from attnseg.training.budget import (
     TimeBudget,
     epochs_that_fit,
     format_duration,
+    refuse_if_short,
     reserve_seconds,
     shorter_epochs,
     spaced_validation,
@@ -148,11 +149,11 @@ class Trainer:
         self.validate = validate
         self.show_progress = show_progress and self.context.is_main
         model = model.to(self.device)
+        self.budget = budget  # read by the runtime's choice: with a budget, timing candidates must be worth it
         self.runtime = runtime or self._choose_runtime(model, loss_fn)
         # the layout is set before DDP wraps the model: its gradient buckets follow the parameters' strides
         self.model = dist_utils.wrap_model(self.runtime.prepare_model(model), self.context, self.device)
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
-        self.budget = budget
         self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
         self.val_every = self.train_cfg.val_every
         self.iterations = self.train_cfg.iterations_per_epoch
@@ -177,6 +178,7 @@ class Trainer:
         try:
             while self.state.epoch < self.epochs and not self.state.stopped_early:
                 self._run_epoch(self.state.epoch)
+            self._validate_if_owed()
         finally:
             if self._writer is not None:
                 self._writer.close()
@@ -185,6 +187,23 @@ class Trainer:
             why = "no validation cases" if self.validate is None else "validation gave no score"
             self.model_dir.save_weights(self.network, {"epoch": self.state.epoch, "selected": f"last epoch ({why})"})
         return self.state
+
+    def _validate_if_owed(self) -> None:
+        """Validate the final weights when the last epoch run did not (a budget cut the plan short after
+        an epoch that was not due to validate): a run with validation cases always reports a score."""
+        history = self.state.history
+        if self.validate is None or not history or SELECTION_METRIC in history[-1] or self.state.stopped_early:
+            return
+        epoch = self.state.epoch - 1
+        started = self._clock()
+        row = self.state.history[-1]
+        row.update(self._validate_and_select(epoch))
+        row["seconds"] += self._clock() - started
+        if self.context.is_main:
+            self.model_dir.save_checkpoint(self._checkpoint())
+            self._write_logs(row)
+            tqdm.write(f"final validation (the budget ended the run at epoch {epoch + 1}):")
+            self._print_summary(row)
 
     @property
     def loss_fn(self) -> nn.Module:
@@ -241,7 +260,7 @@ class Trainer:
         needs_batch = self.train_cfg.layout == "auto" or self.train_cfg.amp == "auto"
         batch = self._first_batch(model) if needs_batch and not self.train_cfg.deterministic else {}
         try:
-            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device)
+            runtime = choose_runtime(self.config, model, loss_fn, batch, self.device, self.budget)
         except (RuntimeError, MemoryError) as error:
             if is_out_of_memory(error):
                 raise TrainingError(self._oom_message()) from error
@@ -272,12 +291,20 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
-        step = time_call(train_step, device=self.device, clock=self._clock) * FIRST_GUESS_MARGIN
+        step = self._time_for_budget(train_step) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
-        forward_seconds = time_call(forward, device=self.device, clock=self._clock) if batches else 0.0
+        forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
         cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
         self._replan(cost, allow_longer=True, why="measured a training step")
+
+    def _time_for_budget(self, fn: Callable[[], object]) -> float:
+        """Seconds of one call of ``fn`` (the pre-flight pass warmed it up); the median of three when one
+        is cheap (under 1% of the budget), else that one: measuring must not eat the budget it plans."""
+        once = time_call(fn, repeats=1, warmup=0, device=self.device, clock=self._clock)
+        if once > 0.01 * self.budget.seconds:
+            return once
+        return time_call(fn, repeats=3, warmup=0, device=self.device, clock=self._clock)
 
     def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
         """Fit the remaining epochs into the remaining time; rank 0's plan is everyone's."""
@@ -288,6 +315,10 @@ class Trainer:
         available = budget.remaining() - reserve_seconds(budget.seconds)
         iterations = self.iterations
         if done == 0:  # too slow a machine for whole epochs: shorter ones, so the schedule still runs
+            step = cost.train / iterations
+            refuse_if_short(
+                budget, step + cost.writing + cost.validation, "the shortest run (one step, one validation)"
+            )
             iterations, cost = shorter_epochs(available, cost, iterations, val_every)
         fit = epochs_that_fit(available, cost, val_every)
         epochs = done + fit if allow_longer else min(self.epochs, done + fit)

@@ -11,6 +11,7 @@ from attnseg.data import fingerprint_dataset, load_dataset
 from attnseg.distributed import DistContext
 from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
+from attnseg.runtime import runtime_candidates
 from attnseg.training import run
 from attnseg.training.budget import (
     EpochCost,
@@ -24,6 +25,7 @@ from attnseg.training.budget import (
 )
 from attnseg.training.config import load_config
 from attnseg.training.run import plan_for_budget, plan_from_config, train
+from attnseg.training.step import choose_runtime, random_batch
 
 
 @pytest.mark.parametrize(
@@ -208,3 +210,128 @@ def test_a_spacing_set_by_hand_is_kept_under_a_budget(make_nnunet, tmp_path):
     ])  # fmt: skip
     assert status == 0
     assert ModelDir(output).load_plan().target_spacing == (1.0, 1.0, None)
+
+
+def _read_runtime(output) -> dict:
+    return ModelDir(output).runtime()
+
+
+def test_3d_runtime_choice_too_costly_for_the_budget_is_skipped(make_nnunet, tmp_path, capsys, monkeypatch):
+    """3D patches on a slow machine: a training step of 48 x 48 x 32 (batch 2) costs ~13 s, so timing
+    every layout and precision (a warm-up and three rounds each) would take most of the 150 s budget
+    or more (2 or 4 candidates). The
+    default candidate is kept unmeasured (runtime.json says why) and the whole run still fits."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=3e-5)
+    dataset = make_nnunet(cases=4, shape=(40, 40, 24), spacing=(1.0, 1.0, 1.0))
+    budget = 150.0
+    elapsed, state = _train_on(machine, dataset, tmp_path / "run", budget, "network.spatial_dims=3")
+    out = capsys.readouterr().out
+    runtime = _read_runtime(tmp_path / "run")
+    assert "not measured" in runtime["reason"] and "time budget" in runtime["reason"], runtime
+    assert list(runtime["step_ms"]) == [runtime_candidates(torch.device("cpu"))[0].name]
+    assert elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
+    assert elapsed >= 0.75 * budget, f"used only {elapsed:.2f} s of a {budget:g} s budget\n{out}"
+    assert state["epoch"] >= 3, out
+
+
+def test_runtime_candidates_are_timed_when_that_is_cheap(make_nnunet, monkeypatch):
+    """The same choice with a budget that the timing is a small share of: every candidate measured."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=1e-6)
+    dataset = make_nnunet(cases=2, shape=(40, 40, 24), spacing=(1.0, 1.0, 1.0))
+    config = load_config(None, [f"data.dataset={dataset}", "network.spatial_dims=3", "network.features=[4,8,16]",
+                                "data.batch_size=2"])  # fmt: skip
+    plan = plan_from_config(config, load_dataset(dataset), fingerprint_dataset(load_dataset(dataset)))
+    model = run.build_model(config, plan)
+    image, label = random_batch((2, 1, *plan.patch_size), plan.num_classes, torch.device("cpu"))
+    batch = {"image": image, "label": label}
+    candidates = runtime_candidates(torch.device("cpu"))
+    for seconds, measured in ((600.0, True), (10.0, False)):  # a step ~0.44 s: 9 steps are 4 s, > 5% of 10 s
+        budget = TimeBudget.starting_now(seconds, machine.clock)
+        chosen = choose_runtime(config, model, run.build_loss(config, model), batch, torch.device("cpu"), budget)
+        assert (len(chosen.step_ms) == len(candidates)) is measured, chosen
+        assert ("not measured" in chosen.reason) is not measured, chosen
+
+
+def test_a_budget_spent_on_set_up_is_refused(make_nnunet, tmp_path, monkeypatch):
+    """Preprocessing took 240 s of a 250 s budget: refused with the reason and what to do, no model."""
+    machine = SimulatedMachine(monkeypatch, preprocessing_s=240.0)
+    dataset = make_nnunet(cases=4, shape=(24, 20, 8))
+    with pytest.raises(ConfigError, match=r"cannot be met.*longer --time-budget"):
+        _train_on(machine, dataset, tmp_path / "run", 250.0)
+    assert not (tmp_path / "run" / ModelDir.WEIGHTS).exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ((), r"one training step \(timed while choosing the runtime\)"),  # refused before timing any more
+        (("training.layout=channels_last", "training.amp=off"), r"the shortest run \(one step, one validation\)"),
+    ],
+)
+def test_a_budget_shorter_than_one_step_is_refused(make_nnunet, tmp_path, monkeypatch, settings, reason):
+    """A 3D step of ~13 s and its validation do not fit in a 20 s budget: refused as soon as a step is
+    timed (while choosing the runtime, or, with the runtime set, when the budget plans), not overrun by
+    an epoch that was forced anyway."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=3e-5, preprocessing_s=1.0)
+    dataset = make_nnunet(cases=4, shape=(40, 40, 24), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(ConfigError, match=reason + r".*smaller data.patch_size"):
+        _train_on(machine, dataset, tmp_path / "run", 20.0, "network.spatial_dims=3", "data.fold=0", *settings)
+    assert not (tmp_path / "run" / ModelDir.WEIGHTS).exists()
+    assert machine.clock() - machine.START < 20.0 + 14.0  # at most the one step that showed it past the budget
+
+
+def test_a_budget_cut_short_still_validates_at_the_end(make_nnunet, tmp_path, capsys, monkeypatch):
+    """Validation every 5 epochs (set by hand); training becomes 6 times slower late in the run,
+    so the budget ends the run at an epoch not due to validate. The final weights are still validated
+    and reported, within the budget."""
+    dataset = make_nnunet(cases=5, shape=(24, 20, 8))
+    budget = 250.0
+    machine = SimulatedMachine(monkeypatch, slow_from=0.75 * budget, slowdown=6.0)
+    elapsed, state = _train_on(machine, dataset, tmp_path / "run", budget, "data.fold=0", "training.val_every=5")
+    out = capsys.readouterr().out
+    assert elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
+    assert state["epoch"] % 5 != 0, out  # the case this test is about: the last epoch was not due to validate
+    assert "val_dice_mean" in state["history"][-1], out
+    assert state["best_epoch"] >= 1 and "val dice" in out.splitlines()[-1], out
+
+
+def test_a_short_budget_trains_3d_at_a_coarser_spacing(make_nnunet, capsys, monkeypatch):
+    """3D as 2D: 128^3 patches do not give enough steps in a short budget; 2 mm (80^3 patches) is taken."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=1e-6)
+    dataset = make_nnunet(cases=2, shape=(144, 144, 144), spacing=(1.0, 1.0, 1.0))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}",
+                                "network.spatial_dims=3"])  # fmt: skip
+    plan, chosen = _budget_plan(dataset, config, 60.0, machine)
+    assert plan.patch_size == (128, 128, 128)
+    assert run.budget_may_choose_resolution(config, plan)  # train() lets the budget choose, in 3D as in 2D
+    assert chosen.target_spacing == (2.0, 2.0, 2.0) and chosen.patch_size == (80, 80, 80)
+    assert "training at 2 x 2 x 2 mm, patches of 80 x 80 x 80" in capsys.readouterr().out
+
+
+def test_3d_thick_slices_are_not_coarsened_beyond_the_others(make_nnunet, monkeypatch):
+    dataset = make_nnunet(cases=2, shape=(144, 144, 40), spacing=(1.0, 1.0, 1.8))
+    config = load_config(None, ["network.features=[4,8,16]", "data.batch_size=2", f"data.dataset={dataset}",
+                                "network.spatial_dims=3"])  # fmt: skip
+    data = load_dataset(dataset)
+    fingerprint = fingerprint_dataset(data)
+    plan = plan_from_config(config, data, fingerprint)
+    assert run._coarsened(config, data, fingerprint, plan, 1.5).target_spacing == (1.5, 1.5, 1.8)
+    assert run._coarsened(config, data, fingerprint, plan, 2.0).target_spacing == (2.0, 2.0, 2.0)
+
+
+def test_the_budget_counts_from_the_command_start(monkeypatch, tmp_path):
+    """`attnseg train` hands train() the command's start (before torch's import and the config), so the
+    budget covers them too."""
+    import time
+
+    seen = {}
+
+    def fake_train(config, **kwargs):
+        seen.update(kwargs, entered=time.monotonic())
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(run, "train", fake_train)
+    before = time.monotonic()
+    status = main(["train", "--dataset", str(tmp_path), "--output", str(tmp_path / "run"), "--time-budget", "1m"])
+    assert status == 2
+    assert before <= seen["started"] <= seen["entered"], seen
