@@ -156,6 +156,7 @@ class Trainer:
         self.optimizer = build_optimizer(config.optimizer, self.model.parameters())
         self.epochs = self.train_cfg.epochs  # the plan: a budget changes it as the run goes
         self.val_every = self.train_cfg.val_every
+        self._validated_last_epoch = True  # nothing owed until an epoch runs without validating (_run_epoch)
         self.iterations = self.train_cfg.iterations_per_epoch
         self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
@@ -192,7 +193,7 @@ class Trainer:
         """Validate the final weights when the last epoch run did not (a budget cut the plan short after
         an epoch that was not due to validate): a run with validation cases always reports a score."""
         history = self.state.history
-        if self.validate is None or not history or SELECTION_METRIC in history[-1] or self.state.stopped_early:
+        if self.validate is None or not history or self._validated_last_epoch or self.state.stopped_early:
             return
         epoch = self.state.epoch - 1
         started = self._clock()
@@ -372,7 +373,9 @@ class Trainer:
         }
         trained = self._clock()
         last = epoch + 1 == self.epochs
-        if self.validate is not None and ((epoch + 1) % self.val_every == 0 or last):
+        # decided from the schedule, the same on every rank (only the main rank holds the metrics)
+        self._validated_last_epoch = self.validate is None or (epoch + 1) % self.val_every == 0 or last
+        if self.validate is not None and self._validated_last_epoch:
             row.update(self._validate_and_select(epoch))
         validated = self._clock()
         row["seconds"] = validated - started
