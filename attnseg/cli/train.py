@@ -85,6 +85,27 @@ def add_parser(verbs: Verbs) -> None:
         "a 2D run whose spacing is left to the plan trains at a coarser in-plane spacing (at most 2x) when fewer "
         "than 1000 steps would fit at the data's own",
     )
+    _add_finetune_options(train)
+    train.add_argument("--seed", type=int, help="training.seed")
+    train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:1 (training.device)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any key, e.g. optimizer.lr=3e-4"
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="start again in an --output that holds a run")
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration, each key with where its value came from (user, network recipe, "
+        "default), and exit",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    train.set_defaults(func=run)
+
+
+def _add_finetune_options(train: argparse.ArgumentParser) -> None:
+    """Starting from another model: which tensors, which frozen, whose plan (docs/training.md)."""
     train.add_argument(
         "--init-from",
         metavar="MODEL",
@@ -104,22 +125,6 @@ def add_parser(verbs: Verbs) -> None:
         default=None,
         help="take spacing and normalisation from --init-from's plan, not from the new dataset",
     )
-    train.add_argument("--seed", type=int, help="training.seed")
-    train.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels")
-    train.add_argument("--device", help="auto, cpu, cuda, cuda:1 (training.device)")
-    train.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any key, e.g. optimizer.lr=3e-4"
-    )
-    train.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="start again in an --output that holds a run")
-    train.add_argument(
-        "--print-config",
-        action="store_true",
-        help="print the effective configuration, each key with where its value came from (user, network recipe, "
-        "default), and exit",
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
-    train.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
