@@ -97,15 +97,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("proxy", type=Path)
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of one recipe run, shared with benchmarks/real_heads.py."""
     parser.add_argument("--name", default="defaults")
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--steps", help="EPOCHSxITERATIONS instead of a time budget, e.g. 8x25")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="a configuration override for train")
     parser.add_argument("--table", action="store_true", help="only print the table of the results so far")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("proxy", type=Path)
+    add_recipe_arguments(parser)
     args = parser.parse_args()
     results = args.proxy / "results.jsonl"
     if not args.table:

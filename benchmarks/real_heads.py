@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from attnseg.data.io import read_image, write_image
-from benchmarks.cross_subject import run
+from benchmarks.cross_subject import add_recipe_arguments, run
 
 COLIN = Path("/usr/share/mricron/templates")
 ITK = Path("/usr/share/doc/insighttoolkit4-examples/examples/Data")
@@ -100,13 +100,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--name", default="defaults")
-    parser.add_argument("--budget", default="5m")
-    parser.add_argument("--steps", help="EPOCHSxITERATIONS instead of a time budget, e.g. 8x25")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="a configuration override for train")
+    add_recipe_arguments(parser)
     parser.add_argument("--direction", choices=[f"{a}_to_{b}" for a, b in DIRECTIONS], action="append")
-    parser.add_argument("--table", action="store_true", help="only print the table of the results so far")
     args = parser.parse_args()
     results = args.out / "results.jsonl"
     if not args.table:
