@@ -19,6 +19,7 @@ the volume), is still drawn ``fraction / (K - 1)`` of the time.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -49,7 +50,7 @@ class SamplingOptions(TypedDict, total=False):
     with_meta: bool
 
 
-class _Sampler(TorchDataset):
+class _Sampler(TorchDataset, ABC):
     """Shared machinery: windows on a case, foreground draws, per-item random generators; the defaults of
     the :class:`SamplingOptions` (see :class:`SliceDataset` for what each means)."""
 
@@ -102,13 +103,13 @@ class _Sampler(TorchDataset):
             raise IndexError(index)
         return self._item(index, self._rng(index) if self.random else None)
 
+    @abstractmethod
     def _pass_length(self) -> int:
         """Items in one ordered pass (``random=False``): slices, or cases."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _item(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         """Item ``index``: drawn with ``rng``, or (None) the ``index``-th of the ordered pass."""
-        raise NotImplementedError
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])

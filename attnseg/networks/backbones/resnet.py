@@ -26,6 +26,7 @@ Deviations from torchvision, and why:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def _check_dims(spatial_dims: int) -> None:
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
 
 
-class _ResidualBlock(nn.Module):
+class _ResidualBlock(nn.Module, ABC):
     """``relu(branch(x) + shortcut(x))``, built from torchvision's block arguments ``(inplanes, planes,
     stride, downsample, groups, base_width)``; the shortcut is ``downsample`` (a strided 1x1 convolution
     and BN, where the shape changes) or the identity. Subclasses build the branch and run it."""
@@ -68,13 +69,15 @@ class _ResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
+    @abstractmethod
     def _build_branch(
         self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, conv: type, norm: type
     ) -> None:
-        raise NotImplementedError
+        """Create the block's own layers (the residual branch)."""
 
+    @abstractmethod
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The residual branch, before the skip is added."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
