@@ -25,20 +25,14 @@ import numpy as np
 
 from attnseg.data import prepare_builtin
 from attnseg.data.io import read_image, write_image
+from attnseg.demo import SETTINGS as DEMO_SETTINGS
 from attnseg.training.budget import parse_duration
 from attnseg.training.config import load_config
 from attnseg.training.run import train
 from benchmarks.report import header, markdown_table
 
-SETTINGS = [  # the demo's (attnseg/demo.py)
-    "network.name=attention_unet",
-    "network.spatial_dims=2",
-    "network.feature_scale=4",
-    "network.aux_outputs=true",
-    "data.target_spacing=[2.0, 2.0, null]",
-    "data.batch_size=8",
-    "optimizer.lr=0.002",
-    "training.iterations_per_epoch=10",
+SETTINGS = [  # the demo's (attnseg/demo.py), validating every epoch
+    *DEMO_SETTINGS,
     "training.val_every=1",
     "training.amp=off",  # fp32, no timed choice: both arms train the same way
     "training.layout=channels_last",
