@@ -97,6 +97,16 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def append_result(results: Path, row: dict) -> None:
+    """One run's row, appended to the JSON-lines file the tables are made from."""
+    with open(results, "a") as stream:
+        stream.write(json.dumps(row) + "\n")
+
+
+def read_results(results: Path) -> list[dict]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of one recipe run, shared with benchmarks/real_heads.py."""
     parser.add_argument("--name", default="defaults")
@@ -114,11 +124,8 @@ def main() -> None:
     args = parser.parse_args()
     results = args.proxy / "results.jsonl"
     if not args.table:
-        row = run(args.proxy, args.name, args.budget, args.set, args.seed, args.steps)
-        with open(results, "a") as stream:
-            stream.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    print(table(rows))
+        append_result(results, run(args.proxy, args.name, args.budget, args.set, args.seed, args.steps))
+    print(table(read_results(results)))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from attnseg.data.io import read_image, write_image
-from benchmarks.cross_subject import add_recipe_arguments, run
+from benchmarks.cross_subject import add_recipe_arguments, append_result, read_results, run
 
 COLIN = Path("/usr/share/mricron/templates")
 ITK = Path("/usr/share/doc/insighttoolkit4-examples/examples/Data")
@@ -116,10 +116,8 @@ def main() -> None:
             row = run(args.out / direction, args.name, args.budget, overrides, args.seed, args.steps)
             row["direction"] = f"{train} -> {test}"
             print(table([row]), flush=True)
-            with open(results, "a") as stream:
-                stream.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    print(table(rows))
+            append_result(results, row)
+    print(table(read_results(results)))
 
 
 if __name__ == "__main__":
