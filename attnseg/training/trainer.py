@@ -437,9 +437,14 @@ class Trainer:
             return
         checkpoint = self.model_dir.file(ModelDir.CHECKPOINT)
         kept = f"the last good checkpoint is kept in {checkpoint}" if checkpoint.exists() else "no checkpoint written"
+        precision = (
+            f"training.amp=off (this run used {self.runtime.amp}: {self.runtime.reason or 'set'}), "
+            if self.runtime.amp != "off"
+            else ""
+        )
         raise TrainingError(
-            f"the loss became {float(loss.detach())} at {where}; {kept}. Lower optimizer.lr, keep "
-            "training.grad_clip on, or check the data for NaN/inf values (attnseg dataset check)"
+            f"the loss became {float(loss.detach())} at {where}; {kept}. Try {precision}a lower optimizer.lr, "
+            "keep training.grad_clip on, or check the data for NaN/inf values (attnseg dataset check)"
         )
 
     def _oom_message(self) -> str:
