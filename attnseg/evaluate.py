@@ -2,10 +2,13 @@
 
 Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps written by
 ``attnseg predict`` are ignored). Either side may also be DICOM Segmentation files (``case.seg.dcm`` or
-``case.dcm``, e.g. references downloaded from an archive): a SEG is read onto the grid of the mask it is
-compared with (:mod:`attnseg.data.mask_files`), so the comparison is in physical space. Before anything is
+``case.dcm``, e.g. references downloaded from an archive): a SEG is placed by its frames' positions onto
+the grid of its source series (found by SeriesInstanceUID, :class:`~attnseg.data.mask_files.SourceSeries`),
+or of the image file it is compared with (:mod:`attnseg.data.mask_files`), so the comparison is in physical
+space on the scan's full grid, however few frames the SEG stores. Before anything is
 computed every pair is checked: a case missing on either side, a pair whose shape or geometry (spacing,
-origin, direction) disagree, or a SEG whose frames do not lie on the other mask's grid, is a problem;
+origin, direction) disagree, a SEG whose frames do not lie on the grid, or two SEGs with frames missing and
+no source series to place them on, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
 (attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
 on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
@@ -32,7 +35,7 @@ import numpy as np
 from attnseg.data import read_geometry, read_image
 from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.io import is_image_file, strip_ending
-from attnseg.data.mask_files import Grid, is_mask_file, mask_case_id, pair_grid, read_mask
+from attnseg.data.mask_files import Grid, SourceSeries, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import check_writable, read_json, write_json
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
@@ -97,10 +100,11 @@ def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, i
     return None
 
 
-def pair_cases(predictions: Path, reference: Path) -> Pairing:
+def pair_cases(predictions: Path, reference: Path, sources: SourceSeries | None = None) -> Pairing:
     """Pair masks by case name and check that shapes and geometries agree (a SEG: that it lies on the grid
-    it is compared on)."""
+    it is compared on, its source series' when ``sources`` or its folder holds it)."""
     predicted, expected = _mask_files(predictions), _mask_files(reference)
+    sources = sources or SourceSeries()  # one for all pairs: each folder is indexed once
     pairing = Pairing()
     for case_id in sorted(set(expected) - set(predicted)):
         pairing.problems.append(f"{expected[case_id]}: no prediction for case '{case_id}' in {predictions}")
@@ -109,7 +113,7 @@ def pair_cases(predictions: Path, reference: Path) -> Pairing:
     for case_id in sorted(set(predicted) & set(expected)):
         pred_path, ref_path = predicted[case_id], expected[case_id]
         try:
-            grid = pair_grid(pred_path, ref_path)
+            grid = pair_grid(pred_path, ref_path, sources)
             if grid is not None:
                 pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))
                 continue
@@ -185,17 +189,19 @@ def evaluate_folders(
     nsd_tolerance_mm: float = 1.0,
     progress: bool = True,
     num_workers: int = 0,
+    sources: SourceSeries | None = None,
 ) -> tuple[EvaluationReport | None, list[str]]:
     """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match.
 
     ``num_workers``: processes that read and evaluate the pairs in parallel (0: all in this process);
     the report is the same either way. SEG files get the values of ``labels`` by their segments' labels;
-    without ``labels``, their segment numbers.
+    without ``labels``, their segment numbers. ``sources``: where the SEGs' source series are looked for
+    (default: the SEGs' own folders).
     """
     if num_workers < 0:
         raise ConfigError(f"num_workers must be 0 or more, got {num_workers}")
     reference = reference_folder(Path(reference))
-    pairing = pair_cases(Path(predictions), reference)
+    pairing = pair_cases(Path(predictions), reference, sources)
     if pairing.problems:
         return None, pairing.problems
     if not pairing.pairs:
@@ -285,21 +291,22 @@ def write_overlays(
     images: dict[str, Path] | None = None,
     overwrite: bool = False,
     seg_labels: dict[str, int] | None = None,
+    sources: SourceSeries | None = None,
 ) -> list[Path]:
     """One ``CASE_overlay.png`` per case in ``folder``: reference and prediction outlines and the errors
     on the slices where they disagree most (:func:`attnseg.visualize.overlay.save_comparison`), over the
-    case's scan when ``images`` has it (else over a blank background). ``seg_labels``: as given to
-    :func:`evaluate_folders`, for SEG files."""
+    case's scan when ``images`` has it (else over a blank background). ``seg_labels`` and ``sources``: as
+    given to :func:`evaluate_folders`, for SEG files."""
     from attnseg.visualize.overlay import save_comparison
 
     folder = Path(folder)
     paths = [folder / f"{case.case_id}_overlay.png" for case in report.cases]
     for path in paths:
         check_writable(path, overwrite)
-    images = images or {}
+    images, sources = images or {}, sources or SourceSeries()
     for case, path in zip(report.cases, paths, strict=True):
         pred_path, ref_path = Path(str(case.prediction_file)), Path(str(case.reference_file))
-        grid = pair_grid(pred_path, ref_path)
+        grid = pair_grid(pred_path, ref_path, sources)
         prediction, reference = read_mask(pred_path, grid, seg_labels), read_mask(ref_path, grid, seg_labels)
         scan = images.get(case.case_id)
         picture = read_image(scan).array[0] if scan is not None else np.zeros(reference.spatial_shape, np.float32)

@@ -22,8 +22,10 @@ def add_parser(verbs: Verbs) -> None:
             "both empty gives Dice 1 and distances 0; one empty gives Dice 0 and NaN distances, flagged. Exit "
             "status 1, with the list of problems, when cases are missing or geometries disagree. Either side may "
             "hold DICOM SEG files (CASE.seg.dcm or CASE.dcm): a SEG is placed by its frames' positions onto the "
-            "other mask's grid (two SEGs: onto the grid holding both), its segments given the classes' values by "
-            "their labels (without --labels or a dataset.json: by segment number)."
+            "full grid of the series it was made from (found by SeriesInstanceUID in --source-series folders or "
+            "beside the SEG), or of the image file it is compared with, so SEGs that omit empty frames compare "
+            "voxel for voxel; two SEGs that both miss frames need their source series. Segments are given the "
+            "classes' values by their labels (without --labels or a dataset.json: by segment number)."
         ),
         epilog=(
             "examples:\n"
@@ -32,7 +34,8 @@ def add_parser(verbs: Verbs) -> None:
             "  attnseg evaluate predictions data/mni152 --overlays    # + predictions/overlays/CASE_overlay.png\n"
             "  attnseg evaluate predictions labels/ --overlays --images scans/ -o runs/mni/metrics\n"
             "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes\n"
-            "  attnseg evaluate segs/ labels/ --labels dataset.json     # CASE.seg.dcm vs CASE.nii.gz"
+            "  attnseg evaluate segs/ labels/ --labels dataset.json     # CASE.seg.dcm vs CASE.nii.gz\n"
+            "  attnseg evaluate segs/ ref_segs/ --source-series dicom/  # SEG vs SEG on the scans' grids"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,11 +66,20 @@ def add_parser(verbs: Verbs) -> None:
         metavar="DIR",
         help="scans to draw the overlays on (CASE or CASE_0000 files, DICOM folders; default: GT's dataset)",
     )
+    evaluate.add_argument(
+        "--source-series",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="DICOM folder or tree holding the series the SEGs were made from, found by their SeriesInstanceUID "
+        "(repeat for several; each SEG's own folder is searched too)",
+    )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnseg.data.mask_files import SourceSeries
     from attnseg.evaluate import (
         OVERLAY_FOLDER,
         evaluate_folders,
@@ -81,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
     labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
+    sources = SourceSeries(args.source_series)
     report, problems = evaluate_folders(
         args.predictions,
         args.reference,
@@ -88,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         args.nsd_tolerance,
         progress=not args.no_progress,
         num_workers=args.num_workers,
+        sources=sources,
     )
     if report is None:
         print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
@@ -107,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.overlays:
         images = find_images(args.reference, args.images)
-        written = write_overlays(report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite, seg_labels=labels)
+        written = write_overlays(
+            report, folder / OVERLAY_FOLDER, images, overwrite=args.overwrite, seg_labels=labels, sources=sources
+        )
         print(f"wrote {len(written)} overlay(s) to {folder / OVERLAY_FOLDER}")
     return 0

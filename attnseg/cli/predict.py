@@ -133,19 +133,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_input_options(args: argparse.Namespace) -> None:
-    """Refuse, before a model is loaded, option sets that cannot run: exactly one of -i and --dicomweb, a study
-    with --dicomweb, and PACS options only with --dicomweb."""
+    """Refuse, before a model is loaded, option sets that cannot run, naming the option missing or in the way:
+    PACS options only with --dicomweb (checked first: ``--study UID`` alone means a PACS run without its URL,
+    not a missing -i), exactly one of -i and --dicomweb, and a study with --dicomweb."""
     if args.dist_timeout <= 0:
         raise ConfigError(f"--dist-timeout must be positive, got {args.dist_timeout:g}")
-    if (args.dicomweb is None) == (args.input is None):
-        raise ConfigError("give either -i INPUT or --dicomweb URL --study UID")
-    if args.dicomweb is not None and not args.study:
-        raise ConfigError("--dicomweb needs --study STUDY_UID")
     if args.dicomweb is None:
         given = [name for name in ("study", "series", "store", "dicomweb_credentials") if getattr(args, name)]
         if given:
             options = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ConfigError(f"{options} only go with --dicomweb URL")
+            raise ConfigError(
+                f"{options} given without --dicomweb URL: the PACS round trip needs the archive's DICOMweb root "
+                "(--dicomweb URL --study UID, instead of -i)"
+            )
+        if args.input is None:
+            raise ConfigError("give either -i INPUT or --dicomweb URL --study UID")
+    elif args.input is not None:
+        raise ConfigError("give either -i INPUT or --dicomweb URL --study UID, not both")
+    elif not args.study:
+        raise ConfigError("--dicomweb needs --study STUDY_UID")
 
 
 def _run_pacs(args: argparse.Namespace, predictor: Predictor) -> int:

@@ -19,6 +19,8 @@ Reading (:func:`read_seg`): highdicom builds the volume from the frames' positio
 DICOM series is read), so it matches masks written from the same scan. Given a grid (``grid=``) the
 frames are placed onto that grid by their positions instead, which also reads SEGs from other tools that
 omit empty frames. Segment numbers become label values through the segment labels (``labels=``).
+:func:`seg_sources` tells, from the header, which series a SEG references and whether its frames cover
+them (else only the source series gives the full grid; :mod:`attnseg.data.mask_files` finds it).
 """
 
 from __future__ import annotations
@@ -314,6 +316,37 @@ def seg_grid(path: str | os.PathLike) -> tuple[tuple[int, ...], Geometry]:
     """The spatial shape ``(X, Y, Z)`` and geometry of a SEG's own grid (its frames' positions)."""
     image = read_seg(path)
     return image.spatial_shape, image.geometry
+
+
+@dataclass(frozen=True)
+class SegSources:
+    """The series a SEG was made from (its Referenced Series Sequence), and whether its frames cover them."""
+
+    series_uids: tuple[str, ...]
+    # A frame for every segment and every referenced instance (as attnseg writes them): the SEG alone then
+    # gives its series' full grid. Otherwise (empty frames omitted, a multi-frame source) only the source
+    # series does.
+    complete: bool
+
+
+def seg_sources(path: str | os.PathLike) -> SegSources:
+    """What a SEG references, from its header (no pixel data).
+
+    Raises:
+        DataError: not a readable DICOM file.
+    """
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as error:
+        raise DataError(f"{path}: cannot read the DICOM SEG header ({type(error).__name__}: {error})") from error
+    referenced = header.get("ReferencedSeriesSequence") or []
+    uids = tuple(str(item.SeriesInstanceUID) for item in referenced if "SeriesInstanceUID" in item)
+    instances = sum(len(item.get("ReferencedInstanceSequence") or []) for item in referenced)
+    segments = len(header.get("SegmentSequence") or [])
+    frames = _integer(header.get("NumberOfFrames"))
+    return SegSources(uids, instances > 0 and frames == segments * instances)
 
 
 def _canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, Geometry]:

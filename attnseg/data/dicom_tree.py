@@ -3,7 +3,8 @@
 A folder of slices is one series; an export is often a tree (``PATIENT/STUDY/SERIES/``) or one folder
 holding the files of several series side by side. :func:`find_dicom_series` lists every image series
 (slices with an ImagePositionPatient; SEG, SR and other non-image objects are not series to segment)
-with a case name for its outputs, from the headers alone (no pixel data).
+with a case name for its outputs, from the headers alone (no pixel data); :func:`series_folders` finds
+a series by its SeriesInstanceUID (the source series a SEG references).
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ def find_dicom_series(root: Path) -> list[SeriesLocation]:
     DICOM image slice was found anywhere (reading ``root`` as a series then says what is wrong).
     """
     found: list[SeriesLocation] = []
-    folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
-    for folder in folders:
+    for folder in _folders(root):
         series = _series_in(folder)
         if not series:
             continue
@@ -49,6 +49,22 @@ def find_dicom_series(root: Path) -> list[SeriesLocation]:
         else s
         for s in found
     ]
+
+
+def series_folders(root: Path) -> dict[str, Path]:
+    """SeriesInstanceUID -> the folder holding its slices, for every image series under ``root`` (``root``
+    included): how the source series of a SEG is found by the UID it references. A series found in two
+    folders (an export copied twice) is taken from the first, in folder order."""
+    found: dict[str, Path] = {}
+    for folder in _folders(root):
+        for uid, _ in _series_in(folder):
+            found.setdefault(uid, folder)
+    return found
+
+
+def _folders(root: Path) -> list[Path]:
+    """``root`` and every folder below it, hidden ones left out, in path order."""
+    return [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
 
 
 def _series_in(folder: Path) -> list[tuple[str, int | None]]:
