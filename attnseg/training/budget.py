@@ -68,6 +68,11 @@ MIN_COARSE_SIDE = 64
 RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
+# Whole training steps a budgeted run spends measuring before its first epoch, at most: timing the runtime's
+# default candidate, the pre-flight batch and the plan's own timing of a step.
+STEPS_BEFORE_TRAINING = 3
+# Seconds of writing a checkpoint and the logs, until an epoch has measured it.
+FIRST_GUESS_WRITING = 1.0
 
 
 def parse_duration(value: float | int | str) -> float:
@@ -153,8 +158,24 @@ def refuse_if_short(budget: TimeBudget, needed: float, what: str) -> None:
         f"writing the model, but {format_duration(max(remaining, 0.0))} of it is left after "
         f"{format_duration(budget.elapsed())} of set-up. Give a longer --time-budget (at least "
         f"~{format_duration(at_least * 1.25)}), or a cheaper run: a smaller data.patch_size or data.batch_size, "
-        "fewer network.features, or data.target_spacing coarser"
+        "fewer network.features, data.target_spacing coarser, or a 2D network (--spatial-dims 2) instead of 3D"
     )
+
+
+def shortest_run_seconds(step: float, validation_batches: int) -> float:
+    """What the shortest budgeted run costs after its set-up, for training steps of ``step`` seconds: the
+    :data:`STEPS_BEFORE_TRAINING` steps the run measures, one step of training, one validation of
+    ``validation_batches`` forward passes (a third of a step each: no backward pass, no update) and writing the
+    model once. Checked against an estimated step before any whole step is run, so that a step the budget cannot
+    afford is refused before it is spent (:func:`refuse_if_short`), not measured by overrunning."""
+    return step * (STEPS_BEFORE_TRAINING + 1) + validation_batches * step / 3 + FIRST_GUESS_WRITING
+
+
+def smaller_patch(patch_size: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """``patch_size`` with every side halved, rounded down to ``multiple`` (not below it, not above the side):
+    a step on it costs about an eighth (3D) or a quarter (2D) of a whole one, so it estimates a whole step
+    cheaply, scaled by voxels (:func:`attnseg.training.run.estimated_step_seconds`)."""
+    return tuple(min(side, max(multiple, side // 2 // multiple * multiple)) for side in patch_size)
 
 
 def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:

@@ -31,10 +31,11 @@ from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
-from attnseg.runtime import Runtime, is_out_of_memory, runtime_candidates
+from attnseg.runtime import Runtime, Threads, is_out_of_memory, runtime_candidates
 from attnseg.timing import time_call
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
+    FIRST_GUESS_WRITING,
     EpochCost,
     TimeBudget,
     epochs_that_fit,
@@ -122,6 +123,8 @@ class Trainer:
             the budget's clock (``budget.clock``: ``time.monotonic`` unless a test injects one).
         on_epoch_start: called with the 0-based epoch before it trains (a fine-tuning run releases
             its frozen encoder from it: attnseg.training.freeze).
+        threads: the torch thread count the caller chose and why (:func:`attnseg.runtime.run_threads`),
+            recorded in runtime.json with the layout and precision; None: not recorded.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Trainer:
         runtime: Runtime | None = None,
         budget: TimeBudget | None = None,
         on_epoch_start: Callable[[int], None] | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
@@ -165,12 +169,14 @@ class Trainer:
         self.state = TrainState()
         self._writer = None
         self.on_epoch_start = on_epoch_start  # e.g. releasing a frozen encoder (attnseg.training.freeze)
+        self.threads = threads
 
     # public ------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainState:
         if self.context.is_main:
-            self.model_dir.write_runtime(self.runtime.to_dict())
+            threads = {"threads": asdict(self.threads)} if self.threads is not None else {}
+            self.model_dir.write_runtime({**self.runtime.to_dict(), **threads})
         if resume:
             self._restore()
         batch = self.preflight() if self.state.epoch == 0 or not resume else None
@@ -296,7 +302,7 @@ class Trainer:
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
         forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
-        cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
+        cost = EpochCost(step * self.iterations, self._validation_seconds, FIRST_GUESS_WRITING)
         self._replan(cost, allow_longer=True, why="measured a training step")
 
     def _time_for_budget(self, fn: Callable[[], object]) -> float:
