@@ -31,8 +31,12 @@ usual. Validation is spaced out so that it takes at most a fifth of the time, un
 The budget covers set-up as well: the runtime's candidates (:mod:`attnseg.runtime`) are timed only when
 that costs at most :data:`RUNTIME_TIMING_SHARE` of the budget, and a budget that cannot be met (the
 set-up spent it, or one step, one validation and writing the model do not fit) is refused with a
-ConfigError (:func:`refuse_if_short`), never overrun. A run with validation cases validates after its
-last epoch, also when the budget ends it at an epoch not due to validate (``Trainer._validate_if_owed``).
+ConfigError (:func:`refuse_if_short`), never overrun. Before any whole training step runs, a step is
+estimated (from the resolution choice's timing, or from a step on a patch of half the side, scaled by
+voxels) and the shortest run (:func:`shortest_run_seconds`) checked against what is left: a 3D step that
+alone costs more than the budget is refused before it is spent, not measured by overrunning. A run with
+validation cases validates after its last epoch, also when the budget ends it at an epoch not due to
+validate (``Trainer._validate_if_owed``).
 
 Every reading of time the budget depends on (its start, what remains, each measured step, epoch,
 validation and write) comes from one clock, the :class:`TimeBudget`'s ``clock`` (``time.monotonic``).

@@ -312,14 +312,17 @@ def plan_for_budget(
     steps would fit in ``budget`` at its own (attnseg.training.budget), and the estimated seconds of a
     training step at the chosen plan's size (None when nothing was timed). A step is timed on random data
     at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
-    budget), and every candidate is costed from it by its slices' pixels."""
+    budget; in 3D on a patch of half its side, scaled by voxels), and every candidate is costed from it by its
+    slices' pixels."""
     factors = [f for f in COARSENING_FACTORS if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE]
     if len(factors) == 1:  # nothing to choose: no step is spent timing it
         return plan, None
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in factors}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
-    step = _step_seconds(config, timed, device, budget)
+    # a 3D step even at the coarsest spacing can take minutes on a CPU: estimated from a smaller patch
+    timing = estimated_step_seconds if plan.spatial_dims == 3 else _step_seconds
+    step = timing(config, timed, device, budget)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
@@ -381,9 +384,8 @@ def refuse_unaffordable_step(
     choice's estimate, else :func:`estimated_step_seconds`; rank 0's estimate is every rank's."""
     step, how = data.step_estimate, "from the resolution's timing"
     if step is None:
-        small = smaller_patch(data.plan.patch_size, patch_multiple(config))
-        step = estimated_step_seconds(config, data.plan, small, device, budget)
-        how = f"from a step of {' x '.join(map(str, small))}, scaled by voxels"
+        step = estimated_step_seconds(config, data.plan, device, budget) * FIRST_GUESS_MARGIN
+        how = f"from a step of {' x '.join(map(str, smaller_patch(data.plan.patch_size, patch_multiple(config))))}"
     step = broadcast_number(step, context, device, "time budget (a training step's estimate)")
     batches = validation_batches(data.plan, data.val_cases, config.data.batch_size)
     size = " x ".join(map(str, data.plan.patch_size))
@@ -394,14 +396,14 @@ def refuse_unaffordable_step(
     refuse_if_short(budget, shortest_run_seconds(step, batches), what)
 
 
-def estimated_step_seconds(
-    config: Config, plan: Plan, small: tuple[int, ...], device: torch.device, budget: TimeBudget
-) -> float:
-    """Seconds of one training step at ``plan``'s size, from a step timed at the ``small`` size scaled by
-    voxels (with FIRST_GUESS_MARGIN for loading and the optimizer): cheap to time whatever the plan's
-    size, and an overestimate rather than under (a small step pays the same fixed costs)."""
+def estimated_step_seconds(config: Config, plan: Plan, device: torch.device, budget: TimeBudget) -> float:
+    """Seconds of a forward and backward pass at ``plan``'s size, from one timed on a patch of half its
+    side (:func:`~attnseg.training.budget.smaller_patch`) and scaled by voxels: a few seconds to time
+    whatever the plan's size (a whole 3D step on a busy CPU took minutes), and an overestimate rather than
+    under (a small step pays the same fixed costs)."""
+    small = smaller_patch(plan.patch_size, patch_multiple(config))
     step = _step_seconds(config, replace(plan, patch_size=small), device, budget)
-    return step * math.prod(plan.patch_size) / math.prod(small) * FIRST_GUESS_MARGIN
+    return step * math.prod(plan.patch_size) / math.prod(small)
 
 
 def patch_multiple(config: Config) -> int:
