@@ -72,9 +72,9 @@ MIN_COARSE_SIDE = 64
 RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
-# Whole training steps a budgeted run spends measuring before its first epoch, at most: timing the runtime's
-# default candidate, the pre-flight batch and the plan's own timing of a step.
-STEPS_BEFORE_TRAINING = 3
+# Whole training steps a costly step (over 1% of the budget) costs a budgeted run before its first epoch:
+# timing the runtime's default candidate, and the pre-flight batch, whose time the plan takes as a step's.
+STEPS_BEFORE_TRAINING = 2
 # Seconds of writing a checkpoint and the logs, until an epoch has measured it.
 FIRST_GUESS_WRITING = 1.0
 
