@@ -390,8 +390,8 @@ def refuse_unaffordable_step(
     batches = validation_batches(data.plan, data.val_cases, config.data.batch_size)
     size = " x ".join(map(str, data.plan.patch_size))
     what = (
-        f"the shortest run ({STEPS_BEFORE_TRAINING + 1} training steps of {size}, one validation; "
-        f"a step estimated at ~{step:.1f} s {how})"
+        f"the shortest run ({STEPS_BEFORE_TRAINING} steps of {size} measured before training, one trained, "
+        f"one validation; a step estimated at ~{step:.1f} s {how})"
     )
     refuse_if_short(budget, shortest_run_seconds(step, batches), what)
 
@@ -399,8 +399,8 @@ def refuse_unaffordable_step(
 def estimated_step_seconds(config: Config, plan: Plan, device: torch.device, budget: TimeBudget) -> float:
     """Seconds of a forward and backward pass at ``plan``'s size, from one timed on a patch of half its
     side (:func:`~attnseg.training.budget.smaller_patch`) and scaled by voxels: a few seconds to time
-    whatever the plan's size (a whole 3D step on a busy CPU took minutes), and an overestimate rather than
-    under (a small step pays the same fixed costs)."""
+    whatever the plan's size (a whole 3D step on a busy CPU took minutes). Rough: on the 3D head of
+    docs/generalisation.md it was within ~15% of the whole step, either way."""
     small = smaller_patch(plan.patch_size, patch_multiple(config))
     step = _step_seconds(config, replace(plan, patch_size=small), device, budget)
     return step * math.prod(plan.patch_size) / math.prod(small)
