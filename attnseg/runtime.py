@@ -16,12 +16,20 @@ oneDNN has bf16 kernels, in bf16 too. ``training.deterministic`` skips the measu
 first candidate (channels-last; bf16/fp16 on CUDA, fp32 elsewhere), since a timed choice can differ
 from run to run. The choice, why, and the measured times go to ``runtime.json`` in the model directory;
 a resumed run reuses them, and ``attnseg predict`` follows them on the same kind of device.
+
+A third choice is the number of torch threads on the CPU (intra-op parallelism, ``training.threads``):
+torch's default is one per core (or ``OMP_NUM_THREADS``), but on a machine whose cores other processes
+already hold, threads of one operation wait for each other, and two threads on two busy cores measured
+10-20 times slower than one (docs/generalisation.md). :func:`choose_threads` takes one thread when the
+machine is already busy (its 1-minute load at least its cores) and the user set nothing; the count and
+why also go to ``runtime.json`` (``threads``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -197,3 +205,61 @@ def inference_runtime(recorded: dict[str, Any] | None, device: torch.device, amp
         (precision,) = amp_candidates(device, amp, "--amp")
         runtime = replace(runtime, amp=precision, reason=f"{runtime.reason}; precision set to {amp}")
     return runtime
+
+
+@dataclass(frozen=True)
+class Threads:
+    """How many torch threads a run computes with on the CPU, and why (``runtime.json``'s ``threads``)."""
+
+    count: int
+    reason: str
+
+
+def choose_threads(
+    setting: int | None, deterministic: bool, environ: Mapping[str, str], default: int, cores: int, load: float | None
+) -> Threads:
+    """The intra-op thread count for ``setting`` (``training.threads``; None: not set), given torch's
+    ``default`` count, the ``cores`` this process may use and the machine's 1-minute ``load`` (None:
+    unknown). One thread when the machine is already busy (load >= cores) and nothing was set: threads
+    of one operation then wait for each other behind other processes. A count set by the user (or by
+    ``OMP_NUM_THREADS``), and a deterministic run (results can vary with the thread count), keep theirs."""
+    if setting is not None:
+        return Threads(setting, f"set: training.threads={setting}")
+    if environ.get("OMP_NUM_THREADS"):
+        return Threads(default, f"set: OMP_NUM_THREADS={environ['OMP_NUM_THREADS']}")
+    if deterministic:
+        return Threads(default, "training.deterministic: torch's default, not chosen by the load (it varies by run)")
+    if default == 1:
+        return Threads(1, "torch's default: one thread")
+    if load is None:
+        return Threads(default, "torch's default (the machine's load is unknown)")
+    if load >= cores:
+        return Threads(
+            1,
+            f"the machine is busy (load {load:.1f} on {cores} cores): one thread, as several of one operation "
+            "wait for each other behind other processes (training.threads sets a count)",
+        )
+    return Threads(default, f"torch's default: the machine is not busy (load {load:.1f} on {cores} cores)")
+
+
+def machine_load() -> tuple[int, float | None]:
+    """The cores this process may run on and the machine's 1-minute load average (None where unknown)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        return cores, os.getloadavg()[0]
+    except OSError:
+        return cores, None
+
+
+@contextlib.contextmanager
+def run_threads(setting: int | None, deterministic: bool) -> Iterator[Threads]:
+    """Compute with :func:`choose_threads`'s count inside the block, torch's previous count after it (the
+    caller's process, a test or a notebook, keeps its own)."""
+    previous = torch.get_num_threads()
+    cores, load = machine_load()
+    threads = choose_threads(setting, deterministic, os.environ, previous, cores, load)
+    torch.set_num_threads(threads.count)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)

@@ -1,3 +1,4 @@
+import re
 import time
 
 import pytest
@@ -5,7 +6,15 @@ import torch
 
 from attnseg.errors import ConfigError
 from attnseg.networks import build_network
-from attnseg.runtime import Runtime, cpu_has_bf16, fastest, inference_runtime, runtime_candidates
+from attnseg.runtime import (
+    Runtime,
+    choose_threads,
+    cpu_has_bf16,
+    fastest,
+    inference_runtime,
+    run_threads,
+    runtime_candidates,
+)
 from attnseg.timing import interleaved_times
 
 CPU = torch.device("cpu")
@@ -121,3 +130,33 @@ def test_interleaved_times_run_every_function_in_rounds():
     order = []
     times = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2, warmup=1)
     assert order == ["a", "b", "a", "b", "a", "b"] and set(times) == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    ("setting", "deterministic", "environ", "load", "count", "reason"),
+    [
+        (None, False, {}, 2.4, 1, r"busy \(load 2\.4 on 2 cores\): one thread"),  # others hold the cores
+        (None, False, {}, 2.0, 1, r"busy"),  # load equal to the cores: busy
+        (None, False, {}, 0.8, 2, r"torch's default: the machine is not busy \(load 0\.8 on 2 cores\)"),
+        (3, False, {}, 9.0, 3, r"set: training\.threads=3"),  # the user's count, however busy
+        (None, False, {"OMP_NUM_THREADS": "2"}, 9.0, 2, r"set: OMP_NUM_THREADS=2"),
+        (None, True, {}, 9.0, 2, r"training\.deterministic"),  # a count chosen by the load would vary by run
+        (None, False, {}, None, 2, r"load is unknown"),
+    ],
+)
+def test_threads_drop_to_one_on_a_busy_machine_unless_set(setting, deterministic, environ, load, count, reason):
+    threads = choose_threads(setting, deterministic, environ, default=2, cores=2, load=load)
+    assert threads.count == count
+    assert re.search(reason, threads.reason), threads.reason
+
+
+def test_one_thread_by_default_stays_one():
+    assert choose_threads(None, False, {}, default=1, cores=1, load=5.0).count == 1
+
+
+def test_run_threads_restores_the_callers_count(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with run_threads(1, deterministic=False) as threads:
+        assert torch.get_num_threads() == threads.count == 1
+    assert torch.get_num_threads() == before

@@ -31,8 +31,12 @@ usual. Validation is spaced out so that it takes at most a fifth of the time, un
 The budget covers set-up as well: the runtime's candidates (:mod:`attnseg.runtime`) are timed only when
 that costs at most :data:`RUNTIME_TIMING_SHARE` of the budget, and a budget that cannot be met (the
 set-up spent it, or one step, one validation and writing the model do not fit) is refused with a
-ConfigError (:func:`refuse_if_short`), never overrun. A run with validation cases validates after its
-last epoch, also when the budget ends it at an epoch not due to validate (``Trainer._validate_if_owed``).
+ConfigError (:func:`refuse_if_short`), never overrun. Before any whole training step runs, a step is
+estimated (from the resolution choice's timing, or from a step on a patch of half the side, scaled by
+voxels) and the shortest run (:func:`shortest_run_seconds`) checked against what is left: a 3D step that
+alone costs more than the budget is refused before it is spent, not measured by overrunning. A run with
+validation cases validates after its last epoch, also when the budget ends it at an epoch not due to
+validate (``Trainer._validate_if_owed``).
 
 Every reading of time the budget depends on (its start, what remains, each measured step, epoch,
 validation and write) comes from one clock, the :class:`TimeBudget`'s ``clock`` (``time.monotonic``).
@@ -68,6 +72,11 @@ MIN_COARSE_SIDE = 64
 RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
+# Whole training steps a costly step (over 1% of the budget) costs a budgeted run before its first epoch:
+# timing the runtime's default candidate, and the pre-flight batch, whose time the plan takes as a step's.
+STEPS_BEFORE_TRAINING = 2
+# Seconds of writing a checkpoint and the logs, until an epoch has measured it.
+FIRST_GUESS_WRITING = 1.0
 
 
 def parse_duration(value: float | int | str) -> float:
@@ -153,8 +162,24 @@ def refuse_if_short(budget: TimeBudget, needed: float, what: str) -> None:
         f"writing the model, but {format_duration(max(remaining, 0.0))} of it is left after "
         f"{format_duration(budget.elapsed())} of set-up. Give a longer --time-budget (at least "
         f"~{format_duration(at_least * 1.25)}), or a cheaper run: a smaller data.patch_size or data.batch_size, "
-        "fewer network.features, or data.target_spacing coarser"
+        "fewer network.features, data.target_spacing coarser, or a 2D network (--spatial-dims 2) instead of 3D"
     )
+
+
+def shortest_run_seconds(step: float, validation_batches: int) -> float:
+    """What the shortest budgeted run costs after its set-up, for training steps of ``step`` seconds: the
+    :data:`STEPS_BEFORE_TRAINING` steps the run measures, one step of training, one validation of
+    ``validation_batches`` forward passes (a third of a step each: no backward pass, no update) and writing the
+    model once. Checked against an estimated step before any whole step is run, so that a step the budget cannot
+    afford is refused before it is spent (:func:`refuse_if_short`), not measured by overrunning."""
+    return step * (STEPS_BEFORE_TRAINING + 1) + validation_batches * step / 3 + FIRST_GUESS_WRITING
+
+
+def smaller_patch(patch_size: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """``patch_size`` with every side halved, rounded down to ``multiple`` (not below it, not above the side):
+    a step on it costs about an eighth (3D) or a quarter (2D) of a whole one, so it estimates a whole step
+    cheaply, scaled by voxels (:func:`attnseg.training.run.estimated_step_seconds`)."""
+    return tuple(min(side, max(multiple, side // 2 // multiple * multiple)) for side in patch_size)
 
 
 def coarsening_for_budget(seconds: float, step_seconds: float, relative_costs: dict[float, float]) -> float:

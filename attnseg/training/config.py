@@ -136,6 +136,12 @@ class TrainingConfig(_Section):
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads on the CPU; None: torch's default (one per core, or OMP_NUM_THREADS), or one "
+        "when the machine is already busy (1-minute load >= cores); runtime.json records the count and why",
+    )
     checkpoint_every: int = Field(1, ge=1, description="write the resume checkpoint every N epochs")
     time_budget: float | str | None = Field(
         None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +48,20 @@ from attnseg.metrics.report import nan_stat
 from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network, get_spec
-from attnseg.runtime import Runtime, runtime_candidates
+from attnseg.runtime import Runtime, Threads, run_threads, runtime_candidates
 from attnseg.timing import time_call
 from attnseg.training.budget import (
     COARSENING_FACTORS,
+    FIRST_GUESS_MARGIN,
     MIN_BUDGET_STEPS,
     MIN_COARSE_SIDE,
+    STEPS_BEFORE_TRAINING,
     Clock,
     TimeBudget,
     coarsening_for_budget,
     refuse_if_short,
+    shortest_run_seconds,
+    smaller_patch,
     training_seconds,
 )
 from attnseg.training.calibration import keep_calibration
@@ -80,6 +84,9 @@ class PreparedData:
     train_cases: list[PreprocessedCase]
     val_cases: list[PreprocessedCase]
     fingerprint: Fingerprint | None = None  # None when a resumed run reuses its plan
+    # seconds of a training step at the plan's size, as the budget's choice of resolution estimated it; None: not
+    # timed (no budget, or the resolution was not the budget's to choose)
+    step_estimate: float | None = None
 
 
 def train(
@@ -111,8 +118,12 @@ def train(
     set_deterministic(config.training.deterministic)
     seed_everything(config.training.seed)
     device = resolve_device(config.training.device, local_rank())
-    with process_group(device, config.training.dist_timeout) as context:
-        return _train_in_group(config, model_dir, resume, device, context, show_progress, budget)
+    training = config.training
+    with (
+        process_group(device, training.dist_timeout) as context,
+        run_threads(training.threads, training.deterministic) as threads,
+    ):
+        return _train_in_group(config, model_dir, resume, device, context, show_progress, budget, threads)
 
 
 def _train_in_group(
@@ -123,13 +134,15 @@ def _train_in_group(
     context: DistContext,
     show_progress: bool,
     budget: TimeBudget | None,
+    threads: Threads,
 ) -> TrainState:
     """The work of one rank. Everything that holds the process group (the trainer and its DDP wrapper)
     lives and dies in this function, before ``process_group`` destroys the group."""
     started = time.perf_counter()
     data = prepare_data(config, model_dir if resume else None, context, budget=budget, device=device)
-    if budget is not None:  # the set-up alone may have spent the budget: say so now, not after an overrun
+    if budget is not None:  # the set-up, or one step, may not fit: say so now, not after an overrun
         refuse_if_short(budget, 0.0, "anything after the set-up (planning, preprocessing)")
+        refuse_unaffordable_step(config, data, budget, device, context)
     model = build_model(config, data.plan)
     on_epoch_start = start_finetune(config, model, model_dir, resume=resume, is_main=context.is_main)
     if context.is_main:
@@ -150,6 +163,7 @@ def _train_in_group(
         budget=budget,
         runtime=recorded_runtime(config, model_dir, device) if resume else None,
         on_epoch_start=on_epoch_start,
+        threads=threads,
     )
     try:
         state = trainer.fit(resume=resume)
@@ -227,7 +241,7 @@ def prepare_data(
     """
     context = context or DistContext()
     dataset = load_dataset(config.data.dataset)
-    fingerprint = None
+    fingerprint, step_estimate = None, None
     if resume_from is not None and resume_from.file(ModelDir.PLAN).exists():
         plan = resume_from.load_plan()
     elif config.finetune.keep_source_plan and config.finetune.init_from is not None:
@@ -237,7 +251,8 @@ def prepare_data(
         fingerprint = fingerprint_dataset(dataset)
         plan = plan_from_config(config, dataset, fingerprint)
         if budget is not None and budget_may_choose_resolution(config, plan):
-            plan = plan_for_budget(config, dataset, fingerprint, plan, budget, device or torch.device("cpu"), context)
+            device = device or torch.device("cpu")
+            plan, step_estimate = plan_for_budget(config, dataset, fingerprint, plan, budget, device, context)
     split = fold_split(dataset, config.data.fold, config.output if context.is_main else None)
     case_ids = split["train"] + split["val"]
     if config.data.cache is None:
@@ -248,7 +263,7 @@ def prepare_data(
         barrier(context, "waiting for rank 0 to fill data.cache")
         cases = load_preprocessed(config.data.cache, case_ids)
     train_cases, val_cases = split_cases(cases, split)
-    return PreparedData(dataset, plan, train_cases, val_cases, fingerprint)
+    return PreparedData(dataset, plan, train_cases, val_cases, fingerprint, step_estimate)
 
 
 def plan_from_config(
@@ -292,18 +307,22 @@ def plan_for_budget(
     budget: TimeBudget,
     device: torch.device,
     context: DistContext,
-) -> Plan:
+) -> tuple[Plan, float | None]:
     """``plan``, or the same plan at a coarser in-plane spacing when fewer than MIN_BUDGET_STEPS training
-    steps would fit in ``budget`` at its own (attnseg.training.budget). A step is timed on random data
+    steps would fit in ``budget`` at its own (attnseg.training.budget), and the estimated seconds of a
+    training step at the chosen plan's size (None when nothing was timed). A step is timed on random data
     at the coarsest candidate's slice size on this machine (the cheapest to time: a few seconds of the
-    budget), and every candidate is costed from it by its slices' pixels."""
+    budget; in 3D on a patch of half its side, scaled by voxels), and every candidate is costed from it by its
+    slices' pixels."""
     factors = [f for f in COARSENING_FACTORS if f == 1 or min(plan.patch_size) / f >= MIN_COARSE_SIDE]
     if len(factors) == 1:  # nothing to choose: no step is spent timing it
-        return plan
+        return plan, None
     candidates = {factor: _coarsened(config, dataset, fingerprint, plan, factor) for factor in factors}
     timed = candidates[max(candidates)]
     costs = {f: math.prod(c.patch_size) / math.prod(timed.patch_size) for f, c in candidates.items()}
-    step = _step_seconds(config, timed, device, budget)
+    # a 3D step even at the coarsest spacing can take minutes on a CPU: estimated from a smaller patch
+    timing = estimated_step_seconds if plan.spatial_dims == 3 else _step_seconds
+    step = timing(config, timed, device, budget)
     seconds = training_seconds(budget)
     factor = coarsening_for_budget(seconds, step, costs)
     factor = broadcast_number(factor, context, device, "time budget (resolution)")
@@ -320,7 +339,7 @@ def plan_for_budget(
             f"{' x '.join(map(str, chosen.patch_size))} (~{seconds / (step * costs[factor]):.0f} steps)",
             flush=True,
         )
-    return chosen
+    return chosen, step * costs[factor] * FIRST_GUESS_MARGIN
 
 
 def _coarsened(config: Config, dataset: Dataset, fingerprint: Fingerprint, plan: Plan, factor: float) -> Plan:
@@ -353,6 +372,38 @@ def _step_seconds(config: Config, plan: Plan, device: torch.device, budget: Time
         if once > 0.01 * budget.seconds:
             return once
         return time_call(step, repeats=2, warmup=0, device=device, clock=budget.clock)
+
+
+def refuse_unaffordable_step(
+    config: Config, data: PreparedData, budget: TimeBudget, device: torch.device, context: DistContext
+) -> None:
+    """Refuse ``budget`` (ConfigError) before a whole training step is spent when the shortest run
+    (:func:`~attnseg.training.budget.shortest_run_seconds`) does not fit in what is left of it. A 3D step of
+    128³ on two busy cores can take a minute: measured whole, as the runtime's choice and the plan measure
+    it, it would overrun a short budget by that minute before the run knew. The step is the resolution
+    choice's estimate, else :func:`estimated_step_seconds`; rank 0's estimate is every rank's."""
+    step, how = data.step_estimate, "from the resolution's timing"
+    if step is None:
+        step = estimated_step_seconds(config, data.plan, device, budget) * FIRST_GUESS_MARGIN
+        how = f"from a step of {' x '.join(map(str, smaller_patch(data.plan.patch_size, patch_multiple(config))))}"
+    step = broadcast_number(step, context, device, "time budget (a training step's estimate)")
+    batches = validation_batches(data.plan, data.val_cases, config.data.batch_size)
+    size = " x ".join(map(str, data.plan.patch_size))
+    what = (
+        f"the shortest run ({STEPS_BEFORE_TRAINING} steps of {size} measured before training, one trained, "
+        f"one validation; a step estimated at ~{step:.1f} s {how})"
+    )
+    refuse_if_short(budget, shortest_run_seconds(step, batches), what)
+
+
+def estimated_step_seconds(config: Config, plan: Plan, device: torch.device, budget: TimeBudget) -> float:
+    """Seconds of a forward and backward pass at ``plan``'s size, from one timed on a patch of half its
+    side (:func:`~attnseg.training.budget.smaller_patch`) and scaled by voxels: a few seconds to time
+    whatever the plan's size (a whole 3D step on a busy CPU took minutes). Rough: on the 3D head of
+    docs/generalisation.md it was within ~15% of the whole step, either way."""
+    small = smaller_patch(plan.patch_size, patch_multiple(config))
+    step = _step_seconds(config, replace(plan, patch_size=small), device, budget)
+    return step * math.prod(plan.patch_size) / math.prod(small)
 
 
 def patch_multiple(config: Config) -> int:

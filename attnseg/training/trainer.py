@@ -31,10 +31,11 @@ from attnseg.distributed import DistContext
 from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
-from attnseg.runtime import Runtime, is_out_of_memory, runtime_candidates
-from attnseg.timing import time_call
+from attnseg.runtime import Runtime, Threads, is_out_of_memory, runtime_candidates
+from attnseg.timing import synchronize, time_call
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
+    FIRST_GUESS_WRITING,
     EpochCost,
     TimeBudget,
     epochs_that_fit,
@@ -122,6 +123,8 @@ class Trainer:
             the budget's clock (``budget.clock``: ``time.monotonic`` unless a test injects one).
         on_epoch_start: called with the 0-based epoch before it trains (a fine-tuning run releases
             its frozen encoder from it: attnseg.training.freeze).
+        threads: the torch thread count the caller chose and why (:func:`attnseg.runtime.run_threads`),
+            recorded in runtime.json with the layout and precision; None: not recorded.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class Trainer:
         runtime: Runtime | None = None,
         budget: TimeBudget | None = None,
         on_epoch_start: Callable[[int], None] | None = None,
+        threads: Threads | None = None,
     ) -> None:
         self.config = config
         self.train_cfg = config.training
@@ -159,18 +163,21 @@ class Trainer:
         self._validated_last_epoch = True  # nothing owed until an epoch runs without validating (_run_epoch)
         self.iterations = self.train_cfg.iterations_per_epoch
         self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
+        self._preflight_seconds: float | None = None  # the pre-flight pass's cost: the budget's first step timing
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
         self.train_step = TrainStep(self.model, loss_fn, self.optimizer, self.runtime, self.train_cfg.grad_clip)
         self.scaler = self.train_step.scaler
         self.state = TrainState()
         self._writer = None
         self.on_epoch_start = on_epoch_start  # e.g. releasing a frozen encoder (attnseg.training.freeze)
+        self.threads = threads
 
     # public ------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainState:
         if self.context.is_main:
-            self.model_dir.write_runtime(self.runtime.to_dict())
+            threads = {"threads": asdict(self.threads)} if self.threads is not None else {}
+            self.model_dir.write_runtime({**self.runtime.to_dict(), **threads})
         if resume:
             self._restore()
         batch = self.preflight() if self.state.epoch == 0 or not resume else None
@@ -237,10 +244,13 @@ class Trainer:
         the batch."""
         batch = self._first_batch(self.network)
         self.model.train()
+        started = self._clock()
         loss = self._forward_loss(batch)
         self._guard_finite(loss, "the pre-flight batch")
         loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
+        synchronize(self.device)
+        self._preflight_seconds = self._clock() - started
         return batch
 
     def _first_batch(self, network: nn.Module) -> dict[str, torch.Tensor]:
@@ -292,17 +302,20 @@ class Trainer:
             with torch.no_grad(), self.runtime.autocast():
                 self.network.eval()(self.runtime.prepare_input(batch["image"].to(self.device)))
 
-        step = self._time_for_budget(train_step) * FIRST_GUESS_MARGIN
+        step = self._time_for_budget(train_step, self._preflight_seconds) * FIRST_GUESS_MARGIN
         batches = getattr(self.validate, "batches", 0) if self.validate is not None else 0
         forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
-        cost = EpochCost(step * self.iterations, self._validation_seconds, writing=1.0)
+        cost = EpochCost(step * self.iterations, self._validation_seconds, FIRST_GUESS_WRITING)
         self._replan(cost, allow_longer=True, why="measured a training step")
 
-    def _time_for_budget(self, fn: Callable[[], object]) -> float:
+    def _time_for_budget(self, fn: Callable[[], object], once: float | None = None) -> float:
         """Seconds of one call of ``fn`` (the pre-flight pass warmed it up); the median of three when one
-        is cheap (under 1% of the budget), else that one: measuring must not eat the budget it plans."""
-        once = time_call(fn, repeats=1, warmup=0, device=self.device, clock=self._clock)
+        is cheap (under 1% of the budget), else that one: measuring must not eat the budget it plans.
+        ``once``: a call already timed (the pre-flight pass, for a training step), so that a costly step is
+        not run once more only to be timed (a 3D step on a CPU: a minute of a 5-minute budget)."""
+        if once is None:
+            once = time_call(fn, repeats=1, warmup=0, device=self.device, clock=self._clock)
         if once > 0.01 * self.budget.seconds:
             return once
         return time_call(fn, repeats=3, warmup=0, device=self.device, clock=self._clock)

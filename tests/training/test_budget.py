@@ -21,6 +21,8 @@ from attnseg.training.budget import (
     format_duration,
     parse_duration,
     shorter_epochs,
+    shortest_run_seconds,
+    smaller_patch,
     spaced_validation,
 )
 from attnseg.training.config import load_config
@@ -138,6 +140,8 @@ def test_training_ends_within_its_budget(make_nnunet, tmp_path, capsys, monkeypa
     assert elapsed >= 0.75 * budget, f"used only {elapsed:.2f} s of a {budget:g} s budget\n{out}"
     assert f"time budget {format_duration(budget)}" in out and "plan:" in out
     assert state["epoch"] >= 3, out  # the budget was used, not a default of one epoch
+    threads = _read_runtime(tmp_path / "run")["threads"]  # recorded with the layout and precision
+    assert threads["count"] >= 1 and threads["reason"], threads
     assert (tmp_path / "run" / ModelDir.WEIGHTS).exists()
 
 
@@ -177,7 +181,7 @@ def _budget_plan(dataset, config, seconds, machine: SimulatedMachine):
     fingerprint = fingerprint_dataset(data)
     plan = plan_from_config(config, data, fingerprint)
     budget = TimeBudget.starting_now(seconds, machine.clock)
-    return plan, plan_for_budget(config, data, fingerprint, plan, budget, torch.device("cpu"), DistContext())
+    return plan, plan_for_budget(config, data, fingerprint, plan, budget, torch.device("cpu"), DistContext())[0]
 
 
 def test_a_short_budget_trains_2d_at_a_coarser_spacing(make_nnunet, capsys, monkeypatch):
@@ -262,22 +266,39 @@ def test_a_budget_spent_on_set_up_is_refused(make_nnunet, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
-    ("settings", "reason"),
+    ("dims", "seconds_per_pixel", "budget"),
     [
-        ((), r"one training step \(timed while choosing the runtime\)"),  # refused before timing any more
-        (("training.layout=channels_last", "training.amp=off"), r"the shortest run \(one step, one validation\)"),
+        ("3", 3e-5, 20.0),  # a step of 48 x 48 x 32 (batch 2): ~13 s, and a validation; 20 s do not hold 4 of them
+        ("3", 3e-4, 60.0),  # ~130 s: one step alone is twice the budget (a 128^3 step on a busy CPU)
+        ("2", 3e-2, 60.0),  # 2D slices of 32 x 32 (batch 2): ~180 s a step
     ],
 )
-def test_a_budget_shorter_than_one_step_is_refused(make_nnunet, tmp_path, monkeypatch, settings, reason):
-    """A 3D step of ~13 s and its validation do not fit in a 20 s budget: refused as soon as a step is
-    timed (while choosing the runtime, or, with the runtime set, when the budget plans), not overrun by
-    an epoch that was forced anyway."""
-    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=3e-5, preprocessing_s=1.0)
+@pytest.mark.parametrize("settings", [(), ("training.layout=channels_last", "training.amp=off")])
+def test_a_step_the_budget_cannot_afford_is_refused_before_it_is_spent(
+    make_nnunet, tmp_path, monkeypatch, dims, seconds_per_pixel, budget, settings
+):
+    """A training step costlier than what the budget leaves for the shortest run is refused from an estimate
+    (a step on a smaller patch, scaled by voxels) before any whole step runs, with the budget, the estimate and
+    what to do, whether or not the runtime is left to measure: the run ends within 10% of its budget (it
+    used to overrun by the step that showed it)."""
+    machine = SimulatedMachine(monkeypatch, seconds_per_pixel=seconds_per_pixel, preprocessing_s=1.0)
     dataset = make_nnunet(cases=4, shape=(40, 40, 24), spacing=(1.0, 1.0, 1.0))
-    with pytest.raises(ConfigError, match=reason + r".*smaller data.patch_size"):
-        _train_on(machine, dataset, tmp_path / "run", 20.0, "network.spatial_dims=3", "data.fold=0", *settings)
+    fixed = "data.patch_size=[48,48,32]" if dims == "3" else "data.patch_size=[32,32]"
+    refusal = rf"time budget {format_duration(budget)} cannot be met.*a step estimated at ~\d+.*--spatial-dims 2"
+    with pytest.raises(ConfigError, match=refusal):
+        _train_on(machine, dataset, tmp_path / "run", budget, f"network.spatial_dims={dims}", "data.fold=0",
+                  fixed, *settings)  # fmt: skip
     assert not (tmp_path / "run" / ModelDir.WEIGHTS).exists()
-    assert machine.clock() - machine.START < 20.0 + 14.0  # at most the one step that showed it past the budget
+    assert machine.clock() - machine.START <= 1.1 * budget
+
+
+def test_shortest_run_by_hand():
+    # two steps measured before training, one trained, 6 validation forwards of a third of a step, 1 s writing
+    assert shortest_run_seconds(3.0, 6) == pytest.approx(3.0 * 3 + 6 + 1.0)
+    assert smaller_patch((128, 128, 128), 16) == (64, 64, 64)
+    assert smaller_patch((96, 112), 16) == (48, 48)
+    assert smaller_patch((16, 40), 16) == (16, 16)  # never below the network's multiple
+    assert smaller_patch((20,), 32) == (20,)  # nor above the side itself
 
 
 def test_a_budget_cut_short_still_validates_at_the_end(make_nnunet, tmp_path, capsys, monkeypatch):
