@@ -132,6 +132,12 @@ MEASURED_RECIPE: dict[str, Any] = {
     "loss.name": "dice_ce",
 }
 MEASURED_RECIPE_SOURCE = "measured, docs/ms-guided.md"
+# The CPU preset predicts with its full-resolution head; weighted 16 against 1 for each of the eight
+# stride-4 heads, that head carries two thirds of the segmentation term. Measured at 240 steps on
+# mni152-tissue (docs/choosing-a-network.md): fine weight 1 / 8 / 16 / 32 gave 0.864 / 0.887 / 0.890 /
+# 0.892 with the stride-1 head, and the stride-2 head 0.877 at weight 8.
+CPU_RECIPE: dict[str, Any] = {**MEASURED_RECIPE, "loss.fine_weight": 16.0}
+CPU_RECIPE_SOURCE = "measured, docs/choosing-a-network.md"
 
 register_network(
     NetworkSpec(
@@ -157,18 +163,19 @@ register_network(
     NetworkSpec(
         "ms_guided_cpu",
         MultiScaleGuidedAttentionNet,
-        "ms_guided_hr sized for a CPU: ResNet-18 of width 32, head width 16, keys/values pooled by 2",
+        "ms_guided sized for a CPU: ResNet-18 of width 32, head width 16, keys/values pooled by 2, and a "
+        "full-resolution head beyond the paper (stride-2 stem and the image joined, logits at stride 1)",
         preset={
             "backbone": "resnet18",
             "backbone_width": 32,
             "head_channels": 16,
-            "fine_stride": 2,
+            "fine_stride": 1,
             "fine_channels": 32,
             "kv_pool": 2,
             "memory_limit_gib": "auto",
         },
-        recipe=MEASURED_RECIPE,
-        recipe_source=MEASURED_RECIPE_SOURCE,
+        recipe=CPU_RECIPE,
+        recipe_source=CPU_RECIPE_SOURCE,
     )
 )
 register_network(

@@ -39,6 +39,17 @@ def test_the_light_presets_bring_the_measured_recipe():
     assert names == ["ms_guided", "ms_guided_hr", "ms_guided_cpu", "ms_guided_faithful"]
 
 
+def test_the_cpu_preset_weights_its_full_resolution_head():
+    """ms_guided_cpu predicts with its stride-1 head, which its recipe weights 16 against 1 for each of
+    the eight stride-4 heads (measured, docs/choosing-a-network.md); the other presets keep weight 1."""
+    config = load_config(None, ["network.name=ms_guided_cpu"])
+    assert config.loss.fine_weight == 16.0 and get_spec("ms_guided_cpu").preset["fine_stride"] == 1
+    assert config.source("loss.fine_weight") == "network recipe (ms_guided_cpu: measured, docs/choosing-a-network.md)"
+    assert config.optimizer.name == "adamw" and config.source("optimizer.name").startswith("network recipe")
+    assert load_config(None, ["network.name=ms_guided_hr"]).loss.fine_weight == 1.0
+    assert load_config(None, ["network.name=ms_guided_cpu", "loss.fine_weight=1"]).loss.fine_weight == 1.0
+
+
 def test_what_the_user_sets_wins_over_the_recipe(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("network:\n  name: ms_guided_faithful\noptimizer:\n  lr: 0.002\n")
