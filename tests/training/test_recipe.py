@@ -85,3 +85,14 @@ def test_print_config_shows_the_source_of_every_value_and_loads_back(capsys, tmp
     path = tmp_path / "printed.yaml"
     path.write_text(text)
     assert load_config(path).to_dict() == loaded
+
+
+def test_3d_trains_with_batch_2_unless_set():
+    """nnU-Net's 3d_fullres batch: 3D defaults to 2 (8 patches of ~100^3 make a step a CPU budget can
+    barely afford); 2D keeps 8, and a batch the user sets always wins."""
+    config = load_config(None, ["network.spatial_dims=3"])
+    assert config.data.batch_size == 2 and config.source("data.batch_size").startswith("3D default")
+    assert load_config(None, ["network.spatial_dims=3", "data.batch_size=4"]).data.batch_size == 4
+    assert load_config(None, ["network.spatial_dims=2"]).data.batch_size == 8
+    both = load_config(None, ["network.name=ms_guided_cpu", "network.spatial_dims=3"])
+    assert both.data.batch_size == 2 and both.loss.fine_weight == 16.0
