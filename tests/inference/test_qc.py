@@ -9,12 +9,24 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from attnseg.data import Geometry, Image
-from attnseg.data.training_fingerprint import border_share, case_fingerprint, standardized, summarize
+from attnseg.data.preprocess import otsu_threshold
+from attnseg.data.training_fingerprint import (
+    PERCENTILES,
+    SAMPLE_SIZE,
+    border_share,
+    case_fingerprint,
+    intensity_measures,
+    mask_measures,
+    standardized,
+    summarize,
+)
 from attnseg.inference.qc import (
     CaseQC,
     Flag,
+    Votes,
     assess_case,
     boundary_entropy,
     header_flags,
@@ -154,6 +166,93 @@ def test_border_share_counts_the_masks_voxels_on_any_face():
     mask[:] = False
     mask[2, 2] = True
     assert border_share(mask) == 0.0
+
+
+def test_border_share_and_mask_measures_count_each_border_voxel_once():
+    labels = np.zeros((4, 1, 3), dtype=np.uint8)  # an axis of one voxel: both its faces are the same slice
+    labels[1:3, 0, 1] = 2
+    labels[0, 0, 0] = 1
+    measures = mask_measures(labels, (1.0, 1.0, 1.0), [0, 1, 2], ["background", "a", "b"])
+    assert measures.border_share == {"a": 1.0, "b": 1.0} and measures.volume_ml == {"a": 0.001, "b": 0.002}
+    rng = np.random.default_rng(0)
+    labels = (rng.random((9, 7, 5)) < 0.3).astype(np.uint8) * rng.integers(1, 3, (9, 7, 5)).astype(np.uint8)
+    measures = mask_measures(labels, (1.0, 2.0, 1.0), [0, 1, 2], ["background", "a", "b"])
+    inner = np.zeros_like(labels, dtype=bool)
+    inner[1:-1, 1:-1, 1:-1] = True
+    for value, name in ((1, "a"), (2, "b")):
+        mask = labels == value
+        assert measures.border_share[name] == pytest.approx((mask & ~inner).sum() / mask.sum())
+        assert measures.components[name] == ndimage.label(mask)[1]
+        assert measures.volume_ml[name] == pytest.approx(mask.sum() * 2 / 1000)
+
+
+def _exact_intensity_measures(channel: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, list[float], float]:
+    """The measures' definitions on every voxel: (sorted body values, sorted neighbour differences in the
+    body, the 1-99 percentile range, the medians of the first and last third of axis 0's body, Otsu's)."""
+    threshold = otsu_threshold(channel.ravel())
+    body = channel > threshold
+    steps = []
+    for axis in range(channel.ndim):
+        first = [slice(None)] * channel.ndim
+        second = [slice(None)] * channel.ndim
+        first[axis], second[axis] = slice(0, -1), slice(1, None)
+        inside = body[tuple(first)] & body[tuple(second)]
+        steps.append(np.abs(channel[tuple(second)] - channel[tuple(first)])[inside])
+    low, high = np.percentile(channel, [1.0, 99.0])
+    third = channel.shape[0] // 3
+    ends = [float(np.median(channel[part][body[part]])) for part in (slice(0, third), slice(-third, None))]
+    return np.sort(channel[body]), np.sort(np.concatenate(steps)), float(high - low), ends, threshold
+
+
+def _rank(sorted_values: np.ndarray, value: float) -> float:
+    """Where ``value`` falls among ``sorted_values`` (0 to 1; ties: the middle of their ranks)."""
+    left, right = np.searchsorted(sorted_values, value, "left"), np.searchsorted(sorted_values, value, "right")
+    return (left + right) / 2 / len(sorted_values)
+
+
+def test_intensity_measures_from_a_sample_stay_within_their_stated_bound():
+    """On a scan larger than the sample: every body percentile, and the noise (a median), fall within two
+    percentage points of rank of the whole scan's (the bound the docstring states), and the drift within
+    5% of it; on a scan of at most SAMPLE_SIZE voxels, every number is the exact one."""
+    shape = (96, 80, 40)  # 307,200 voxels: a sample of SAMPLE_SIZE
+    assert np.prod(shape) > 4 * SAMPLE_SIZE
+    grid = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
+    radius = np.sqrt((grid**2).sum(0)) * 2  # 1 on the faces' centres: an ellipsoid body filling the scan
+    tissue = np.where(radius < 0.4, 2.0, np.where(radius < 0.95, 1.0, 0.0)) * 100
+    ramp = np.linspace(0.7, 1.3, shape[0])[:, None, None]  # a bias field along axis 0, for the drift
+    noise = np.random.default_rng(3).normal(0, 8, shape)
+    channel = (tissue * ramp + noise).astype(np.float32)
+    measured = intensity_measures(channel[None])
+    body, steps, scale, ends, _ = _exact_intensity_measures(channel)
+    for percentile, value in zip(PERCENTILES, measured.body_percentiles[0], strict=True):
+        assert abs(_rank(body, value) - percentile / 100) <= 0.02, percentile
+    assert abs(_rank(steps, measured.noise * scale) - 0.5) <= 0.02
+    exact_drift = abs(ends[0] - ends[1]) / scale
+    assert exact_drift > 0.05 and measured.drift == pytest.approx(exact_drift, rel=0.05)
+
+    small = channel[:40, :40, :40]  # 64,000 voxels: all of them
+    assert small.size <= SAMPLE_SIZE
+    measured = intensity_measures(small[None])
+    body, steps, scale, _, _ = _exact_intensity_measures(small)
+    assert measured.body_percentiles[0] == pytest.approx(list(np.percentile(body, PERCENTILES)))
+    assert measured.noise == pytest.approx(float(np.median(steps)) / scale)
+
+
+def test_votes_give_the_mutual_dice_pooled_over_pairs_and_grids():
+    a, b, c = np.array([1, 1, 2, 0]), np.array([1, 0, 2, 2]), np.array([1, 1, 0, 0])
+    # class 1: |a|=2 |b|=1 |c|=2, overlaps ab=1 ac=2 bc=1: 2*4 / (3+4+3)
+    # class 2: |a|=1 |b|=2 |c|=0, overlap ab=1: 2*1 / (3+1+2)
+    assert mutual_dice([a, b, c], 3) == pytest.approx((8 / 10 + 2 / 6) / 2)
+    votes = Votes(3)
+    for mask in (a, b):
+        votes.add(mask)
+    coarse = Votes(3)  # another member's grid, voxels of 8 units: its pairs weigh 8 times as much per voxel
+    for mask in (np.array([1, 0]), np.array([1, 1])):
+        coarse.add(mask)
+    pooled = votes.agreement() + coarse.agreement(8.0)
+    # class 1: 2*1 + 8*2*1 over (2+1) + 8*(1+2); class 2: 2*1 over 1+2 (none on the coarse grid)
+    assert pooled.pairs == 2 and pooled.mutual_dice() == pytest.approx((18 / 27 + 2 / 3) / 2)
+    assert Votes(3).agreement().mutual_dice() != Votes(3).agreement().mutual_dice()  # no pairs: NaN
 
 
 def test_the_verdict_is_the_worst_flag_and_failed_cases_come_first():
