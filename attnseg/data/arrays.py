@@ -12,7 +12,7 @@ Box = tuple[tuple[int, int], ...]
 
 def nonzero_bbox(array: np.ndarray) -> Box:
     """Bounding box ``((start, stop), ...)`` of voxels non-zero in any channel of ``(C, *S)``; all if none."""
-    mask = np.any(array != 0, axis=0)
+    mask = array[0] != 0 if len(array) == 1 else np.any(array != 0, axis=0)
     if not mask.any():
         return tuple((0, int(s)) for s in mask.shape)
     flags = mask.view(np.uint8)
