@@ -22,6 +22,7 @@ from attnseg.data.training_fingerprint import (
     mask_measures,
     standardized,
     summarize,
+    voxel_sample,
 )
 from attnseg.inference.qc import (
     CaseQC,
@@ -186,10 +187,12 @@ def test_border_share_and_mask_measures_count_each_border_voxel_once():
         assert measures.volume_ml[name] == pytest.approx(mask.sum() * 2 / 1000)
 
 
-def _exact_intensity_measures(channel: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, list[float], float]:
+def _exact_intensity_measures(
+    channel: np.ndarray, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float, list[float], float]:
     """The measures' definitions on every voxel: (sorted body values, sorted neighbour differences in the
     body, the 1-99 percentile range, the medians of the first and last third of axis 0's body, Otsu's)."""
-    threshold = otsu_threshold(channel.ravel())
+    threshold = otsu_threshold(channel.ravel()) if threshold is None else threshold
     body = channel > threshold
     steps = []
     for axis in range(channel.ndim):
@@ -224,9 +227,10 @@ def test_intensity_measures_from_a_sample_stay_within_their_stated_bound():
     channel = (tissue * ramp + noise).astype(np.float32)
     measured = intensity_measures(channel[None])
     body, steps, scale, ends, _ = _exact_intensity_measures(channel)
-    # the DKW bound at 1 - 1e-6 for the sampled body voxels (the noise has more pairs than that)
-    bound = np.sqrt(np.log(2 / 1e-6) / (2 * SAMPLE_SIZE * len(body) / channel.size))
-    assert 0.015 < bound < 0.03
+    # the DKW bound at 1 - 1e-6 for SAMPLE_SIZE body voxels (the noise has more pairs than that)
+    assert len(body) > SAMPLE_SIZE
+    bound = np.sqrt(np.log(2 / 1e-6) / (2 * SAMPLE_SIZE))
+    assert 0.014 < bound < 0.015
     for percentile, value in zip(PERCENTILES, measured.body_percentiles[0], strict=True):
         assert abs(_rank(body, value) - percentile / 100) <= bound, percentile
     assert abs(_rank(steps, measured.noise * scale) - 0.5) <= bound
@@ -239,6 +243,24 @@ def test_intensity_measures_from_a_sample_stay_within_their_stated_bound():
     body, steps, scale, _, _ = _exact_intensity_measures(small)
     assert measured.body_percentiles[0] == pytest.approx(list(np.percentile(body, PERCENTILES)))
     assert measured.noise == pytest.approx(float(np.median(steps)) / scale)
+
+
+def test_a_body_in_a_small_part_of_a_large_scan_is_measured_on_all_its_voxels():
+    """The top slices of a head: a few thousand body voxels in a large scan. Sampled from the scan, the
+    body would get a few dozen voxels; the body's own sample holds every body voxel, so its percentiles
+    and noise are the exact ones (with the same threshold: Otsu's on the scan's sample)."""
+    shape = (120, 120, 30)  # 432,000 voxels
+    distance = np.sqrt(((np.indices(shape) - (np.array(shape)[:, None, None, None] - 1) / 2) ** 2).sum(0))
+    rng = np.random.default_rng(1)
+    tissue = rng.uniform(100, 150, shape)  # a wide spread: percentiles of a few dozen voxels move a lot
+    channel = (np.where(distance < 8, tissue, 0.0) + rng.normal(0, 1, shape)).astype(np.float32)
+    measured = intensity_measures(channel[None])
+    threshold = otsu_threshold(channel.ravel()[voxel_sample(shape)[0]].astype(np.float64))
+    body, steps, _, _, _ = _exact_intensity_measures(channel, threshold)
+    assert 1000 < len(body) <= SAMPLE_SIZE and len(body) < channel.size / 100
+    assert measured.body_percentiles[0] == pytest.approx(list(np.percentile(body, PERCENTILES)))
+    low, high = np.percentile(channel.ravel()[voxel_sample(shape)[0]], [1.0, 99.0])  # the scale: the scan's sample
+    assert measured.noise == pytest.approx(float(np.median(steps)) / (high - low))
 
 
 def test_boundary_entropy_of_a_large_mask_from_the_sample_is_close_to_the_whole_boundarys():
