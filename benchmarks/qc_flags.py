@@ -17,16 +17,16 @@ Each corruption has ``--seeds`` variants (random strengths within the range abov
 ``attnseg predict`` (QC on), ``attnseg evaluate`` against the carried labels, and the table of the
 issue's targets: Spearman(predicted, true Dice), the share of each corruption's cases that raise its
 named flag, the share of clean cases with the verdict ok, ECE before and after temperature scaling on
-the clean held-out cases, and QC's share of predict's time (clean cases, no TTA, best of 3).
+the clean held-out cases, and QC's share of predict's time (clean cases, no TTA, best of 5 interleaved
+runs: ``benchmarks.qc_cost``, which also times a whole head).
 
-    python benchmarks/qc_flags.py --model demo_output/model --data demo_output/data/mni152-tissue -o /tmp/qcb
+    python -m benchmarks.qc_flags --model demo_output/model --data demo_output/data/mni152-tissue -o /tmp/qcb
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +39,7 @@ from attnseg.evaluate import evaluate_folders, evaluate_qc
 from attnseg.inference.predictor import Predictor
 from attnseg.metrics.calibration import expected_calibration_error, pooled_sample
 from attnseg.model_dir import ModelDir
+from benchmarks.qc_cost import time_share
 
 Corruption = Callable[[Image, np.ndarray, np.random.Generator], tuple[Image, np.ndarray]]
 EXPECTED_FLAG = {
@@ -163,19 +164,9 @@ def ece_on_clean(model: Path, out: Path, kinds: dict[str, str]) -> dict[str, flo
 
 
 def qc_time_share(model: Path, out: Path, kinds: dict[str, str]) -> dict[str, float]:
-    """predict's wall time on the clean cases with and without QC (best of 3 each, no TTA)."""
+    """QC's share of predict's time on the clean cases (no TTA; see ``benchmarks.qc_cost``)."""
     inputs = [out / "inputs" / f"{case}_0000.nii.gz" for case, kind in kinds.items() if kind == "clean"]
-    times = {}
-    for qc in (False, True):
-        predictor = Predictor([model], device="cpu", quality_control=qc)
-        best = float("inf")
-        for attempt in range(3):
-            started = time.perf_counter()
-            predictor.predict_files(inputs, out / f"timing_{qc}_{attempt}", progress=False)
-            best = min(best, time.perf_counter() - started)
-        times["with_qc" if qc else "without_qc"] = best
-    times["qc_share"] = times["with_qc"] / times["without_qc"] - 1.0
-    return times
+    return time_share(model, inputs, out / "timing")
 
 
 def main() -> None:

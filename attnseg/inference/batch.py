@@ -389,7 +389,7 @@ class _RunOnRank:
             return
         case_id = self.plan.cases[index].case_id
         try:
-            result = assess(case_id, prepared.image, mask, probabilities)
+            result = assess(case_id, prepared, mask, probabilities)
         except Exception as error:
             tqdm.write(
                 f"attnseg: case {case_id}: quality control failed ({type(error).__name__}: {error})", file=sys.stderr

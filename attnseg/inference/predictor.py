@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnseg.data import Image, Plan, preprocess_case, restore_probabilities, write_image
+from attnseg.data import Image, Plan, PreprocessedCase, preprocess_case, restore_probabilities, write_image
 from attnseg.data.dicom import write_dicom_series
 from attnseg.data.dicom_seg import SEG_ENDING, Algorithm, WrittenSeg, write_seg
 from attnseg.device import resolve_device
@@ -27,9 +27,9 @@ from attnseg.distributed import local_rank
 from attnseg.errors import ConfigError, DataError
 from attnseg.inference.batch import predict_cases
 from attnseg.inference.postprocess import LARGEST_COMPONENT, keep_largest_components
-from attnseg.inference.qc import CaseQC, assess_case
+from attnseg.inference.qc import CaseQC, Votes, assess_case
 from attnseg.inference.steps import PreparedImage
-from attnseg.inference.volume import predict_preprocessed
+from attnseg.inference.volume import predict_preprocessed, predict_variants
 from attnseg.metrics.calibration import apply_temperature
 from attnseg.model_dir import ModelDir
 from attnseg.runtime import Runtime, inference_runtime
@@ -171,28 +171,48 @@ class Predictor:
             prepared.groups[by_plan[key]][1].append(index)
         return prepared
 
+    @property
+    def measures_agreement(self) -> bool:
+        """Quality control on, and several predictions per case (mirrored copies, ensemble members) whose
+        disagreement it uses (:class:`~attnseg.inference.qc.Agreement`)."""
+        return self.quality_control and (self.mirror or len(self.models) > 1)
+
     @torch.inference_mode()
     def forward(self, prepared: PreparedImage) -> list[torch.Tensor]:
-        """The mean class probabilities of each group's models, on that group's preprocessed grid (CPU)."""
+        """The mean class probabilities of each group's models, on that group's preprocessed grid (CPU);
+        with :attr:`measures_agreement`, ``prepared.agreement`` too."""
         means = []
         for case, members in prepared.groups:
             total = None
+            votes = Votes(len(self.labels)) if self.measures_agreement else None
             for index in members:
                 loaded = self.models[index]
-                probabilities = predict_preprocessed(
-                    loaded.network,
-                    case.image,
-                    loaded.plan,
-                    batch_size=self.batch_size,
-                    overlap=self.overlap,
-                    mirror=self.mirror,
-                    device=self.device,
-                    autocast_dtype=loaded.runtime.amp_dtype,
-                )
-                probabilities = apply_temperature(probabilities, loaded.temperature)
+                probabilities = apply_temperature(self._probabilities(loaded, case, votes), loaded.temperature)
                 total = probabilities if total is None else total.add_(probabilities)
             means.append(total / len(members))
+            if votes is not None:
+                found = votes.agreement(float(np.prod(case.properties.spacing)))
+                prepared.agreement = found if prepared.agreement is None else prepared.agreement + found
         return means
+
+    def _probabilities(self, loaded: LoadedModel, case: PreprocessedCase, votes: Votes | None) -> torch.Tensor:
+        """One model's class probabilities (averaged over the mirrored copies with TTA) on the case's grid.
+        With ``votes``, the copies are predicted one at a time and each copy's mask is counted (the mean is
+        the same, to rounding); one extra volume of probabilities is held, never the copies."""
+        options = {
+            "batch_size": self.batch_size,
+            "overlap": self.overlap,
+            "device": self.device,
+            "autocast_dtype": loaded.runtime.amp_dtype,
+        }
+        if votes is None:
+            return predict_preprocessed(loaded.network, case.image, loaded.plan, mirror=self.mirror, **options)
+        total, copies = None, 0
+        for probabilities in predict_variants(loaded.network, case.image, loaded.plan, mirror=self.mirror, **options):
+            votes.add(probabilities.argmax(0).numpy())
+            total = probabilities if total is None else total.add_(probabilities)
+            copies += 1
+        return total / copies
 
     def finish(self, prepared: PreparedImage, means: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """(mask, probabilities) on the image's grid from :meth:`forward`'s output: every model's
@@ -209,13 +229,22 @@ class Predictor:
         dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
         return values[classes].astype(dtype)[None], probabilities
 
-    def assess(self, case_id: str, image: Image, mask: np.ndarray, probabilities: np.ndarray) -> CaseQC | None:
+    def assess(
+        self, case_id: str, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray
+    ) -> CaseQC | None:
         """The quality control of one finished case (None when switched off); see :mod:`attnseg.inference.qc`."""
         if not self.quality_control:
             return None
         plan = self.models[0].plan
         return assess_case(
-            case_id, image, mask[0], probabilities, plan.class_values, plan.class_names, self.fingerprint
+            case_id,
+            prepared.image,
+            mask[0],
+            probabilities,
+            plan.class_values,
+            plan.class_names,
+            self.fingerprint,
+            prepared.agreement,
         )
 
     # files ---------------------------------------------------------------------------------------

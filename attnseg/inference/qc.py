@@ -25,12 +25,13 @@ import numpy as np
 
 from attnseg.data import Image
 from attnseg.data.training_fingerprint import (
-    body_percentiles,
-    border_share,
+    IntensityMeasures,
+    flat_strides,
     intensity_distance,
+    intensity_measures,
     mask_measures,
     standardized,
-    texture_measures,
+    voxel_sample,
 )
 
 # How far outside the training range a spacing or extent may be before it is flagged (relative).
@@ -117,9 +118,10 @@ def input_flags(image: Image, fingerprint: Mapping[str, Any], measures: dict[str
     extent = [n * s for n, s in zip(image.spatial_shape, spacing, strict=True)]
     flags += _range_flags("spacing", "spacing", spacing, fingerprint["spacing"], "mm")
     flags += _range_flags("size", "field of view", extent, fingerprint["extent_mm"], "mm")
-    flags += _intensity_flags(image, fingerprint["intensity"], measures)
+    intensities = intensity_measures(image.array)  # one sample and one Otsu threshold for both checks
+    flags += _intensity_flags(intensities, fingerprint["intensity"], measures)
     if "texture" in fingerprint:
-        flags += _texture_flags(image, fingerprint["texture"], measures)
+        flags += _texture_flags(intensities, fingerprint["texture"], measures)
     return flags
 
 
@@ -133,9 +135,9 @@ TEXTURE_WORDS = {
 }
 
 
-def _texture_flags(image: Image, texture: Mapping[str, Any], measures: dict[str, Any]) -> list[Flag]:
+def _texture_flags(intensities: IntensityMeasures, texture: Mapping[str, Any], measures: dict[str, Any]) -> list[Flag]:
     """Noise and drift (a bias field) against the thresholds learned from the training cases."""
-    values = texture_measures(image.array)
+    values = intensities.texture
     flags = []
     for key, (code, words) in TEXTURE_WORDS.items():
         value, threshold = values[key], float(texture[key]["threshold"])
@@ -158,11 +160,13 @@ def _range_flags(
     return [Flag(code, "check", f"{what} outside the training range: {'; '.join(outside)}")]
 
 
-def _intensity_flags(image: Image, intensity: Mapping[str, Any], measures: dict[str, Any]) -> list[Flag]:
+def _intensity_flags(
+    intensities: IntensityMeasures, intensity: Mapping[str, Any], measures: dict[str, Any]
+) -> list[Flag]:
     """The body's intensity percentiles against the training median, in training intensity scales: far
     off, ``check``; and ``fail`` when the distribution's shape (blind to a shift or scaling, which the
     per-case normalisation undoes) is far off too: another contrast, or no anatomy the model knows."""
-    percentiles = body_percentiles(image.array)
+    percentiles = intensities.body_percentiles
     distance = intensity_distance(percentiles, intensity["reference"], intensity["scale"])
     threshold = float(intensity["threshold"])
     measures["intensity_distance"], measures["intensity_threshold"] = distance, threshold
@@ -196,14 +200,14 @@ def mask_flags(
 ) -> list[Flag]:
     """The mask (label values, no channel axis) against training: empty, cut by the border, too many
     pieces, too small or too large. Without a fingerprint only the border is checked."""
-    volumes, components = mask_measures(mask, spacing, class_values, class_names)
-    measures["volume_ml"], measures["components"] = volumes, components
+    found = mask_measures(mask, spacing, class_values, class_names)
+    measures["volume_ml"], measures["components"] = found.volume_ml, found.components
     flags = []
     for value, name in zip(class_values, class_names, strict=True):
         if value == 0:
             continue
         seen = (classes or {}).get(name) or {}
-        share = border_share(mask == value)
+        share = found.border_share[name]
         if share > max(BORDER_SHARE, BORDER_MARGIN * (seen.get("max_border_share") or 0.0)):
             flags.append(
                 Flag(
@@ -213,7 +217,7 @@ def mask_flags(
                 )
             )
         if seen.get("volume_ml") is not None:
-            flags += _class_flags(name, volumes[name], components[name], seen)
+            flags += _class_flags(name, found.volume_ml[name], found.components[name], seen)
     return flags
 
 
@@ -252,39 +256,99 @@ def soft_dice(probabilities: np.ndarray, classes: np.ndarray) -> dict[int, float
     for k in range(1, probabilities.shape[0]):
         p = probabilities[k]
         m = classes == k
-        denominator = float(p.sum()) + float(m.sum())
-        result[k] = 1.0 if denominator == 0 else 2.0 * float(p[m].sum()) / denominator
+        denominator = float(p.sum(dtype=np.float64)) + np.count_nonzero(m)
+        overlap = float(p.sum(where=m, dtype=np.float64))  # no copy of the mask's voxels
+        result[k] = 1.0 if denominator == 0 else 2.0 * overlap / denominator
     return result
 
 
 def boundary_entropy(probabilities: np.ndarray, classes: np.ndarray) -> float:
     """Mean normalised entropy (0: sure, 1: uniform) of the probabilities on the voxels where the mask
-    changes class (its boundaries); 0 when the mask is one class."""
-    edges = np.zeros(classes.shape, dtype=bool)
-    for axis in range(classes.ndim):
-        changed = np.diff(classes, axis=axis) != 0
-        pad_before = [(0, 0)] * classes.ndim
-        pad_after = [(0, 0)] * classes.ndim
-        pad_before[axis], pad_after[axis] = (1, 0), (0, 1)
-        edges |= np.pad(changed, pad_before) | np.pad(changed, pad_after)
-    if not edges.any():
+    changes class (a neighbour along some axis has another class); 0 when the mask is one class.
+
+    On the boundary voxels among the intensity measures' sample (:func:`voxel_sample`: every voxel of a
+    scan of at most SAMPLE_SIZE): a mean of values in [0, 1] over n sampled voxels is within
+    sqrt(ln(2 / delta) / 2n) of the whole boundary's but with probability delta (Hoeffding), about 0.01
+    for the thousands of boundary voxels a sample of a segmented scan holds. A measure to read in
+    ``qc.json``, not one a flag depends on.
+    """
+    shape = classes.shape
+    index, coordinates = voxel_sample(tuple(int(n) for n in shape))
+    flat = np.ravel(classes)
+    here = flat[index]
+    edge = np.zeros(len(index), dtype=bool)
+    for axis, stride in enumerate(flat_strides(shape)):
+        for step, inside in ((-stride, coordinates[axis] > 0), (stride, coordinates[axis] < shape[axis] - 1)):
+            edge |= flat[np.where(inside, index + step, index)] != here  # outside the scan: itself, no change
+    if not edge.any():
         return 0.0
-    p = np.clip(probabilities[:, edges], 1e-12, 1.0)
+    p = probabilities.reshape(probabilities.shape[0], -1)[:, index[edge]].astype(np.float64)
+    p = np.clip(p, 1e-12, 1.0)
     entropy = -(p * np.log(p)).sum(0) / np.log(probabilities.shape[0])
     return float(entropy.mean())
 
 
+class Votes:
+    """Per voxel and foreground class, how many of several predictions of one case (mirrored copies,
+    ensemble members) chose the class: all that their mutual Dice needs (:meth:`agreement`), one byte a
+    voxel and class however many predictions there are, so that none of them is kept."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.predictions = 0
+        self.counts: np.ndarray | None = None  # (K - 1, *S): votes for classes 1..K-1
+
+    def add(self, classes: np.ndarray) -> None:
+        """One prediction's class-index map (*S)."""
+        if self.counts is None:
+            self.counts = np.zeros((self.num_classes - 1, *classes.shape), dtype=np.uint8)
+        elif self.predictions == np.iinfo(self.counts.dtype).max:
+            self.counts = self.counts.astype(np.uint32)
+        for k in range(1, self.num_classes):
+            self.counts[k - 1] += classes == k
+        self.predictions += 1
+
+    def agreement(self, voxel_volume: float = 1.0) -> Agreement:
+        """The sums behind the mutual Dice (volumes in ``voxel_volume`` units, for grids that differ)."""
+        agreeing, total = np.zeros(self.num_classes - 1), np.zeros(self.num_classes - 1)
+        if self.counts is not None and self.predictions > 1:
+            for index, votes in enumerate(self.counts):
+                n = votes.astype(np.int64)
+                agreeing[index] = float((n * (n - 1)).sum()) * voxel_volume
+                total[index] = float(n.sum()) * (self.predictions - 1) * voxel_volume
+        return Agreement(agreeing, total, self.predictions * (self.predictions - 1) // 2)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The mutual Dice of several predictions of a case, as sums over every pair of them and over voxels,
+    per foreground class: ``agreeing``, the volume both chose the class (twice the overlap: sum of
+    n (n - 1) over voxels, n the predictions that chose it there); ``total``, both volumes (sum of
+    (predictions - 1) n). Sums, so that predictions on different grids (an ensemble whose members
+    preprocess differently) add up: pairs within each grid."""
+
+    agreeing: np.ndarray
+    total: np.ndarray
+    pairs: int
+
+    def __add__(self, other: Agreement) -> Agreement:
+        return Agreement(self.agreeing + other.agreeing, self.total + other.total, self.pairs + other.pairs)
+
+    def mutual_dice(self) -> float:
+        """The pooled Dice over pairs (2 sum |A & B| / sum (|A| + |B|)) per class, averaged over classes
+        (1 for a class no prediction chose): 1 when all predictions agree on every voxel; NaN without pairs."""
+        if self.pairs == 0:
+            return float("nan")
+        safe = np.where(self.total > 0, self.total, 1.0)
+        return float(np.mean(np.where(self.total > 0, self.agreeing / safe, 1.0)))
+
+
 def mutual_dice(member_masks: Sequence[np.ndarray], num_classes: int) -> float:
-    """The mean Dice, over foreground classes and pairs of members, between members' masks (class
-    indices): 1 when mirror TTA or the ensemble's models agree on every voxel."""
-    scores = []
-    for i in range(len(member_masks)):
-        for j in range(i + 1, len(member_masks)):
-            for k in range(1, num_classes):
-                a, b = member_masks[i] == k, member_masks[j] == k
-                total = int(a.sum()) + int(b.sum())
-                scores.append(1.0 if total == 0 else 2.0 * int((a & b).sum()) / total)
-    return float(np.mean(scores)) if scores else float("nan")
+    """The mutual Dice (:class:`Agreement`) of class-index masks on one grid."""
+    votes = Votes(num_classes)
+    for mask in member_masks:
+        votes.add(mask)
+    return votes.agreement().mutual_dice()
 
 
 def predicted_dice(
@@ -300,6 +364,13 @@ def predicted_dice(
     return estimate, (max(0.0, estimate - half), min(1.0, estimate + half))
 
 
+def class_indices(mask: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
+    """Label values -> class indices; the mask itself when the values are 0..K-1 already (no copy)."""
+    if list(class_values) == list(range(len(class_values))):
+        return mask
+    return np.searchsorted(np.asarray(class_values), mask)
+
+
 def assess_case(
     case_id: str,
     image: Image,
@@ -308,24 +379,24 @@ def assess_case(
     class_values: Sequence[int],
     class_names: Sequence[str],
     fingerprint: Mapping[str, Any] | None,
-    member_masks: Sequence[np.ndarray] | None = None,
+    agreement: Agreement | None = None,
 ) -> CaseQC:
     """Every check on one case: ``mask`` holds label values (no channel axis), ``probabilities`` (K, *S)
-    on the image's grid; ``member_masks`` the class-index masks of TTA or ensemble members, if any."""
+    on the image's grid; ``agreement`` how much the TTA copies or ensemble members agreed, if any."""
     measures: dict[str, Any] = {}
     flags = header_flags(image) if fingerprint is None else input_flags(image, fingerprint, measures)
     spacing = [float(s) for s in image.geometry.spacing]
     classes_seen = None if fingerprint is None else fingerprint.get("classes")
     flags += mask_flags(mask, spacing, class_values, class_names, classes_seen, measures)
-    index = np.searchsorted(np.asarray(class_values), mask)  # label values -> class indices
+    index = class_indices(mask, class_values)
     soft = soft_dice(probabilities, index)
     measures["soft_dice"] = {class_names[k]: v for k, v in soft.items()}
     measures["boundary_entropy"] = boundary_entropy(probabilities, index)
-    agreement = None
-    if member_masks is not None and len(member_masks) > 1:
-        agreement = mutual_dice(member_masks, len(class_values))
-        measures["mutual_dice"] = agreement
-    estimate, interval = predicted_dice(soft, flags, agreement)
+    mutual = None
+    if agreement is not None and agreement.pairs > 0:
+        mutual = agreement.mutual_dice()
+        measures["mutual_dice"] = mutual
+    estimate, interval = predicted_dice(soft, flags, mutual)
     if estimate < LOW_DICE:
         flags.append(Flag("low_confidence", "check", f"the network was unsure: predicted Dice {estimate:.2f}"))
     return CaseQC(case_id, flags, estimate, interval, measures)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from attnseg.data import Image, PreprocessedCase
+from attnseg.inference.qc import Agreement
 
 
 @dataclass
@@ -25,11 +26,13 @@ class PreparedImage:
     """An image preprocessed for every model of an ensemble: what a background loader hands over.
 
     ``groups`` pairs each distinct preprocessing (models with the same plan, such as the folds of one
-    training, share one) with the indices of the models that use it.
+    training, share one) with the indices of the models that use it. ``agreement`` is filled in by the
+    forward step when quality control measures how much mirrored copies or ensemble members agree.
     """
 
     image: Image
     groups: list[tuple[PreprocessedCase, list[int]]] = field(default_factory=list)
+    agreement: Agreement | None = None
 
 
 class StepwisePredictor(Protocol):

@@ -8,7 +8,7 @@ on tensors only (no files, no preprocessing).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +25,12 @@ def mirror_axes(spatial_dims: int) -> list[tuple[int, ...]]:
 
 
 class _Probabilities(nn.Module):
-    """Softmax of the model's logits, averaged over mirrored copies when ``mirror`` is on."""
+    """Softmax of the model's logits, averaged over the copies mirrored along ``flips`` (each flipped back)."""
 
-    def __init__(self, model: nn.Module, spatial_dims: int, mirror: bool) -> None:
+    def __init__(self, model: nn.Module, flips: Sequence[tuple[int, ...]]) -> None:
         super().__init__()
         self.model = model
-        self.flips = mirror_axes(spatial_dims) if mirror else [()]
+        self.flips = list(flips)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = None
@@ -70,7 +70,7 @@ def predict_volume(
     """
     model.eval()
     return map_volume(
-        _Probabilities(model, spatial_dims, mirror),
+        _Probabilities(model, mirror_axes(spatial_dims) if mirror else [()]),
         image,
         spatial_dims,
         slice_axis=slice_axis,
@@ -116,6 +116,27 @@ def predict_preprocessed(model: nn.Module, image: np.ndarray, plan: Plan, **opti
     """``predict_volume`` on an image already on ``plan``'s grid: 2D networks slice across the plan's
     axis, 3D networks run windows of the plan's patch size. ``options`` go to ``predict_volume``."""
     return predict_volume(model, *_on_plan(image, plan), **options)
+
+
+def predict_variants(
+    model: nn.Module, image: np.ndarray, plan: Plan, mirror: bool = False, **options: object
+) -> Iterator[torch.Tensor]:
+    """The probabilities (K, *S) of each mirrored copy of an image on ``plan``'s grid, flipped back, one
+    at a time (only the identity without ``mirror``): for measuring how much the copies disagree without
+    holding them all. Their mean is ``predict_preprocessed(mirror=True)``'s to rounding: sliding windows
+    are blended linearly, so averaging the copies before or after blending is the same sum; the windows
+    and their flips are the same. ``options`` as for ``predict_volume`` (but ``mirror``)."""
+    model.eval()
+    tensor, spatial_dims, slice_axis, patch_size = _on_plan(image, plan)
+    for axes in mirror_axes(spatial_dims) if mirror else [()]:
+        yield map_volume(
+            _Probabilities(model, [axes]),
+            tensor,
+            spatial_dims,
+            slice_axis=slice_axis,
+            patch_size=patch_size,
+            **options,
+        )
 
 
 def map_preprocessed(

@@ -83,16 +83,22 @@ def _by_hand(model_dirs: list[Path], image, flips, flip_back: bool = True) -> np
     return restore_probabilities(sum(members) / len(members), case.properties)
 
 
+def _asymmetric_scan(tiny_dataset: Path, tmp_path: Path) -> Path:
+    """A training scan with a bright block in one corner: no flip maps it onto itself."""
+    scan = read_image(tiny_dataset / "imagesTr" / "case_001_0000.nii.gz")
+    array = scan.array.copy()
+    array[0, :7, :5, :] = 2.5 * scan.array.max()
+    image = tmp_path / "asymmetric.nii.gz"
+    write_image(image, array, scan.geometry)
+    return image
+
+
 def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_dataset, tmp_path):
     """Mirroring flips every copy back before averaging, and the ensemble averages every member's
     probabilities: checked against the hand computation, on an input that is not mirror-symmetric, with
     two members whose predictions differ (a TTA that forgets to flip back, or an ensemble that uses its
     first member only, fails here)."""
-    scan = read_image(tiny_dataset / "imagesTr" / "case_001_0000.nii.gz")
-    array = scan.array.copy()
-    array[0, :7, :5, :] = 2.5 * scan.array.max()  # a bright block in one corner: no flip maps it onto itself
-    image = tmp_path / "asymmetric.nii.gz"
-    write_image(image, array, scan.geometry)
+    image = _asymmetric_scan(tiny_dataset, tmp_path)
     other = _perturbed_copy(trained_model, tmp_path / "other")
     # amp="off": fp32 as the hand computation (the training may have chosen bf16, from its timings)
     predictor = Predictor([trained_model, other], mirror=True, largest_component=True, amp="off")
@@ -116,6 +122,53 @@ def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_da
     mask = _assert_on_grid(written[0], image)
     for value in (1, 2):
         assert ndimage.label(mask.array[0] == value)[1] <= 1  # one component per class at most
+
+
+def _copies_by_hand(model_dirs: list[Path], image, flips) -> list[np.ndarray]:
+    """Every mirrored copy's mask of every member, by hand: on the plan's grid, slice by slice, the argmax
+    of the softmax of the flipped slices' logits, flipped back."""
+    masks = []
+    for path in model_dirs:
+        directory = ModelDir(path)
+        plan, network = directory.load_plan(), directory.build_network(weights=True)
+        slices = torch.from_numpy(np.array(preprocess_case(image, plan).image)).movedim(plan.slice_axis + 1, 0)
+        with torch.no_grad():
+            masks += [torch.softmax(network(slices.flip(axes)), dim=1).flip(axes).argmax(1).numpy() for axes in flips]
+    return masks
+
+
+def _pooled_mutual_dice(masks: list[np.ndarray], num_classes: int) -> float:
+    """Per foreground class, 2 sum |A & B| / sum (|A| + |B|) over every pair of masks; the mean over classes."""
+    per_class = []
+    for k in range(1, num_classes):
+        pairs = [(a == k, b == k) for i, a in enumerate(masks) for b in masks[i + 1 :]]
+        overlap = sum(2 * int((a & b).sum()) for a, b in pairs)
+        per_class.append(overlap / sum(int(a.sum()) + int(b.sum()) for a, b in pairs))
+    return float(np.mean(per_class))
+
+
+def test_qc_measures_the_disagreement_of_every_mirrored_copy_of_every_member(trained_model, tiny_dataset, tmp_path):
+    """With TTA and an ensemble, quality control bounds the predicted Dice by the mutual Dice of every
+    mirrored copy of every member, pooled over their pairs: checked by hand on an input no flip maps
+    onto itself, with two members whose predictions differ (the members' averaged masks alone, or the
+    first member's copies alone, give another figure)."""
+    image = _asymmetric_scan(tiny_dataset, tmp_path)
+    other = _perturbed_copy(trained_model, tmp_path / "other")
+    predictor = Predictor([trained_model, other], mirror=True, amp="off")
+    predictor.predict_files(image, tmp_path / "out", progress=False)
+    case = json.loads((tmp_path / "out" / "qc.json").read_text())["cases"][0]
+
+    scan = read_image(image)
+    copies = _copies_by_hand([trained_model, other], scan, FLIPS_2D)
+    assert len(copies) == 8
+    expected = _pooled_mutual_dice(copies, 3)
+    assert case["measures"]["mutual_dice"] == pytest.approx(expected, abs=1e-3)
+    assert case["predicted_dice"] <= case["measures"]["mutual_dice"] + 1e-9  # the bound applies
+    first_member_only = _pooled_mutual_dice(copies[:4], 3)
+    members_only = _pooled_mutual_dice(
+        [_by_hand([path], scan, FLIPS_2D).argmax(0) for path in (trained_model, other)], 3
+    )
+    assert abs(first_member_only - expected) > 0.01 and abs(members_only - expected) > 0.01
 
 
 def test_keep_largest_components():

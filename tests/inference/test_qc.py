@@ -9,12 +9,25 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from attnseg.data import Geometry, Image
-from attnseg.data.training_fingerprint import border_share, case_fingerprint, standardized, summarize
+from attnseg.data.preprocess import otsu_threshold
+from attnseg.data.training_fingerprint import (
+    PERCENTILES,
+    SAMPLE_SIZE,
+    border_share,
+    case_fingerprint,
+    intensity_measures,
+    mask_measures,
+    standardized,
+    summarize,
+    voxel_sample,
+)
 from attnseg.inference.qc import (
     CaseQC,
     Flag,
+    Votes,
     assess_case,
     boundary_entropy,
     header_flags,
@@ -156,6 +169,138 @@ def test_border_share_counts_the_masks_voxels_on_any_face():
     assert border_share(mask) == 0.0
 
 
+def test_border_share_and_mask_measures_count_each_border_voxel_once():
+    labels = np.zeros((4, 1, 3), dtype=np.uint8)  # an axis of one voxel: both its faces are the same slice
+    labels[1:3, 0, 1] = 2
+    labels[0, 0, 0] = 1
+    measures = mask_measures(labels, (1.0, 1.0, 1.0), [0, 1, 2], ["background", "a", "b"])
+    assert measures.border_share == {"a": 1.0, "b": 1.0} and measures.volume_ml == {"a": 0.001, "b": 0.002}
+    rng = np.random.default_rng(0)
+    labels = (rng.random((9, 7, 5)) < 0.3).astype(np.uint8) * rng.integers(1, 3, (9, 7, 5)).astype(np.uint8)
+    measures = mask_measures(labels, (1.0, 2.0, 1.0), [0, 1, 2], ["background", "a", "b"])
+    inner = np.zeros_like(labels, dtype=bool)
+    inner[1:-1, 1:-1, 1:-1] = True
+    for value, name in ((1, "a"), (2, "b")):
+        mask = labels == value
+        assert measures.border_share[name] == pytest.approx((mask & ~inner).sum() / mask.sum())
+        assert measures.components[name] == ndimage.label(mask)[1]
+        assert measures.volume_ml[name] == pytest.approx(mask.sum() * 2 / 1000)
+
+
+def _exact_intensity_measures(
+    channel: np.ndarray, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray, float, list[float], float]:
+    """The measures' definitions on every voxel: (sorted body values, sorted neighbour differences in the
+    body, the 1-99 percentile range, the medians of the first and last third of axis 0's body, Otsu's)."""
+    threshold = otsu_threshold(channel.ravel()) if threshold is None else threshold
+    body = channel > threshold
+    steps = []
+    for axis in range(channel.ndim):
+        first = [slice(None)] * channel.ndim
+        second = [slice(None)] * channel.ndim
+        first[axis], second[axis] = slice(0, -1), slice(1, None)
+        inside = body[tuple(first)] & body[tuple(second)]
+        steps.append(np.abs(channel[tuple(second)] - channel[tuple(first)])[inside])
+    low, high = np.percentile(channel, [1.0, 99.0])
+    third = channel.shape[0] // 3
+    ends = [float(np.median(channel[part][body[part]])) for part in (slice(0, third), slice(-third, None))]
+    return np.sort(channel[body]), np.sort(np.concatenate(steps)), float(high - low), ends, threshold
+
+
+def _rank(sorted_values: np.ndarray, value: float) -> float:
+    """Where ``value`` falls among ``sorted_values`` (0 to 1; ties: the middle of their ranks)."""
+    left, right = np.searchsorted(sorted_values, value, "left"), np.searchsorted(sorted_values, value, "right")
+    return (left + right) / 2 / len(sorted_values)
+
+
+def test_intensity_measures_from_a_sample_stay_within_their_stated_bound():
+    """On a scan larger than the sample: every body percentile, and the noise (a median), fall within the
+    rank bound the docstring states of the whole scan's, and the drift within 5% of it; on a scan of at
+    most SAMPLE_SIZE voxels, every number is the exact one."""
+    shape = (96, 80, 40)  # 307,200 voxels: a sample of SAMPLE_SIZE of them
+    assert np.prod(shape) > 4 * SAMPLE_SIZE
+    grid = (np.indices(shape) + 0.5) / np.array(shape)[:, None, None, None] - 0.5
+    radius = np.sqrt((grid**2).sum(0)) * 2  # 1 on the faces' centres: an ellipsoid body filling the scan
+    tissue = np.where(radius < 0.4, 2.0, np.where(radius < 0.95, 1.0, 0.0)) * 100
+    ramp = np.linspace(0.7, 1.3, shape[0])[:, None, None]  # a bias field along axis 0, for the drift
+    noise = np.random.default_rng(3).normal(0, 8, shape)
+    channel = (tissue * ramp + noise).astype(np.float32)
+    measured = intensity_measures(channel[None])
+    body, steps, scale, ends, _ = _exact_intensity_measures(channel)
+    # the DKW bound at 1 - 1e-6 for SAMPLE_SIZE body voxels (the noise has more pairs than that)
+    assert len(body) > SAMPLE_SIZE
+    bound = np.sqrt(np.log(2 / 1e-6) / (2 * SAMPLE_SIZE))
+    assert 0.02 < bound < 0.022
+    for percentile, value in zip(PERCENTILES, measured.body_percentiles[0], strict=True):
+        assert abs(_rank(body, value) - percentile / 100) <= bound, percentile
+    assert abs(_rank(steps, measured.noise * scale) - 0.5) <= bound
+    exact_drift = abs(ends[0] - ends[1]) / scale
+    assert exact_drift > 0.05 and measured.drift == pytest.approx(exact_drift, rel=0.05)
+
+    small = channel[:25, :25, :25]  # 15,625 voxels: all of them
+    assert small.size <= SAMPLE_SIZE
+    measured = intensity_measures(small[None])
+    body, steps, scale, _, _ = _exact_intensity_measures(small)
+    assert measured.body_percentiles[0] == pytest.approx(list(np.percentile(body, PERCENTILES)))
+    assert measured.noise == pytest.approx(float(np.median(steps)) / scale)
+
+
+def test_a_body_in_a_small_part_of_a_large_scan_is_measured_on_all_its_voxels():
+    """The top slices of a head: a few thousand body voxels in a large scan. Sampled from the scan, the
+    body would get a few dozen voxels; the body's own sample holds every body voxel, so its percentiles
+    and noise are the exact ones (with the same threshold: Otsu's on the scan's sample)."""
+    shape = (120, 120, 30)  # 432,000 voxels
+    distance = np.sqrt(((np.indices(shape) - (np.array(shape)[:, None, None, None] - 1) / 2) ** 2).sum(0))
+    rng = np.random.default_rng(1)
+    tissue = rng.uniform(100, 150, shape)  # a wide spread: percentiles of a few dozen voxels move a lot
+    channel = (np.where(distance < 8, tissue, 0.0) + rng.normal(0, 1, shape)).astype(np.float32)
+    measured = intensity_measures(channel[None])
+    threshold = otsu_threshold(channel.ravel()[voxel_sample(shape)[0]].astype(np.float64))
+    body, steps, _, _, _ = _exact_intensity_measures(channel, threshold)
+    assert 1000 < len(body) <= SAMPLE_SIZE and len(body) < channel.size / 100
+    assert measured.body_percentiles[0] == pytest.approx(list(np.percentile(body, PERCENTILES)))
+    low, high = np.percentile(channel.ravel()[voxel_sample(shape)[0]], [1.0, 99.0])  # the scale: the scan's sample
+    assert measured.noise == pytest.approx(float(np.median(steps)) / (high - low))
+
+
+def test_boundary_entropy_of_a_large_mask_from_the_sample_is_close_to_the_whole_boundarys():
+    shape = (96, 80, 40)  # above SAMPLE_SIZE: the sample's boundary voxels
+    distance = np.sqrt(((np.indices(shape) - np.array(shape)[:, None, None, None] / 2) ** 2).sum(0))
+    classes = (distance < 20).astype(np.uint8) + (distance < 10)
+    edges = np.zeros(shape, dtype=bool)
+    for axis in range(3):
+        changed = np.diff(classes, axis=axis) != 0
+        edges |= np.concatenate([changed, np.zeros_like(changed.take([0], axis))], axis)
+        edges |= np.concatenate([np.zeros_like(changed.take([0], axis)), changed], axis)
+    # sure everywhere but on the inner side of each boundary: a measure that misses either side of a
+    # boundary, or reads voxels off it, is far off
+    probabilities = np.eye(3, dtype=np.float32)[classes].transpose(3, 0, 1, 2).copy()
+    unsure = edges & ((classes == 2) | ((classes == 1) & (distance >= 15)))  # the inner sides
+    noisy = np.random.default_rng(0).dirichlet([1.0, 1.0, 1.0], size=int(unsure.sum())).T.astype(np.float32)
+    probabilities[:, unsure] = noisy
+    p = np.clip(probabilities[:, edges].astype(np.float64), 1e-12, 1)
+    exact = float((-(p * np.log(p)).sum(0) / np.log(3)).mean())
+    assert 0.2 < exact < 0.5  # a part of the boundary, not all of it
+    assert boundary_entropy(probabilities, classes) == pytest.approx(exact, abs=0.02)
+
+
+def test_votes_give_the_mutual_dice_pooled_over_pairs_and_grids():
+    a, b, c = np.array([1, 1, 2, 0]), np.array([1, 0, 2, 2]), np.array([1, 1, 0, 0])
+    # class 1: |a|=2 |b|=1 |c|=2, overlaps ab=1 ac=2 bc=1: 2*4 / (3+4+3)
+    # class 2: |a|=1 |b|=2 |c|=0, overlap ab=1: 2*1 / (3+1+2)
+    assert mutual_dice([a, b, c], 3) == pytest.approx((8 / 10 + 2 / 6) / 2)
+    votes = Votes(3)
+    for mask in (a, b):
+        votes.add(mask)
+    coarse = Votes(3)  # another member's grid, voxels of 8 units: its pairs weigh 8 times as much per voxel
+    for mask in (np.array([1, 0]), np.array([1, 1])):
+        coarse.add(mask)
+    pooled = votes.agreement() + coarse.agreement(8.0)
+    # class 1: 2*1 + 8*2*1 over (2+1) + 8*(1+2); class 2: 2*1 over 1+2 (none on the coarse grid)
+    assert pooled.pairs == 2 and pooled.mutual_dice() == pytest.approx((18 / 27 + 2 / 3) / 2)
+    assert Votes(3).agreement().mutual_dice() != Votes(3).agreement().mutual_dice()  # no pairs: NaN
+
+
 def test_the_verdict_is_the_worst_flag_and_failed_cases_come_first():
     ok = CaseQC("a", [], 0.9)
     check = CaseQC("b", [Flag("size", "check", "s")], 0.8)
@@ -228,3 +373,14 @@ def test_spearman_by_hand():
 
     assert spearman([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.9, 0.8]) == pytest.approx(0.8)  # 1 - 6*2/(4*15)
     assert math.isnan(spearman([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
+
+
+def test_the_qc_cost_benchmark_times_the_checks_in_the_run_with_qc_only(trained_model, tiny_dataset, tmp_path):
+    from benchmarks.qc_cost import time_share
+
+    images = sorted((tiny_dataset / "imagesTr").iterdir())[:2]
+    result = time_share(trained_model, images, tmp_path, repeats=1)
+    assert result["checks_cpu"] > 0 and result["without_qc"] > 0 and result["with_qc"] > 0
+    assert result["qc_share"] == pytest.approx(result["with_qc"] / result["without_qc"] - 1)
+    assert result["checks_cpu_share"] == pytest.approx(result["checks_cpu"] / result["cpu_without_qc"])
+    assert not list(tmp_path.iterdir())  # every run's masks removed
