@@ -16,6 +16,7 @@ from attnseg.data.preprocess import otsu_threshold
 from attnseg.data.training_fingerprint import (
     PERCENTILES,
     SAMPLE_SIZE,
+    IntensityMeasures,
     border_share,
     case_fingerprint,
     intensity_measures,
@@ -25,9 +26,14 @@ from attnseg.data.training_fingerprint import (
     voxel_sample,
 )
 from attnseg.inference.qc import (
+    FAIL_FACTOR,
+    FLAG_FACTOR,
+    HANDLED_FACTOR,
+    INTENSITY_FAIL_MULTIPLE,
     CaseQC,
     Flag,
     Votes,
+    _intensity_flags,
     assess_case,
     boundary_entropy,
     header_flags,
@@ -91,7 +97,7 @@ def test_intensities_rescaled_raise_the_intensity_flag(fingerprint):
     image, label = ball_case(9, 4.0, scale=300.0)
     qc = assess_case("bright", image, label, one_hot_probabilities(label), VALUES, NAMES, fingerprint)
     assert "intensity" in codes(qc) and qc.verdict == "check"  # the shape of the distribution is the same
-    assert qc.predicted_dice == pytest.approx(0.85)
+    assert qc.predicted_dice == pytest.approx(HANDLED_FACTOR)  # a scaling: the normalisation undoes it
     # standardised percentiles are blind to a scaling and a shift, not to an inversion (another contrast)
     percentiles = [[0.0, 10.0, 30.0, 50.0, 60.0, 90.0, 100.0]]
     assert standardized([[3 * v + 7 for v in percentiles[0]]])[0] == pytest.approx(standardized(percentiles)[0])
@@ -384,3 +390,47 @@ def test_the_qc_cost_benchmark_times_the_checks_in_the_run_with_qc_only(trained_
     assert result["qc_share"] == pytest.approx(result["with_qc"] / result["without_qc"] - 1)
     assert result["checks_cpu_share"] == pytest.approx(result["checks_cpu"] / result["cpu_without_qc"])
     assert not list(tmp_path.iterdir())  # every run's masks removed
+
+
+def test_flags_of_one_cause_lower_the_predicted_dice_once():
+    """Another scanner raises geometry and intensity flags together: each group counts once, with its
+    smallest factor; a fail outweighs a check of its group; unrelated groups multiply."""
+    geometry = [Flag("orientation", "check", "", HANDLED_FACTOR), Flag("spacing", "check", "", HANDLED_FACTOR)]
+    geometry.append(Flag("size", "check", "", HANDLED_FACTOR))
+    scanner = [Flag("intensity", "check", ""), Flag("noise", "check", "")]
+    assert predicted_dice({1: 0.9}, geometry)[0] == pytest.approx(0.9 * HANDLED_FACTOR)
+    assert predicted_dice({1: 0.9}, geometry + scanner)[0] == pytest.approx(0.9 * HANDLED_FACTOR * FLAG_FACTOR)
+    failed = [*scanner, Flag("intensity", "fail", "")]
+    assert predicted_dice({1: 0.9}, failed)[0] == pytest.approx(0.9 * FAIL_FACTOR)
+    separate = [Flag("volume", "check", ""), Flag("components", "check", "")]  # each its own group
+    assert predicted_dice({1: 0.9}, separate)[0] == pytest.approx(0.9 * FLAG_FACTOR**2)
+
+
+def test_an_intensity_distribution_just_past_the_threshold_asks_for_a_check_and_far_past_it_fails():
+    """Percentiles whose shape is off (the top ones stretched), at 1.5 and 3 times the training's
+    threshold from its median: ``check`` (with the check's factor) and ``fail``; a shift of the same
+    distance, whose shape is the training's, is a scaling the normalisation undoes."""
+    reference = [0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0][: len(PERCENTILES)]
+    intensity = {
+        "reference": [reference],
+        "scale": [1.0],
+        "threshold": 2.0,
+        "shape_reference": standardized([reference]),
+        "shape_threshold": 0.01,
+    }
+
+    def flag_at(distance: float, stretched: bool) -> Flag:
+        n, top = len(reference), len(reference) // 2
+        # stretched: the top percentiles move, the others stay; else all shift alike (the training's shape)
+        delta = [0.0] * (n - top) + [distance * n / top] * top if stretched else [distance] * n
+        percentiles = [[r + d for r, d in zip(reference, delta, strict=True)]]
+        measures: dict = {}
+        flags = _intensity_flags(IntensityMeasures(percentiles, 0.0, 0.0), intensity, measures)
+        assert measures["intensity_distance"] == pytest.approx(distance)
+        return flags[0]
+
+    near, far, shifted = flag_at(3.0, True), flag_at(6.0, True), flag_at(6.0, False)
+    assert (near.severity, near.factor) == ("check", FLAG_FACTOR)  # 3 > the threshold 2, <= 2 x 2
+    assert (far.severity, far.factor) == ("fail", FAIL_FACTOR)  # 6 > INTENSITY_FAIL_MULTIPLE x 2
+    assert (shifted.severity, shifted.factor) == ("check", HANDLED_FACTOR)
+    assert INTENSITY_FAIL_MULTIPLE == 2.0
