@@ -20,15 +20,16 @@ a resumed run reuses them, and ``attnseg predict`` follows them on the same kind
 A third choice is the number of torch threads on the CPU (intra-op parallelism, ``training.threads``):
 torch's default is one per core (or ``OMP_NUM_THREADS``), but on a machine whose cores other processes
 already hold, threads of one operation wait for each other, and two threads on two busy cores measured
-10-20 times slower than one (docs/generalisation.md). :func:`choose_threads` takes one thread when the
-machine is already busy (its 1-minute load at least its cores) and the user set nothing; the count and
-why also go to ``runtime.json`` (``threads``).
+10-20 times slower than one (docs/generalisation.md). :func:`choose_threads` takes as many threads as
+cores other processes leave idle (at least one, at most torch's default) when the user set nothing; the
+count and why also go to ``runtime.json`` (``threads``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -216,13 +217,19 @@ class Threads:
 
 
 def choose_threads(
-    setting: int | None, deterministic: bool, environ: Mapping[str, str], default: int, cores: int, load: float | None
+    setting: int | None,
+    deterministic: bool,
+    environ: Mapping[str, str],
+    default: int,
+    cores: int,
+    busy: Callable[[], float | None],
 ) -> Threads:
     """The intra-op thread count for ``setting`` (``training.threads``; None: not set), given torch's
-    ``default`` count, the ``cores`` this process may use and the machine's 1-minute ``load`` (None:
-    unknown). One thread when the machine is already busy (load >= cores) and nothing was set: threads
-    of one operation then wait for each other behind other processes. A count set by the user (or by
-    ``OMP_NUM_THREADS``), and a deterministic run (results can vary with the thread count), keep theirs."""
+    ``default`` count, the ``cores`` this process may use and ``busy()``, the cores other processes keep
+    busy (None: unknown; called only when the count depends on it). Without a setting: the cores left
+    idle, rounded, at least one and at most the default, because threads of one operation wait for each
+    other behind other processes. A count set by the user (or by ``OMP_NUM_THREADS``), and a
+    deterministic run (results can vary with the thread count), keep theirs."""
     if setting is not None:
         return Threads(setting, f"set: training.threads={setting}")
     if environ.get("OMP_NUM_THREADS"):
@@ -231,24 +238,49 @@ def choose_threads(
         return Threads(default, "training.deterministic: torch's default, not chosen by the load (it varies by run)")
     if default == 1:
         return Threads(1, "torch's default: one thread")
-    if load is None:
+    others = busy()
+    if others is None:
         return Threads(default, "torch's default (the machine's load is unknown)")
-    if load >= cores:
-        return Threads(
-            1,
-            f"the machine is busy (load {load:.1f} on {cores} cores): one thread, as several of one operation "
-            "wait for each other behind other processes (training.threads sets a count)",
-        )
-    return Threads(default, f"torch's default: the machine is not busy (load {load:.1f} on {cores} cores)")
+    count = max(1, min(default, round(cores - others)))
+    if count == default:
+        return Threads(default, f"torch's default: other processes use {others:.1f} of {cores} cores")
+    return Threads(
+        count,
+        f"other processes use {others:.1f} of {cores} cores: {count} thread(s) on the idle ones, as threads of one "
+        "operation wait for each other behind other processes (training.threads sets a count)",
+    )
 
 
-def machine_load() -> tuple[int, float | None]:
-    """The cores this process may run on and the machine's 1-minute load average (None where unknown)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def busy_cores(seconds: float = 0.2) -> float | None:
+    """The cores other processes keep busy: the larger of the machine's busy share over ``seconds`` while
+    this process sleeps (``/proc/stat``: what runs now) and the 1-minute load minus this process's own
+    one (what ran lately; the load lags, and counts this process once it computes). None where neither
+    can be read."""
+    estimates = []
+    with contextlib.suppress(OSError):
+        estimates.append(os.getloadavg()[0] - 1.0)
     try:
-        return cores, os.getloadavg()[0]
-    except OSError:
-        return cores, None
+        before = _cpu_ticks()
+        time.sleep(seconds)
+        after = _cpu_ticks()
+        total, idle = after[0] - before[0], after[1] - before[1]
+        if total > 0:
+            estimates.append((1.0 - idle / total) * (os.cpu_count() or 1))
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0.0, max(estimates)) if estimates else None
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(all, idle + iowait) jiffies of the machine's CPUs since boot, from /proc/stat's first line."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]
+    return sum(values), values[3] + values[4]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager
@@ -256,8 +288,7 @@ def run_threads(setting: int | None, deterministic: bool) -> Iterator[Threads]:
     """Compute with :func:`choose_threads`'s count inside the block, torch's previous count after it (the
     caller's process, a test or a notebook, keeps its own)."""
     previous = torch.get_num_threads()
-    cores, load = machine_load()
-    threads = choose_threads(setting, deterministic, os.environ, previous, cores, load)
+    threads = choose_threads(setting, deterministic, os.environ, previous, usable_cores(), busy_cores)
     torch.set_num_threads(threads.count)
     try:
         yield threads

@@ -1,4 +1,6 @@
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -8,6 +10,7 @@ from attnseg.errors import ConfigError
 from attnseg.networks import build_network
 from attnseg.runtime import (
     Runtime,
+    busy_cores,
     choose_threads,
     cpu_has_bf16,
     fastest,
@@ -133,25 +136,44 @@ def test_interleaved_times_run_every_function_in_rounds():
 
 
 @pytest.mark.parametrize(
-    ("setting", "deterministic", "environ", "load", "count", "reason"),
+    ("setting", "deterministic", "environ", "busy", "count", "reason"),
     [
-        (None, False, {}, 2.4, 1, r"busy \(load 2\.4 on 2 cores\): one thread"),  # others hold the cores
-        (None, False, {}, 2.0, 1, r"busy"),  # load equal to the cores: busy
-        (None, False, {}, 0.8, 2, r"torch's default: the machine is not busy \(load 0\.8 on 2 cores\)"),
+        (None, False, {}, 2.4, 1, r"other processes use 2\.4 of 2 cores: 1 thread"),  # others hold the cores
+        (None, False, {}, 1.0, 1, r"use 1\.0 of 2 cores: 1 thread"),  # one other process: one idle core
+        (None, False, {}, 0.7, 1, r"1 thread"),  # the demo's case: load 1.7 with itself, another job at 100%
+        (None, False, {}, 0.3, 2, r"torch's default: other processes use 0\.3 of 2 cores"),
         (3, False, {}, 9.0, 3, r"set: training\.threads=3"),  # the user's count, however busy
         (None, False, {"OMP_NUM_THREADS": "2"}, 9.0, 2, r"set: OMP_NUM_THREADS=2"),
         (None, True, {}, 9.0, 2, r"training\.deterministic"),  # a count chosen by the load would vary by run
         (None, False, {}, None, 2, r"load is unknown"),
     ],
 )
-def test_threads_drop_to_one_on_a_busy_machine_unless_set(setting, deterministic, environ, load, count, reason):
-    threads = choose_threads(setting, deterministic, environ, default=2, cores=2, load=load)
+def test_threads_use_the_cores_other_processes_leave_idle(setting, deterministic, environ, busy, count, reason):
+    threads = choose_threads(setting, deterministic, environ, default=2, cores=2, busy=lambda: busy)
     assert threads.count == count
     assert re.search(reason, threads.reason), threads.reason
 
 
-def test_one_thread_by_default_stays_one():
-    assert choose_threads(None, False, {}, default=1, cores=1, load=5.0).count == 1
+def test_threads_are_not_measured_when_they_do_not_depend_on_it():
+    def never() -> float:
+        raise AssertionError("busy() called")
+
+    assert choose_threads(None, False, {}, default=1, cores=1, busy=never).count == 1
+    assert choose_threads(4, False, {}, default=2, cores=2, busy=never).count == 4
+    assert choose_threads(None, False, {}, default=8, cores=8, busy=lambda: 2.6).count == 5  # 5.4 idle cores
+
+
+def test_busy_cores_sees_a_process_that_computes_beside_it():
+    """A real busy loop in another process: at least most of a core busy while this one sleeps."""
+    spinner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"]
+    )
+    try:
+        time.sleep(0.5)
+        assert busy_cores(0.5) >= 0.6
+    finally:
+        spinner.kill()
+        spinner.wait(timeout=30)
 
 
 def test_run_threads_restores_the_callers_count(monkeypatch):
