@@ -135,8 +135,8 @@ MEASURED_RECIPE_SOURCE = "measured, docs/ms-guided.md"
 # The CPU preset predicts with its full-resolution head; weighted 8, as much as the eight stride-4 heads
 # together, it carries half of the segmentation term (weight 1: a ninth). Measured at 240 steps, fp32
 # (docs/ms-guided.md, docs/choosing-a-network.md): with the stride-1 head, weight 8 / 16 / 32 gave 0.887 /
-# 0.890 / 0.892 on mni152-tissue (weight 1 with the stride-2 head: 0.864) and, over 3 seeds on ctchest,
-# 0.801 / 0.769 (8 / 16): 16 and more leave the shared features to one head and vary more by seed there.
+# 0.890 / 0.892 on mni152-tissue (weight 1 with the stride-2 head: 0.864; over 3 seeds, 8 / 16: 0.883 /
+# 0.890) and, over 3 seeds on ctchest, 0.801 / 0.769: 16 leaves the shared features to one head there.
 CPU_RECIPE: dict[str, Any] = {**MEASURED_RECIPE, "loss.fine_weight": 8.0}
 CPU_RECIPE_SOURCE = "measured, docs/choosing-a-network.md"
 
