@@ -53,7 +53,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from attnseg.errors import ConfigError
+from attnseg.timing import time_call
 
 _DURATION = re.compile(r"^\s*(?P<value>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|sec|secs|m|min|mins|h|hr|hrs)?\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600}
@@ -72,6 +75,8 @@ MIN_COARSE_SIDE = 64
 RUNTIME_TIMING_SHARE = 0.05
 # A budget too short for this many whole epochs gets shorter epochs instead (the schedule needs a few).
 MIN_EPOCHS = 4
+# A measurement costing more than this share of the budget is taken once, not repeated (time_within_budget).
+CHEAP_MEASUREMENT_SHARE = 0.01
 # Whole training steps a costly step (over 1% of the budget) costs a budgeted run before its first epoch:
 # timing the runtime's default candidate, and the pre-flight batch, whose time the plan takes as a step's.
 STEPS_BEFORE_TRAINING = 2
@@ -146,6 +151,19 @@ def training_seconds(budget: TimeBudget) -> float:
     """What is left of ``budget`` for training steps, before any is measured: the reserve and a
     validation share set aside."""
     return max(0.0, (budget.remaining() - reserve_seconds(budget.seconds)) * (1 - VALIDATION_SHARE))
+
+
+def time_within_budget(
+    fn: Callable[[], object], budget: TimeBudget, device: torch.device, repeats: int, once: float | None = None
+) -> float:
+    """Seconds of one call of ``fn`` on ``budget``'s clock: one call's when it costs more than
+    CHEAP_MEASUREMENT_SHARE of the budget (measuring must not spend the budget it plans), else the median of
+    ``repeats`` more. ``once``: a call already timed, so that a costly one is not run again only to be timed."""
+    if once is None:
+        once = time_call(fn, repeats=1, warmup=0, device=device, clock=budget.clock)
+    if once > CHEAP_MEASUREMENT_SHARE * budget.seconds:
+        return once
+    return time_call(fn, repeats=repeats, warmup=0, device=device, clock=budget.clock)
 
 
 def refuse_if_short(budget: TimeBudget, needed: float, what: str) -> None:

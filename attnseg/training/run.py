@@ -49,7 +49,6 @@ from attnseg.model_dir import ModelDir
 from attnseg.networks.nets.ms_guided_attention import MultiScaleGuidedAttentionNet
 from attnseg.networks.registry import build_network, get_spec
 from attnseg.runtime import Runtime, Threads, run_threads, runtime_candidates
-from attnseg.timing import time_call
 from attnseg.training.budget import (
     COARSENING_FACTORS,
     FIRST_GUESS_MARGIN,
@@ -62,6 +61,7 @@ from attnseg.training.budget import (
     refuse_if_short,
     shortest_run_seconds,
     smaller_patch,
+    time_within_budget,
     training_seconds,
 )
 from attnseg.training.calibration import keep_calibration
@@ -368,10 +368,7 @@ def _step_seconds(config: Config, plan: Plan, device: torch.device, budget: Time
             model.zero_grad(set_to_none=True)
             loss_fn(model(image), label).backward()
 
-        once = time_call(step, repeats=1, warmup=0, device=device, clock=budget.clock)
-        if once > 0.01 * budget.seconds:
-            return once
-        return time_call(step, repeats=2, warmup=0, device=device, clock=budget.clock)
+        return time_within_budget(step, budget, device, repeats=2)
 
 
 def refuse_unaffordable_step(

@@ -32,7 +32,7 @@ from attnseg.errors import AttnsegError
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
 from attnseg.runtime import Runtime, Threads, is_out_of_memory, runtime_candidates
-from attnseg.timing import synchronize, time_call
+from attnseg.timing import synchronize
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
     FIRST_GUESS_WRITING,
@@ -44,6 +44,7 @@ from attnseg.training.budget import (
     reserve_seconds,
     shorter_epochs,
     spaced_validation,
+    time_within_budget,
 )
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer, build_scheduler
@@ -310,15 +311,11 @@ class Trainer:
         self._replan(cost, allow_longer=True, why="measured a training step")
 
     def _time_for_budget(self, fn: Callable[[], object], once: float | None = None) -> float:
-        """Seconds of one call of ``fn`` (the pre-flight pass warmed it up); the median of three when one
-        is cheap (under 1% of the budget), else that one: measuring must not eat the budget it plans.
-        ``once``: a call already timed (the pre-flight pass, for a training step), so that a costly step is
-        not run once more only to be timed (a 3D step on a CPU: a minute of a 5-minute budget)."""
-        if once is None:
-            once = time_call(fn, repeats=1, warmup=0, device=self.device, clock=self._clock)
-        if once > 0.01 * self.budget.seconds:
-            return once
-        return time_call(fn, repeats=3, warmup=0, device=self.device, clock=self._clock)
+        """Seconds of one call of ``fn`` (the pre-flight pass warmed it up): the median of three when one
+        is cheap, else that one (:func:`~attnseg.training.budget.time_within_budget`). ``once``: a call
+        already timed (the pre-flight pass, for a training step), so that a costly step is not run once more
+        only to be timed (a 3D step on a CPU: a minute of a 5-minute budget)."""
+        return time_within_budget(fn, self.budget, self.device, repeats=3, once=once)
 
     def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
         """Fit the remaining epochs into the remaining time; rank 0's plan is everyone's."""
