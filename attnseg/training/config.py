@@ -268,9 +268,9 @@ DIMENSION_DEFAULTS_SOURCE = "3D default (nnU-Net's 3d_fullres batch)"
 
 def dimension_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     """The defaults of the dimensionality a raw configuration asks for (``network.spatial_dims``)."""
-    network = raw.get("network")
-    dims = network.get("spatial_dims", NetworkConfig().spatial_dims) if isinstance(network, dict) else 2
-    return DIMENSION_DEFAULTS.get(dims, {}) if isinstance(dims, int) else {}
+    network, default = raw.get("network"), NetworkConfig().spatial_dims
+    dims = network.get("spatial_dims", default) if isinstance(network, dict) else default
+    return DIMENSION_DEFAULTS.get(dims, {}) if isinstance(dims, int) else {}  # a wrong type: validation says so
 
 
 def apply_recipe(raw: dict[str, Any]) -> dict[str, str]:

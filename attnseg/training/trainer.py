@@ -205,7 +205,7 @@ class Trainer:
             return
         epoch = self.state.epoch - 1
         started = self._clock()
-        row = self.state.history[-1]
+        row = history[-1]
         row.update(self._validate_and_select(epoch))
         row["seconds"] += self._clock() - started
         if self.context.is_main:
