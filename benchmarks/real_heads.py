@@ -7,9 +7,9 @@ reference brain masks, each the one training case for a model that is tested on 
 * **ITK's example head** (``KmeansTest_T1UCharRaw``): another person, 2 x 2 x 3 mm (thick coronal slices),
   stored LSA (Debian's ``insighttoolkit4-examples``). Reference: ``KmeansTest_T1RawSkullStrip`` > 0.
 
-The two references follow different conventions (BET includes more of the CSF around the brain), and the
-heads differ in contrast, resolution, field of view and anatomy: this is the development benchmark for
-"another person, another scanner". Install the data with
+The two references follow different conventions (Colin27's BET mask hugs the cortex, ITK's reference
+follows the inner skull over the CSF), and the heads differ in contrast, resolution, field of view and
+anatomy: this is the development benchmark for "another person, another scanner". Install the data with
 
     sudo apt-get install mricron-data insighttoolkit4-examples
 

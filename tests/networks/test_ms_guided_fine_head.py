@@ -37,6 +37,26 @@ def test_fine_head_is_the_prediction_and_one_more_supervised_head(stride, size):
     torch.testing.assert_close(logits, full.fine_logits[0])  # eval output = the fine head's logits
 
 
+@pytest.mark.parametrize("size", [(64, 64), (45, 70)])
+def test_a_residual_fine_head_corrects_the_papers_prediction(size):
+    """``fine_residual``: the fine head's logits are added to the mean of the refined logits. With its
+    last layer zeroed the correction is zero and the network predicts exactly what the paper's head does
+    (the mean of the refined logits, resized to the input); trained, the correction is the difference."""
+    torch.manual_seed(0)
+    model = tiny(fine_stride=1, fine_image_features=4, fine_residual=True).eval()
+    x = torch.randn(1, 1, *size)
+    with torch.no_grad():
+        full = model(x, return_attention=True)
+        paper = torch.stack(full.refined_logits).mean(0)
+        correction = model(x) - paper
+        model.fine_head.head.weight.zero_()
+        model.fine_head.head.bias.zero_()
+        torch.testing.assert_close(model(x), paper)
+    assert correction.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="needs fine_stride"):
+        tiny(fine_residual=True)
+
+
 def test_fine_head_grid():
     """Stride 2 predicts on the stem's grid, stride 1 on the input's."""
     head2 = FineHead(16, 8, 1, 12, 3, stride=2)
@@ -46,16 +66,42 @@ def test_fine_head_grid():
     assert head1(context, stem, image).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="stride"):
         FineHead(16, 8, 1, 12, 3, stride=4)
+    with pytest.raises(ValueError, match="image features need stride 1"):
+        FineHead(16, 8, 1, 12, 3, stride=2, image_features=8)
+
+
+def test_image_features_are_computed_at_full_resolution_and_reach_the_logits():
+    """With ``image_features`` the image passes two full-resolution conv layers before it is joined: a
+    change of one input pixel moves the logits around it through them, not only through the stride-2
+    path, and every one of their parameters gets a gradient."""
+    torch.manual_seed(0)
+    head = FineHead(16, 8, 1, 12, 3, stride=1, image_features=6).eval()
+    context, stem, image = torch.randn(1, 16, 8, 8), torch.randn(1, 8, 16, 16), torch.randn(1, 1, 32, 32)
+    assert head.image_encoder(image).shape == (1, 6, 32, 32)
+    poked = image.clone()
+    poked[0, 0, 17, 9] += 5.0
+    with torch.no_grad():
+        change = (head(context, stem, poked) - head(context, stem, image)).abs().sum(1)[0]
+    # two 3x3 layers and the joined 3x3 layer: a receptive field of 7 x 7 around the pixel, nothing beyond
+    assert change[14:21, 6:13].min() > 0 and change.sum() == change[14:21, 6:13].sum()
+    head.train()
+    head(context, stem, image).sum().backward()
+    assert all(p.grad is not None for p in head.image_encoder.parameters())
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-@pytest.mark.parametrize("stride", [2, 1])
-def test_parameter_count_is_the_formula(spatial_dims, stride):
+@pytest.mark.parametrize(("stride", "image_features"), [(2, 0), (1, 0), (1, 6)])
+def test_parameter_count_is_the_formula(spatial_dims, stride, image_features):
     base = tiny(spatial_dims=spatial_dims)
-    fine = tiny(spatial_dims=spatial_dims, fine_stride=stride, fine_channels=12)
-    expected = fine_head_parameters(16, 8, 1, 12, 3, stride, spatial_dims)
+    fine = tiny(spatial_dims=spatial_dims, fine_stride=stride, fine_channels=12, fine_image_features=image_features)
+    expected = fine_head_parameters(16, 8, 1, 12, 3, stride, spatial_dims, image_features)
     assert count_parameters(fine.fine_head) == expected
     assert count_parameters(fine) - count_parameters(base) == expected
+    if (spatial_dims, image_features) == (2, 6):
+        # by hand: the image's two full-resolution layers 1 -> 6 -> 6, then (12 + 6) -> 12 where the
+        # raw image would give (12 + 1) -> 12
+        raw = fine_head_parameters(16, 8, 1, 12, 3, 1, 2)
+        assert expected - raw == (1 * 6 * 9 + 6 + 12 + 1) + (6 * 6 * 9 + 6 + 12 + 1) + 5 * 12 * 9
     # by hand, 2D stride 2: (16 + 8) -> 12 and 12 -> 12 3x3 conv-BN-PReLU, then a 1x1 head to 3 classes
     if (spatial_dims, stride) == (2, 2):
         assert expected == (24 * 12 * 9 + 12 + 24 + 1) + (12 * 12 * 9 + 12 + 24 + 1) + 12 * 3 + 3
@@ -70,10 +116,10 @@ def test_presets_are_the_light_network_plus_the_head():
     assert count_parameters(hr) == count_parameters(light) + fine_head_parameters(64, 64, 1, 64, 5, 2)
     narrow = on_meta("ms_guided", backbone_width=32, head_channels=16)
     assert count_parameters(cpu) == count_parameters(narrow) + fine_head_parameters(
-        16, 32, 1, 32, 5, 1
-    )  # the CPU preset's head predicts at stride 1; kv_pool: no parameters
+        16, 32, 1, 32, 5, 1, image_features=16
+    )  # the CPU preset's head predicts at stride 1 from 16 image features; kv_pool, residual: no parameters
     assert count_parameters(hr) == 27_805_919 + 111_303  # 128·64·9 + 193 + 64·64·9 + 193 + 64·5 + 5
-    assert count_parameters(cpu) == 3_877_335
+    assert count_parameters(cpu) == 3_884_201
 
 
 def test_faithful_is_unchanged():

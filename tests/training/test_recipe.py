@@ -40,10 +40,11 @@ def test_the_light_presets_bring_the_measured_recipe():
 
 
 def test_the_cpu_preset_weights_its_full_resolution_head():
-    """ms_guided_cpu predicts with its stride-1 head, which its recipe weights 8 against 1 for each of
-    the eight stride-4 heads (measured, docs/choosing-a-network.md); the other presets keep weight 1."""
+    """ms_guided_cpu predicts with its residual stride-1 head, which its recipe weights 4 against 1 for
+    each of the eight stride-4 heads (measured, docs/choosing-a-network.md); the other presets keep 1."""
     config = load_config(None, ["network.name=ms_guided_cpu"])
-    assert config.loss.fine_weight == 8.0 and get_spec("ms_guided_cpu").preset["fine_stride"] == 1
+    preset = get_spec("ms_guided_cpu").preset
+    assert config.loss.fine_weight == 4.0 and preset["fine_stride"] == 1 and preset["fine_residual"]
     assert config.source("loss.fine_weight") == "network recipe (ms_guided_cpu: measured, docs/choosing-a-network.md)"
     assert config.optimizer.name == "adamw" and config.source("optimizer.name").startswith("network recipe")
     assert load_config(None, ["network.name=ms_guided_hr"]).loss.fine_weight == 1.0
@@ -95,4 +96,4 @@ def test_3d_trains_with_batch_2_unless_set():
     assert load_config(None, ["network.spatial_dims=3", "data.batch_size=4"]).data.batch_size == 4
     assert load_config(None, ["network.spatial_dims=2"]).data.batch_size == 8
     both = load_config(None, ["network.name=ms_guided_cpu", "network.spatial_dims=3"])
-    assert both.data.batch_size == 2 and both.loss.fine_weight == 8.0
+    assert both.data.batch_size == 2 and both.loss.fine_weight == 4.0

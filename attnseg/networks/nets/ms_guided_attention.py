@@ -36,8 +36,10 @@ Where we deviate, and why:
 
 Beyond the paper, opt-in (``fine_stride``; off by default and in ``ms_guided_faithful``): a
 high-resolution head (``attnseg.networks.blocks.fine_head``) that joins the mean of the refined
-features with the backbone's stride-2 stem and predicts at stride 2 or 1; it is then the prediction
-(and one more supervised head), because the stride-4 grid caps thin-structure Dice (issue 20).
+features with the backbone's stride-2 stem and predicts at stride 2 or 1 (at stride 1 with the image, or
+with full-resolution features of it: ``fine_image_features``); it is then the prediction (and one more
+supervised head), because the stride-4 grid caps thin-structure Dice (issue 20). With ``fine_residual``
+its logits are a correction added to the paper's prediction (the mean of the refined logits), resized.
 
 How it runs (the same maths as the authors' loop over scales, faster): the encoder-decoder shared by
 the four scales runs once per step on the four inputs stacked along the batch, its batch-norm layers
@@ -165,6 +167,28 @@ def init_xavier(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _check_settings(
+    spatial_dims: int,
+    steps: int,
+    head_channels: int,
+    out_channels: int,
+    memory_limit_gib: MemoryLimit,
+    fine_stride: int | None,
+    fine_residual: bool,
+) -> None:
+    """Refuse settings the network cannot be built with, naming the setting."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"MultiScaleGuidedAttentionNet: spatial_dims must be 2 or 3, got {spatial_dims}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if head_channels < 1 or out_channels < 1:
+        raise ValueError(f"head_channels and out_channels must be positive, got {head_channels}, {out_channels}")
+    if fine_residual and fine_stride is None:
+        raise ValueError("fine_residual corrects the fine head's prediction: it needs fine_stride (2 or 1)")
+    if memory_limit_gib is not None and memory_limit_gib != "auto" and not memory_limit_gib > 0:
+        raise ValueError(f"memory_limit_gib must be positive or 'auto', got {memory_limit_gib!r}")
+
+
 class MultiScaleGuidedAttentionNet(nn.Module):
     """Multi-scale self-guided attention network ("MS-Dual-Guided"), 2D or 3D.
 
@@ -198,6 +222,12 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             mean of the refined features joined with the backbone's stride-2 stem, at stride 2 or 1),
             whose logits are then the prediction; ``None`` (the paper): predict on the stride-4 grid.
         fine_channels: the high-resolution head's width (default: ``head_channels``).
+        fine_image_features: with ``fine_stride=1``, the width of two full-resolution conv layers the
+            image passes before the head joins it (0: the raw image is joined).
+        fine_residual: the fine head corrects the coarse prediction instead of replacing it: its
+            logits are added to the mean of the refined logits, resized to its grid. Which class a
+            region is comes then from the stride-4 context (long-range, attended), where it is
+            drawn from the fine head's local features.
         scale_norm: beyond the paper: ``"per_scale"`` gives the encoder-decoder shared by the scales one
             batch norm per scale (``ScaleBatchNorm``: own statistics and affine parameters, shared
             convolutions); ``"shared"`` (the authors'): one set of running statistics for all four.
@@ -226,17 +256,12 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         channels_last: bool = True,
         fine_stride: int | None = None,
         fine_channels: int | None = None,
+        fine_image_features: int = 0,
+        fine_residual: bool = False,
         scale_norm: ScaleNorm = "shared",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"{type(self).__name__}: spatial_dims must be 2 or 3, got {spatial_dims}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if head_channels < 1 or out_channels < 1:
-            raise ValueError(f"head_channels and out_channels must be positive, got {head_channels}, {out_channels}")
-        if memory_limit_gib is not None and memory_limit_gib != "auto" and not memory_limit_gib > 0:
-            raise ValueError(f"memory_limit_gib must be positive or 'auto', got {memory_limit_gib!r}")
+        _check_settings(spatial_dims, steps, head_channels, out_channels, memory_limit_gib, fine_stride, fine_residual)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -265,10 +290,13 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         self.feature_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
         self.refined_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
         self.fine_stride = fine_stride
+        self.fine_residual = fine_residual
         if fine_stride is not None:
             width = fine_channels or c
             stem = self.backbone.conv1.out_channels
-            self.fine_head = FineHead(c, stem, in_channels, width, out_channels, fine_stride, norm, n)
+            self.fine_head = FineHead(
+                c, stem, in_channels, width, out_channels, fine_stride, norm, n, fine_image_features
+            )
         init_xavier(self)
         if pretrained_backbone is not None:
             self.load_pretrained_backbone(pretrained_backbone)
@@ -292,12 +320,14 @@ class MultiScaleGuidedAttentionNet(nn.Module):
 
         stem, features, fused = self._multiscale_features(x)
         results = self._refine(features, fused)
+        refined = [head(r["guided"]) for head, r in zip(self.refined_heads, results[-1], strict=True)]
         if self.fine_stride is not None:
             context = torch.stack([r["guided"] for r in results[-1]]).mean(0)
             fine = self.fine_head(context, stem, x)
+            if self.fine_residual:
+                fine = fine + resize_to(torch.stack(refined).mean(0), fine.shape[2:])
             if not self.training and not return_attention:
                 return crop_to(resize_to(fine, padded), size)
-        refined = [head(r["guided"]) for head, r in zip(self.refined_heads, results[-1], strict=True)]
         if not self.training and not return_attention:
             return crop_to(resize_to(torch.stack(refined).mean(0), padded), size)
 
