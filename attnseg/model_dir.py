@@ -170,15 +170,18 @@ class ModelDir:
         return labels
 
     def build_network(self, weights: bool = True, device: str | torch.device = "cpu") -> nn.Module:
+        """The network of ``network.json``; with ``weights``, loaded, and built with the preset those
+        weights were trained with (the name's current preset, or a former one for an older model)."""
         spec = self.network_spec()
+        state = self.read_weights() if weights else None
         try:
-            model = build_network(spec["name"], **spec["kwargs"])
+            model = build_network(spec["name"], fit_weights=state, **spec["kwargs"])
         except (AttnsegError, TypeError, ValueError) as error:
             raise ModelDirError(
                 f"{self.file(self.NETWORK)}: cannot build the network it describes ({error})"
             ) from error
-        if weights:
-            self.load_weights(model)
+        if state is not None:
+            self._load_state(model, state)
         return model.to(device).eval()
 
     def write_postprocessing(self, decision: dict[str, Any]) -> None:
@@ -189,19 +192,26 @@ class ModelDir:
         path = self.file(self.POSTPROCESSING)
         return read_json(path, error=ModelDirError) if path.exists() else {}
 
-    def load_weights(self, model: nn.Module) -> None:
+    def read_weights(self) -> dict[str, torch.Tensor]:
         path = self.file(self.WEIGHTS)
         if not path.exists():
             raise ModelDirError(f"{path}: missing; the run has not finished an epoch yet")
         try:
-            state = load_file(str(path))
+            return load_file(str(path))
         except Exception as error:  # safetensors raises several types for a damaged file
             raise ModelDirError(f"{path}: cannot read the weights ({error})") from error
+
+    def load_weights(self, model: nn.Module) -> None:
+        self._load_state(model, self.read_weights())
+
+    def _load_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
-            raise ModelDirError(f"{path}: weights do not fit the network in {self.NETWORK} ({first})") from error
+            raise ModelDirError(
+                f"{self.file(self.WEIGHTS)}: weights do not fit the network in {self.NETWORK} ({first})"
+            ) from error
 
     def weights_sha256(self) -> str:
         """The SHA-256 of the weights file: identifies the exact model that made an output (DICOM SEG

@@ -12,10 +12,11 @@ training configuration takes them where the user has not set the key (``attnseg.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from attnseg.errors import ConfigError
@@ -35,6 +36,11 @@ class NetworkSpec:
     """Training defaults of this network: dotted training-configuration keys -> values."""
     recipe_source: str = ""
     """Where the recipe comes from (shown by ``--print-config``)."""
+    former_presets: tuple[dict[str, Any], ...] = ()
+    """The presets this name had before, newest first. A model directory records the network's name and
+    the arguments set by hand, not the preset: a model trained before the preset changed is built with
+    the preset its weights fit (``build_network(..., fit_weights=state)``). Add the old preset here
+    whenever a change to ``preset`` changes the network's tensors."""
 
     def accepts(self, key: str) -> bool:
         return key in inspect.signature(self.cls).parameters
@@ -55,8 +61,11 @@ def get_spec(name: str) -> NetworkSpec:
     return NETWORKS[name]
 
 
-def build_network(name: str, **config: Any) -> nn.Module:
-    """Build a registered network; ``config`` overrides the preset's arguments."""
+def build_network(name: str, *, fit_weights: Mapping[str, torch.Tensor] | None = None, **config: Any) -> nn.Module:
+    """Build a registered network; ``config`` overrides the preset's arguments. With ``fit_weights`` (a
+    state dict), the preset is the current one or, when its tensors do not fit those weights, the newest
+    former preset whose tensors do (``NetworkSpec.former_presets``; the current one when none does, and
+    loading the weights then names the difference)."""
     spec = get_spec(name)
     unknown = sorted(k for k in config if not spec.accepts(k))
     if unknown:
@@ -64,7 +73,20 @@ def build_network(name: str, **config: Any) -> nn.Module:
     dims = config.get("spatial_dims", spec.preset.get("spatial_dims", 2))
     if dims not in spec.spatial_dims:
         raise ConfigError(f"network {name!r} supports spatial_dims {spec.spatial_dims}, got {dims}")
-    return spec.cls(**{**spec.preset, **config})
+    preset = spec.preset if fit_weights is None else _preset_fitting(spec, config, fit_weights)
+    return spec.cls(**{**preset, **config})
+
+
+def _preset_fitting(spec: NetworkSpec, config: dict[str, Any], weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The newest of the spec's presets whose network has exactly the tensors (names and shapes) of
+    ``weights``; built on the meta device, so nothing is allocated."""
+    wanted = {key: tuple(tensor.shape) for key, tensor in weights.items()}
+    for preset in (spec.preset, *spec.former_presets):
+        with torch.device("meta"):
+            candidate = spec.cls(**{**preset, **config})
+        if {key: tuple(tensor.shape) for key, tensor in candidate.state_dict().items()} == wanted:
+            return preset
+    return spec.preset
 
 
 register_network(
@@ -139,6 +161,14 @@ MEASURED_RECIPE_SOURCE = "measured, docs/ms-guided.md"
 # levels: 0.784 against the former head's 0.801 over 3 seeds).
 CPU_RECIPE: dict[str, Any] = {**MEASURED_RECIPE, "loss.fine_weight": 4.0}
 CPU_RECIPE_SOURCE = "measured, docs/choosing-a-network.md"
+CPU_PRESET_BASE: dict[str, Any] = {
+    "backbone": "resnet18",
+    "backbone_width": 32,
+    "head_channels": 16,
+    "fine_channels": 32,
+    "kv_pool": 2,
+    "memory_limit_gib": "auto",
+}
 
 register_network(
     NetworkSpec(
@@ -167,19 +197,16 @@ register_network(
         "ms_guided sized for a CPU: ResNet-18 of width 32, head width 16, keys/values pooled by 2, and a "
         "full-resolution head beyond the paper (stride-2 stem and image features joined; it corrects the "
         "stride-4 prediction at stride 1)",
-        preset={
-            "backbone": "resnet18",
-            "backbone_width": 32,
-            "head_channels": 16,
-            "fine_stride": 1,
-            "fine_channels": 32,
-            "fine_image_features": 16,
-            "fine_residual": True,
-            "kv_pool": 2,
-            "memory_limit_gib": "auto",
-        },
+        preset={**CPU_PRESET_BASE, "fine_stride": 1, "fine_image_features": 16, "fine_residual": True},
         recipe=CPU_RECIPE,
         recipe_source=CPU_RECIPE_SOURCE,
+        former_presets=(
+            # until 5 December 2026 (third stop): the raw image joined at stride 1, not residual
+            {**CPU_PRESET_BASE, "fine_stride": 1},
+            # until 5 December 2026 (second stop): the head at stride 2 (kv_pool has no tensors: a model
+            # of the first, unpooled, version is built pooled, as this preset was when it landed)
+            {**CPU_PRESET_BASE, "fine_stride": 2},
+        ),
     )
 )
 register_network(
