@@ -170,9 +170,25 @@ class _ModelFiles:
 
         try:
             with torch.device("meta"):
-                return count_parameters(build_network(self.network["name"], **self.network.get("kwargs", {})))
+                network = build_network(
+                    self.network["name"], fit_weights=self._weight_shapes(), **self.network.get("kwargs", {})
+                )
+                return count_parameters(network)
         except Exception:  # a network that cannot be built here (e.g. a backbone file elsewhere): no count
             return None
+
+    def _weight_shapes(self) -> dict | None:
+        """The weights' names and shapes, as meta tensors, read from the file's header only (a model of a
+        former preset is counted as it was trained); None without a weights file."""
+        import torch
+        from safetensors import safe_open
+
+        path = self.path / "weights.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # a safetensors handle is not iterable
+            return {key: torch.empty(weights.get_slice(key).get_shape(), device="meta") for key in names}
 
 
 # ---------------------------------------------------------------------------------------------------

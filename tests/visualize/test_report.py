@@ -72,3 +72,25 @@ def test_not_a_run_folder(tmp_path):
         write_report(tmp_path)
     with pytest.raises(DataError, match="no such folder"):
         find_run(tmp_path / "missing")
+
+
+def test_a_model_of_a_former_preset_is_counted_as_it_was_trained(tmp_path):
+    """The parameter count comes from the preset the weights fit (read from the weights file's header),
+    not from what the preset's name means today."""
+    import json
+
+    from attnseg.model_dir import ModelDir
+    from attnseg.networks import MultiScaleGuidedAttentionNet
+    from attnseg.networks.registry import get_spec
+    from attnseg.networks.utils import count_parameters
+    from attnseg.visualize.report import _ModelFiles
+
+    io = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3}
+    spec = get_spec("ms_guided_cpu")
+    former = MultiScaleGuidedAttentionNet(**{**spec.former_presets[0], **io})
+    current = MultiScaleGuidedAttentionNet(**{**spec.preset, **io})
+    directory = ModelDir(tmp_path)
+    directory.file(ModelDir.NETWORK).write_text(json.dumps({"name": "ms_guided_cpu", "kwargs": io}))
+    directory.file(ModelDir.PLAN).write_text("{}")
+    directory.save_weights(former)
+    assert _ModelFiles(tmp_path).parameters() == count_parameters(former) != count_parameters(current)
