@@ -79,7 +79,10 @@ def build_network(name: str, *, fit_weights: Mapping[str, torch.Tensor] | None =
 
 def _preset_fitting(spec: NetworkSpec, config: dict[str, Any], weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """The newest of the spec's presets whose network has exactly the tensors (names and shapes) of
-    ``weights``; built on the meta device, so nothing is allocated."""
+    ``weights``; built on the meta device, so nothing is allocated. A name that never changed its preset
+    has nothing to choose: no network is built to find that out (every model load passes through here)."""
+    if not spec.former_presets:
+        return spec.preset
     wanted = {key: tuple(tensor.shape) for key, tensor in weights.items()}
     for preset in (spec.preset, *spec.former_presets):
         with torch.device("meta"):
