@@ -77,9 +77,11 @@ def monai_attention_unet(in_channels: int, out_channels: int) -> torch.nn.Module
 
 def scores(model: torch.nn.Module, config, data) -> dict[str, float]:
     """Mean over held-out slabs and foreground classes of Dice and HD95 (mm; a class predicted nowhere
-    or absent from the reference has no HD95 and is left out of its mean)."""
-    dices, distances = [], []
+    or absent from the reference has no HD95 and is left out of its mean), and each class's Dice: a mean
+    over a few classes can hang on one of them (ctchest's vertebral levels, docs/choosing-a-network.md)."""
+    dices, distances, per_class = [], [], {}
     model.eval()
+    names = data.plan.class_names
     for case in data.val_cases:
         probabilities = predict_preprocessed(model, case.image, data.plan, batch_size=config.data.batch_size)
         prediction = probabilities.argmax(0).numpy()
@@ -89,9 +91,14 @@ def scores(model: torch.nn.Module, config, data) -> dict[str, float]:
                 continue
             metrics = binary_metrics(prediction == index, reference == index, case.properties.spacing)
             dices.append(metrics.dice)
+            per_class.setdefault(names[index], []).append(metrics.dice)
             if math.isfinite(metrics.hd95):
                 distances.append(metrics.hd95)
-    return {"dice": float(np.mean(dices)), "hd95": float(np.mean(distances)) if distances else math.nan}
+    return {
+        "dice": float(np.mean(dices)),
+        "hd95": float(np.mean(distances)) if distances else math.nan,
+        "class_dice": {name: float(np.mean(values)) for name, values in per_class.items()},
+    }
 
 
 def run(name: str, dataset: str, path: Path, seed: int, output: Path, steps: int | None, budget: float | None,
@@ -155,6 +162,16 @@ def table(results: dict[str, list[dict]], seeds: int) -> str:
     return markdown_table(headers, rows)
 
 
+def class_table(results: dict[str, list[dict]]) -> str:
+    """Each class's Dice, mean ± sd over the seeds, a row per network."""
+    names = list(dict.fromkeys(name for runs in results.values() for r in runs for name in r["class_dice"]))
+    rows = [
+        [network, *(_mean_sd([r["class_dice"][name] for r in runs if name in r["class_dice"]], 3) for name in names)]
+        for network, runs in results.items()
+    ]
+    return markdown_table(["network", *names], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -198,6 +215,8 @@ def main() -> None:
                     header(f"Accuracy at {text}, {dataset} (2D slices), loss {args.loss}, {threads} thread(s){extra}")
                 )
                 print(table(results, len(args.seeds)))
+                print()
+                print(class_table(results))
                 print(flush=True)
 
 

@@ -57,3 +57,5 @@ def test_accuracy_benchmark_prints_dice_and_hd95_at_equal_steps(tmp_path):
     assert "### Accuracy at 10 steps, ctchest (2D slices), loss dice_ce" in out
     assert "| network | parameters | Dice (2 seeds) | vs attention_unet | HD95 (mm) | steps | wall |" in out
     assert "| unet |" in out and "| ms_guided_cpu |" in out
+    # each class's Dice over the seeds: the held-out slab's five foreground classes
+    assert "| network | ribs | thoracic vertebral column | right lung | left lung | tissue |" in out

@@ -32,14 +32,21 @@ def trained_with(preset: dict) -> MultiScaleGuidedAttentionNet:
     return network.eval()
 
 
-@pytest.mark.parametrize("age", [0, 1])
+def semantic_widths(network: MultiScaleGuidedAttentionNet) -> tuple[int, int]:
+    """The encoder-decoder's two level widths, read from its layers."""
+    semantic = network.refinement[0].semantic[0]
+    return semantic.enc1[0][0][0].out_channels, semantic.enc2[0][0][0].out_channels
+
+
+@pytest.mark.parametrize("age", range(len(get_spec("ms_guided_cpu").former_presets)))
 def test_a_model_of_a_former_preset_loads_with_that_preset_and_predicts_as_it_did(tmp_path, age):
-    spec = get_spec("ms_guided_cpu")
-    former = spec.former_presets[age]
+    former = get_spec("ms_guided_cpu").former_presets[age]
     original = trained_with(former)
     loaded = model_dir_with(tmp_path, original).build_network()
-    assert loaded.fine_stride == former["fine_stride"] and not loaded.fine_residual
-    assert not hasattr(loaded.fine_head, "image_encoder") or loaded.fine_head.image_encoder is None
+    assert loaded.fine_stride == former["fine_stride"]
+    assert loaded.fine_residual == former.get("fine_residual", False)
+    assert (loaded.fine_head.image_encoder is not None) == bool(former.get("fine_image_features"))
+    assert semantic_widths(loaded) == tuple(former.get("semantic_widths", (64, 128)))  # the authors': 4C, 8C
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), original(x), rtol=0, atol=0)
@@ -49,6 +56,7 @@ def test_a_model_of_the_current_preset_loads_with_it(tmp_path):
     original = trained_with(get_spec("ms_guided_cpu").preset)
     loaded = model_dir_with(tmp_path, original).build_network()
     assert loaded.fine_residual and loaded.fine_head.image_encoder is not None
+    assert semantic_widths(loaded) == (32, 64)
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), original(x), rtol=0, atol=0)

@@ -72,16 +72,17 @@ def stage_channels(name: str) -> list[int]:
     return [STAGE_WIDTH * 2**i * expansion for i in range(SCALES)]
 
 
-def semantic_module(d: int, n: int) -> int:
-    """The encoder-decoder on d channels: encoder d -> 2d -> 4d (double 3x3 conv-norm-ReLU, then max-pool,
-    no parameters), decoder 4d -> 2d -> d (double 3x3 conv-norm-ReLU, then a 2x2 stride-2 transposed conv
-    that keeps the width)."""
+def semantic_module(d: int, n: int, widths: tuple[int, int] | None = None) -> int:
+    """The encoder-decoder on d channels: encoder d -> a -> b (double 3x3 conv-norm-ReLU, then max-pool,
+    no parameters), decoder b -> a -> d (double 3x3 conv-norm-ReLU, then a 2x2 stride-2 transposed conv
+    that keeps the width); the authors' a, b = 2d, 4d."""
 
-    def double(a: int, b: int) -> int:
-        return conv_norm_relu(a, b, 3, n) + conv_norm_relu(b, b, 3, n)
+    def double(x: int, y: int) -> int:
+        return conv_norm_relu(x, y, 3, n) + conv_norm_relu(y, y, 3, n)
 
-    encoder = double(d, 2 * d) + double(2 * d, 4 * d)
-    decoder = double(4 * d, 2 * d) + conv(2 * d, 2 * d, 2, n) + double(2 * d, d) + conv(d, d, 2, n)
+    a, b = widths or (2 * d, 4 * d)
+    encoder = double(d, a) + double(a, b)
+    decoder = double(b, a) + conv(a, a, 2, n) + double(a, d) + conv(d, d, 2, n)
     return encoder + decoder
 
 
@@ -127,10 +128,11 @@ def ms_guided_parameters(
     head_channels: int = 64,
     steps: int = 2,
     share_semantic_module: bool = True,
+    semantic_widths: tuple[int, int] | None = None,
 ) -> MultiScaleCounts:
     """The parameter count of ``MultiScaleGuidedAttentionNet`` with these arguments, part by part."""
     c, n = head_channels, spatial_dims
-    semantic_per_step = (1 if share_semantic_module else SCALES) * semantic_module(2 * c, n)
+    semantic_per_step = (1 if share_semantic_module else SCALES) * semantic_module(2 * c, n, semantic_widths)
     branches_per_step = SCALES * (
         attention_branch(c, n, position_attention(c, n)) + attention_branch(c, n, CHANNEL_ATTENTION)
     )

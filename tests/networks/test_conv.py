@@ -6,7 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnseg.networks.blocks.conv import ConvNormAct, conv_layer, convolve, folded_conv_norm, resize_to
+from attnseg.networks.blocks.conv import (
+    ConvNormAct,
+    conv_layer,
+    convolve,
+    folded_conv_norm,
+    prelu_for_training,
+    resize_to,
+)
 
 CONV = {2: F.conv2d, 3: F.conv3d}
 
@@ -79,3 +86,32 @@ def test_resize_does_not_depend_on_the_layout(channels):
     expected = F.interpolate(x, size=[20, 31], mode="bilinear", align_corners=False)
     torch.testing.assert_close(resize_to(_layout(x, True), (20, 31)), expected)
     assert resize_to(x, (9, 13)) is x
+
+
+@pytest.mark.parametrize("slopes", [1, 5])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_prelu_for_training_has_torch_prelus_values_and_gradients(slopes, dims):
+    size = (9, 11) if dims == 2 else (5, 6, 7)
+    x = torch.randn(3, 5, *size)
+    x[0, 0, 0] = 0.0  # torch's gradient at x = 0 is a·grad
+    grad = torch.randn_like(x)
+    results = []
+    for function in (F.prelu, prelu_for_training):
+        inputs = x.clone().requires_grad_()
+        weight = torch.linspace(-0.3, 0.7, slopes).requires_grad_()
+        y = function(inputs, weight)
+        y.backward(grad)
+        results.append((y.detach(), inputs.grad, weight.grad))
+    for expected, actual in zip(*results, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_norm_act_uses_the_fast_prelu_only_when_a_gradient_is_needed():
+    block = ConvNormAct(2, 3, 4, act=torch.nn.PReLU)
+    x = torch.randn(2, 3, 8, 8)
+    y = block(x)
+    assert "PReLUWithFastBackward" in type(y.grad_fn).__name__
+    with torch.no_grad():
+        reference = F.prelu(block[1](block[0](x)), block[2].weight)
+        torch.testing.assert_close(block(x), reference)  # no gradient: torch's own PReLU
+    torch.testing.assert_close(y.detach(), reference, rtol=1e-5, atol=1e-5)

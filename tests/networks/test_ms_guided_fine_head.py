@@ -11,6 +11,7 @@ from attnseg.networks import GuidedAttentionOutput, MultiScaleGuidedAttentionNet
 from attnseg.networks.blocks.fine_head import FineHead, fine_head_parameters
 from attnseg.networks.registry import get_spec
 from attnseg.networks.utils import count_parameters
+from tests.networks.parameter_counts import semantic_module
 
 TINY = {"backbone": "resnet18", "backbone_width": 8, "head_channels": 16}
 
@@ -114,12 +115,19 @@ def test_presets_are_the_light_network_plus_the_head():
 
     light, hr, cpu = on_meta("ms_guided"), on_meta("ms_guided_hr"), on_meta("ms_guided_cpu")
     assert count_parameters(hr) == count_parameters(light) + fine_head_parameters(64, 64, 1, 64, 5, 2)
-    narrow = on_meta("ms_guided", backbone_width=32, head_channels=16)
+    narrow = on_meta("ms_guided", backbone_width=32, head_channels=16, semantic_widths=(32, 64))
     assert count_parameters(cpu) == count_parameters(narrow) + fine_head_parameters(
         16, 32, 1, 32, 5, 1, image_features=16
     )  # the CPU preset's head predicts at stride 1 from 16 image features; kv_pool, residual: no parameters
     assert count_parameters(hr) == 27_805_919 + 111_303  # 128·64·9 + 193 + 64·64·9 + 193 + 64·5 + 5
-    assert count_parameters(cpu) == 3_884_201
+    # its two encoder-decoders at half the authors' widths: 32 -> 32 -> 64 where theirs is 32 -> 64 -> 128
+    authors = on_meta("ms_guided_cpu", semantic_widths=None)
+    saved = 2 * (semantic_module(32, 2) - semantic_module(32, 2, (32, 64)))
+    assert count_parameters(authors) - count_parameters(cpu) == saved == 616_000
+    assert count_parameters(cpu) == 3_268_201
+    for wrong in ([32], [32, 0]):
+        with pytest.raises(ValueError, match="semantic_widths must be two positive widths"):
+            on_meta("ms_guided_cpu", semantic_widths=wrong)
 
 
 def test_faithful_is_unchanged():

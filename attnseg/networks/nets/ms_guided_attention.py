@@ -40,6 +40,8 @@ features with the backbone's stride-2 stem and predicts at stride 2 or 1 (at str
 with full-resolution features of it: ``fine_image_features``); it is then the prediction (and one more
 supervised head), because the stride-4 grid caps thin-structure Dice (issue 20). With ``fine_residual``
 its logits are a correction added to the paper's prediction (the mean of the refined logits), resized.
+``semantic_widths`` narrows the encoder-decoders' two levels (the authors': twice and four times their
+input's width), the largest part of the CPU preset's step (docs/ms-guided.md).
 
 How it runs (the same maths as the authors' loop over scales, faster): the encoder-decoder shared by
 the four scales runs once per step on the four inputs stacked along the batch, its batch-norm layers
@@ -108,6 +110,7 @@ class GuidedAttentionStep(nn.Module):
         kv_pool: int = 1,
         spatial_dims: int = 2,
         scale_norm: ScaleNorm = "shared",
+        semantic_widths: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         n = spatial_dims
@@ -117,7 +120,8 @@ class GuidedAttentionStep(nn.Module):
         )
         self.channel = nn.ModuleList(AttentionBranch(channels, ChannelAttention(), norm, n) for _ in range(SCALES))
         self.semantic = nn.ModuleList(
-            SemanticModule(2 * channels, norm, n) for _ in range(1 if share_semantic_module else SCALES)
+            SemanticModule(2 * channels, norm, n, semantic_widths)
+            for _ in range(1 if share_semantic_module else SCALES)
         )
         self.per_scale_norm = scale_norm == "per_scale"
         if self.per_scale_norm:
@@ -231,6 +235,8 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         scale_norm: beyond the paper: ``"per_scale"`` gives the encoder-decoder shared by the scales one
             batch norm per scale (``ScaleBatchNorm``: own statistics and affine parameters, shared
             convolutions); ``"shared"`` (the authors'): one set of running statistics for all four.
+        semantic_widths: beyond the paper: the encoder-decoder's two level widths (``None``: the
+            authors' 4C and 8C, twice and four times its 2C input; the CPU preset halves them).
     """
 
     size_multiple: int = SIZE_MULTIPLE
@@ -259,6 +265,7 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         fine_image_features: int = 0,
         fine_residual: bool = False,
         scale_norm: ScaleNorm = "shared",
+        semantic_widths: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         _check_settings(spatial_dims, steps, head_channels, out_channels, memory_limit_gib, fine_stride, fine_residual)
@@ -284,7 +291,9 @@ class MultiScaleGuidedAttentionNet(nn.Module):
             ConvNormAct(n, c, c, 1, norm, act=nn.PReLU),
         )
         self.refinement = nn.ModuleList(
-            GuidedAttentionStep(c, share_semantic_module, norm, position_attention, kv_pool, n, scale_norm)
+            GuidedAttentionStep(
+                c, share_semantic_module, norm, position_attention, kv_pool, n, scale_norm, semantic_widths
+            )
             for _ in range(steps)
         )
         self.feature_heads = nn.ModuleList(conv_layer(n, c, out_channels, 1) for _ in range(SCALES))
