@@ -185,8 +185,8 @@ def prelu_for_training(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
     Torch's PReLU backward kernel is slow on a CPU: profiled, it took 11% of the multi-scale network's
     training step (``ms_guided_cpu``, 128 x 128, batch 8, one thread), ten times its forward. The
-    gradients computed with ReLU's backward kernel, a subtraction, a product and one reduction take a
-    fifth of its time (forward and backward of a 32 x 16 x 32 x 32 map: 0.5 ms against 2.3 ms;
+    gradients computed with ReLU's backward kernel, in-place elementwise ops and one reduction take a
+    sixth of its time (forward and backward of a 32 x 16 x 32 x 32 map: 0.37 ms against 2.30 ms;
     docs/benchmarks.md). Used only where a gradient is needed: inference and exports keep torch's PReLU.
     """
     return _PReLUWithFastBackward.apply(x, weight)
