@@ -133,8 +133,7 @@ def _confusion(predicted: np.ndarray, present: np.ndarray) -> tuple[int, int, in
 def pooled(folds: list[dict]) -> dict:
     """One seed's cross-validation: each class's Dice from its counts summed over the folds whose training
     slabs hold it (a class none of those folds' held-out slabs holds is left out, whatever is predicted, so
-    every network is scored on the same classes), their mean,
-    HD95, steps and wall time the mean of the folds'."""
+    every network is scored on the same classes) and their mean; HD95, steps and wall time the folds' mean."""
     totals: dict[str, list[int]] = {}
     for result in folds:
         for name in result["trained"]:
