@@ -61,6 +61,19 @@ def test_accuracy_benchmark_prints_dice_and_hd95_at_equal_steps(tmp_path):
     assert "| network | ribs | thoracic vertebral column | right lung | left lung | tissue |" in out
 
 
+@pytest.mark.slow
+def test_accuracy_benchmark_cross_validates_and_reuses_finished_runs(tmp_path):
+    args = ["--datasets", "ctchest", "--steps", "10", "--seeds", "0", "--networks", "unet", "--folds", "5",
+            "--work", str(tmp_path), "--reuse"]  # fmt: skip
+    first = _run("benchmarks.accuracy_budget", *args, "--fold", "0", "4")
+    assert "ctchest (2D slices), folds 0, 4 of 5 pooled" in first and "| network | fold 0 | fold 4 |" in first
+    assert sorted(p.parent.name for p in tmp_path.glob("*/benchmark-result.json")) == [
+        "ctchest-fold0of5-unet-steps10-0", "ctchest-fold4of5-unet-steps10-0"]  # fmt: skip
+    again = _run("benchmarks.accuracy_budget", *args, "--fold", "0", "4")
+    assert "epoch 1/1" in first and "epoch 1/1" not in again  # read back, not trained again
+    assert again.split("| network | parameters")[1] == first.split("| network | parameters")[1]
+
+
 def test_folds_pool_each_class_over_the_folds_that_trained_it():
     """By hand: a class's Dice is 2 TP / (2 TP + FP + FN) summed over the folds whose training slabs hold it;
     a class no counted held-out slab holds is left out, whatever was predicted."""
