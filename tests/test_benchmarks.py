@@ -59,3 +59,37 @@ def test_accuracy_benchmark_prints_dice_and_hd95_at_equal_steps(tmp_path):
     assert "| unet |" in out and "| ms_guided_cpu |" in out
     # each class's Dice over the seeds: the held-out slab's five foreground classes
     assert "| network | ribs | thoracic vertebral column | right lung | left lung | tissue |" in out
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_cross_validates_and_reuses_finished_runs(tmp_path):
+    args = ["--datasets", "ctchest", "--steps", "10", "--seeds", "0", "--networks", "unet", "--folds", "5",
+            "--work", str(tmp_path), "--reuse"]  # fmt: skip
+    first = _run("benchmarks.accuracy_budget", *args, "--fold", "0", "4")
+    assert "ctchest (2D slices), folds 0, 4 of 5 pooled" in first and "| network | fold 0 | fold 4 |" in first
+    assert sorted(p.parent.name for p in tmp_path.glob("*/benchmark-result.json")) == [
+        "ctchest-fold0of5-unet-steps10-0", "ctchest-fold4of5-unet-steps10-0"]  # fmt: skip
+    again = _run("benchmarks.accuracy_budget", *args, "--fold", "0", "4")
+    assert "epoch 1/1" in first and "epoch 1/1" not in again  # read back, not trained again
+    assert again.split("| network | parameters")[1] == first.split("| network | parameters")[1]
+
+
+def test_folds_pool_each_class_over_the_folds_that_trained_it():
+    """By hand: a class's Dice is 2 TP / (2 TP + FP + FN) summed over the folds whose training slabs hold it;
+    a class no counted held-out slab holds is left out, whatever was predicted."""
+    from benchmarks.accuracy_budget import pooled
+
+    def fold(counts, trained, hd95):
+        return {"counts": counts, "trained": trained, "hd95": hd95, "steps": 10, "seconds": 2.0, "parameters": 7,
+                "runtime": "fp32"}  # fmt: skip
+
+    folds = [
+        fold({"A": [3, 1, 0], "B": [0, 2, 0], "C": [0, 5, 0]}, ["A", "B", "C"], 2.0),  # B, C absent: false positives
+        fold({"A": [1, 0, 1], "B": [4, 0, 4], "C": [0, 0, 0]}, ["A", "C"], 4.0),  # B not trained: not counted
+        fold({"A": [0, 0, 0], "B": [2, 1, 1], "C": [0, 0, 0]}, ["A", "B", "C"], float("nan")),
+    ]
+    result = pooled(folds)
+    # A: TP 4, FP 1, FN 1 -> 8 / 10; B: TP 2, FP 3, FN 1 -> 4 / 8; C: no reference voxel anywhere -> left out
+    assert result["class_dice"] == pytest.approx({"A": 0.8, "B": 0.5})
+    assert result["dice"] == pytest.approx(0.65)
+    assert result["hd95"] == pytest.approx(3.0) and result["steps"] == 10 and result["seconds"] == 2.0

@@ -18,7 +18,7 @@ import importlib.resources
 import itertools
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,13 +43,18 @@ class Slab:
     role: Role
 
 
+SlabRange = tuple[int, int]  # slices [start, stop) along the slab axis
+
+
 @dataclass(frozen=True)
 class Builtin:
     name: str
     title: str
     package: str
     description: str
-    prepare: Callable[[Path], dict[str, Any]]
+    prepare: Callable[[Path, Sequence[SlabRange]], dict[str, Any]]
+    extent: SlabRange  # the slices cut into slabs
+    validation: tuple[SlabRange, ...]  # the validation slabs of the dataset as shipped
 
 
 def slab_layout(first: int, stop: int, val: list[tuple[int, int]], gap: int, train_thickness: int) -> list[Slab]:
@@ -84,12 +89,12 @@ MNI_TRAIN_THICKNESS = 12
 MNI_THRESHOLD = 0.5  # a tissue where its probability exceeds one half (the maps are stored as 0-255)
 
 
-def _prepare_mni152(out: Path) -> dict[str, Any]:
+def _prepare_mni152(out: Path, validation: Sequence[SlabRange]) -> dict[str, Any]:
     t1, gm, wm = (
         read_image(_package_file("nilearn", "nilearn.datasets.data", MNI_FILES[k])) for k in ("t1", "gm", "wm")
     )
     label = mni_tissue_labels(gm.array[0], wm.array[0])
-    slabs = slab_layout(*MNI_RANGE, MNI_VAL, MNI_GAP, MNI_TRAIN_THICKNESS)
+    slabs = slab_layout(*MNI_RANGE, list(validation), MNI_GAP, MNI_TRAIN_THICKNESS)
     cases = _write_slabs(out, "mni152", t1, label[None], slabs, MNI_AXIS, ".nii.gz")
     return {
         "name": "MNI152Tissue",
@@ -123,20 +128,24 @@ def mni_tissue_labels(gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
 # slices in 6-slice slabs. The cervical spine (top slices) and lumbar spine (bottom slices) appear in
 # training slabs only.
 CT_AXIS = 2
+CT_RANGE = (0, 34)
 CT_VAL = [(14, 20)]
 CT_GAP = 2
 CT_TRAIN_THICKNESS = 6
 
 
-def _prepare_ctchest(out: Path) -> dict[str, Any]:
+def _prepare_ctchest(out: Path, validation: Sequence[SlabRange]) -> dict[str, Any]:
     ct = read_image(_package_file("slicerio", "slicerio.data", "CTChest4.nrrd"))
+    if ct.spatial_shape[CT_AXIS] != CT_RANGE[1]:
+        raise DataError(f"{ct.path}: {ct.spatial_shape[CT_AXIS]} axial slices, expected {CT_RANGE[1]}; "
+                        "this slicerio release ships another scan")  # fmt: skip
     seg = read_image(_package_file("slicerio", "slicerio.data", "Segmentation.seg.nrrd"), multichannel=False)
     segments = seg.meta.get("segments") or {}
     labels = {"background": 0, **{name: int(value) for name, value in sorted(segments.items(), key=lambda kv: kv[1])}}
     found = {int(v) for v in np.unique(seg.array)}
     if not found <= set(labels.values()):
         raise DataError(f"{seg.path}: label values {sorted(found - set(labels.values()))} have no segment name")
-    slabs = slab_layout(0, ct.spatial_shape[CT_AXIS], CT_VAL, CT_GAP, CT_TRAIN_THICKNESS)
+    slabs = slab_layout(*CT_RANGE, list(validation), CT_GAP, CT_TRAIN_THICKNESS)
     cases = _write_slabs(out, "ctchest", ct, seg.array.astype(np.uint8), slabs, CT_AXIS, ".nrrd")
     return {
         "name": "CTChest",
@@ -159,6 +168,8 @@ BUILTIN: dict[str, Builtin] = {
         "nilearn",
         "197 x 233 x 189 at 1 mm; axial slabs, three held out for validation",
         _prepare_mni152,
+        MNI_RANGE,
+        tuple(MNI_VAL),
     ),
     "ctchest": Builtin(
         "ctchest",
@@ -166,19 +177,60 @@ BUILTIN: dict[str, Builtin] = {
         "slicerio",
         "128 x 128 x 34 at 3.05 x 3.05 x 10 mm; axial slabs, one held out for validation",
         _prepare_ctchest,
+        CT_RANGE,
+        tuple(CT_VAL),
     ),
 }
 
 
-def prepare_builtin(name: str, out: str | Path, *, overwrite: bool = False) -> Path:
+def validation_folds(name: str, folds: int) -> list[list[SlabRange]]:
+    """``folds`` layouts of built-in dataset ``name`` for cross-validation along its slab axis: fold k holds
+    out one slab as thick as the dataset's first validation slab, the k-th of ``folds`` evenly spaced from
+    the first slice to the last (ctchest, 5 folds: slices 0-5, 7-12, 14-19 (the dataset as shipped),
+    21-26 and 28-33). Pass a layout to :func:`prepare_builtin` as ``validation``.
+
+    A single volume has no other cases to hold out, and one validation slab scores one level of the
+    anatomy: on ctchest, one vertebral level decided a comparison of networks (docs/choosing-a-network.md).
+    """
+    spec = _spec(name)
+    first, stop = spec.extent
+    thickness = spec.validation[0][1] - spec.validation[0][0]
+    if not 2 <= folds <= (stop - first) // thickness:
+        raise DataError(f"{name}: {folds} folds of {thickness} slices do not fit {stop - first} slices")
+    starts = np.linspace(first, stop - thickness, folds).round().astype(int)
+    return [[(int(a), int(a) + thickness)] for a in starts]
+
+
+def _check_validation(name: str, spec: Builtin, validation: Sequence[SlabRange]) -> list[SlabRange]:
+    slabs = sorted((int(a), int(b)) for a, b in validation)
+    first, stop = spec.extent
+    if not slabs or any(not first <= a < b <= stop for a, b in slabs):
+        raise DataError(f"{name}: validation slabs {slabs} must be non-empty ranges of slices in [{first}, {stop})")
+    if any(b > c for (_, b), (c, _) in itertools.pairwise(slabs)):
+        raise DataError(f"{name}: validation slabs {slabs} overlap")
+    return slabs
+
+
+def _spec(name: str) -> Builtin:
+    if name not in BUILTIN:
+        raise DataError(f"unknown built-in dataset '{name}'; choose one of: {', '.join(BUILTIN)}")
+    return BUILTIN[name]
+
+
+def prepare_builtin(
+    name: str, out: str | Path, *, overwrite: bool = False, validation: Sequence[SlabRange] | None = None
+) -> Path:
     """Write built-in dataset ``name`` to ``out`` in nnU-Net v2 raw format (+ splits.json, README.md).
+
+    ``validation``: the validation slabs, ``(start, stop)`` slice ranges along the slab axis, instead of the
+    dataset's own (:func:`validation_folds` makes a cross-validation's); the rest is cut into training slabs
+    as usual, a gap of unused slices either side of each validation slab.
 
     The dataset is assembled in a temporary folder beside ``out`` and renamed into place. An existing
     ``out`` is replaced only with ``overwrite`` and only if it holds a dataset (a dataset.json).
     """
-    if name not in BUILTIN:
-        raise DataError(f"unknown built-in dataset '{name}'; choose one of: {', '.join(BUILTIN)}")
-    spec = BUILTIN[name]
+    spec = _spec(name)
+    validation = _check_validation(name, spec, spec.validation if validation is None else validation)
     out = Path(out)
     if out.exists():
         if not overwrite:
@@ -190,10 +242,12 @@ def prepare_builtin(name: str, out: str | Path, *, overwrite: bool = False) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        info = spec.prepare(staging)
+        info = spec.prepare(staging, validation)
         slabs = info.pop("slabs")
         train = [s["id"] for s in slabs if s["role"] == "train"]
         val = [s["id"] for s in slabs if s["role"] == "val"]
+        if not train:
+            raise DataError(f"{name}: validation slabs {validation} and their gaps leave no slices to train on")
         dataset_json = {
             **{k: info[k] for k in ("name", "description", "reference", "licence")},
             "channel_names": info["channel_names"],

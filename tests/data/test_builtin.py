@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from attnseg.cli import main
-from attnseg.data.builtin import MNI_FILES, Slab, _package_file, prepare_builtin, slab_layout
+from attnseg.data.builtin import MNI_FILES, Slab, _package_file, prepare_builtin, slab_layout, validation_folds
 from attnseg.data.check import check_dataset
 from attnseg.data.dataset import load_dataset
 from attnseg.data.io import read_image
@@ -129,3 +129,44 @@ def test_prepare_command_and_overwrite(tmp_path, capsys):
     with pytest.raises(DataError, match="unknown built-in dataset 'nope'"):
         prepare_builtin("nope", tmp_path / "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "mine"]  # no staging folders left
+
+
+def test_validation_folds_cross_the_volume_and_include_the_shipped_slab():
+    folds = validation_folds("ctchest", 5)
+    assert folds == [[(0, 6)], [(7, 13)], [(14, 20)], [(21, 27)], [(28, 34)]]  # fold 2: the dataset as shipped
+    mni = validation_folds("mni152-tissue", 3)
+    assert [b - a for [(a, b)] in mni] == [8, 8, 8] and mni[0][0][0] == 0 and mni[-1][0][1] == 155
+    with pytest.raises(DataError, match="ctchest: 6 folds of 6 slices do not fit 34 slices"):
+        validation_folds("ctchest", 6)
+    with pytest.raises(DataError, match="1 folds"):
+        validation_folds("ctchest", 1)
+
+
+def test_prepare_with_another_validation_slab(tmp_path):
+    root = prepare_builtin("ctchest", tmp_path / "fold0", validation=[(0, 6)])
+    _, slabs = _slab_info(root)
+    roles = {
+        role: sorted((s["start"], s["stop"]) for s in slabs.values() if s["role"] == role) for role in ("train", "val")
+    }
+    assert roles["val"] == [(0, 6)]
+    assert roles["train"][0][0] == 8 and roles["train"][-1][1] == 34  # the gap: slices 6 and 7
+    assert sum(b - a for a, b in roles["train"]) == 26
+    report = check_dataset(root)
+    assert report.ok and not report.warnings, report.format()
+    assert "| ctchest_z000 | 0-5 | 6 | val |" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("validation", "message"),
+    [
+        ([(30, 40)], r"validation slabs \[\(30, 40\)\] must be non-empty ranges of slices in \[0, 34\)"),
+        ([(5, 5)], "must be non-empty"),
+        ([], "must be non-empty"),
+        ([(0, 6), (4, 10)], "overlap"),
+        ([(0, 34)], "leave no slices to train on"),
+    ],
+)
+def test_a_validation_layout_that_cannot_be_cut_is_refused(tmp_path, validation, message):
+    with pytest.raises(DataError, match=f"^ctchest: .*{message}"):
+        prepare_builtin("ctchest", tmp_path / "ct", validation=validation)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no staging folder left
