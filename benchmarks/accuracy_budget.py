@@ -55,6 +55,7 @@ from attnseg.export import PadToMultiple
 from attnseg.fileio import read_json, write_json
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.metrics.binary import binary_metrics
+from attnseg.metrics.overlap import overlap_counts
 from attnseg.model_dir import ModelDir
 from attnseg.networks.utils import count_parameters
 from attnseg.training.budget import TimeBudget, parse_duration
@@ -104,9 +105,8 @@ def scores(model: torch.nn.Module, config, data) -> dict:
         reference = np.asarray(case.label)
         for index in range(1, data.plan.num_classes):
             predicted, present = prediction == index, reference == index
-            counts[names[index]] = [
-                a + int(b) for a, b in zip(counts[names[index]], _confusion(predicted, present), strict=True)
-            ]
+            c = overlap_counts(predicted, present)
+            counts[names[index]] = [a + b for a, b in zip(counts[names[index]], (c.tp, c.fp, c.fn), strict=True)]
             if not present.any():
                 continue
             metrics = binary_metrics(predicted, present, case.properties.spacing)
@@ -122,12 +122,6 @@ def scores(model: torch.nn.Module, config, data) -> dict:
         "counts": counts,
         "trained": [names[index] for index in sorted(trained) if index > 0],
     }
-
-
-def _confusion(predicted: np.ndarray, present: np.ndarray) -> tuple[int, int, int]:
-    """True positives, false positives, false negatives."""
-    tp = int(np.count_nonzero(predicted & present))
-    return tp, int(np.count_nonzero(predicted)) - tp, int(np.count_nonzero(present)) - tp
 
 
 def pooled(folds: list[dict]) -> dict:
