@@ -344,7 +344,9 @@ class Trainer:
         epochs = int(dist_utils.broadcast_number(epochs, self.context, self.device, what))
         val_every = int(dist_utils.broadcast_number(val_every, self.context, self.device, what))
         iterations = int(dist_utils.broadcast_number(iterations, self.context, self.device, what))
-        changed = (epochs, val_every, iterations) != (self.epochs, self.val_every, self.iterations)
+        # say so when the plan moves by more than an epoch or two (the median drifts by one now and then)
+        moved = abs(epochs - self.epochs) > max(1, round(0.05 * self.epochs)) or epochs == done < self.epochs
+        changed = moved or (val_every, iterations) != (self.val_every, self.iterations)
         self.epochs, self.val_every, self.iterations = epochs, val_every, iterations
         if self.context.is_main and (changed or done == 0):
             validation = f", validation {cost.validation:.1f} s every {val_every} epoch(s)" if cost.validation else ""
