@@ -12,21 +12,23 @@ def add_parser(actions: Verbs) -> None:
         "margin",
         help="copy a dataset with its labels grown or shrunk by a margin in mm (another label convention)",
         description=(
-            "Write a copy of a dataset whose labels are grown (MM > 0) or shrunk (MM < 0) by MM millimetres, on "
-            "each label's own voxel grid and spacing. Use it when your masks follow another convention than the "
-            "masks you will compare with: FSL BET's brain mask hugs the cortex where ITK's, SynthStrip's and "
-            "deepbet's follow the inner skull about 2 mm further out, and a network learns the convention it is "
-            "trained on. Growing fills background only (other classes are never overwritten; a background voxel "
-            "takes its nearest class); shrinking turns a class's voxels within MM of the background into "
-            "background (borders between classes stay). Images are hard-linked (copied across file systems), "
-            "dataset.json and splits.json are kept, and OUT/label_margin.json records the margin and how many "
-            "voxels each label changed. See docs/generalisation.md."
+            "Write a copy of a dataset whose labels are grown (MM > 0) or shrunk (MM < 0) by MM millimetres, on\n"
+            "each label's own voxel grid and spacing.\n\n"
+            "Use it when your masks follow another convention than the masks you will compare with: FSL BET's\n"
+            "brain mask hugs the cortex, where ITK's reference, SynthStrip's and deepbet's masks follow the inner\n"
+            "skull about 3 mm further out, and a network learns the convention it is trained on. `attnseg\n"
+            "evaluate` measures how far apart two conventions are (BoundaryOffset, mm).\n\n"
+            "Growing fills background only: a background voxel takes its nearest class, other classes are never\n"
+            "overwritten. Shrinking turns a class's voxels within MM of the background into background; borders\n"
+            "between classes stay. Images are hard-linked (copied across file systems), dataset.json and\n"
+            "splits.json are kept, and OUT/label_margin.json records the margin and how many voxels each label\n"
+            "changed. See docs/data.md and docs/generalisation.md."
         ),
         epilog=(
             "examples:\n"
-            "  attnseg dataset margin data/Heads data/Heads-2mm --mm 2            # every foreground label\n"
+            "  attnseg dataset margin data/Heads data/Heads-3mm --mm 3            # every foreground label\n"
             "  attnseg dataset margin data/Liver data/Liver-tumour-3mm --mm 3 --labels tumour\n"
-            "  attnseg train --dataset data/Heads-2mm --output runs/heads --fold all --time-budget 5m"
+            "  attnseg train --dataset data/Heads-3mm --output runs/heads --fold all --time-budget 5m"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
