@@ -26,7 +26,7 @@ define them:
   prediction), negative where it falls short. The mean signed surface distance of shape analysis and
   radiotherapy contouring: a mask grown uniformly by k mm scores +k, one shrunk by k mm scores -k, and
   errors in both directions cancel, so it tells a systematic shift (another label convention: a brain mask
-  that leaves out the CSF rim scores about -2 mm against one that includes it) from scattered misses.
+  that leaves out the CSF rim scores about -3 mm against one that includes it) from scattered misses.
 
 The distances are computed once per mask pair and shared by the three metrics. Empty masks never reach
 this module: see :mod:`attnseg.metrics.binary` for what the metrics are then.

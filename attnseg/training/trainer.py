@@ -311,7 +311,7 @@ class Trainer:
         forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
         cost = EpochCost(step * self.iterations, self._validation_seconds, FIRST_GUESS_WRITING)
-        self._replan(cost, allow_longer=True, why="measured a training step")
+        self._replan(cost, why="measured a training step")
 
     def _time_for_budget(self, fn: Callable[[], object], once: float | None = None) -> float:
         """Seconds of one call of ``fn`` (the pre-flight pass warmed it up): the median of three when one
@@ -320,7 +320,7 @@ class Trainer:
         only to be timed (a 3D step on a CPU: a minute of a 5-minute budget)."""
         return time_within_budget(fn, self.budget, self.device, repeats=3, once=once)
 
-    def _replan(self, cost: EpochCost, allow_longer: bool, why: str, next_epoch: EpochCost | None = None) -> None:
+    def _replan(self, cost: EpochCost, why: str, next_epoch: EpochCost | None = None) -> None:
         """Fit the remaining epochs of ``cost`` into the remaining time, and none when ``next_epoch`` (the last
         epoch's cost) no longer fits; rank 0's plan is everyone's."""
         budget = self.budget
@@ -338,8 +338,7 @@ class Trainer:
         fit = epochs_that_fit(available, cost, val_every)
         if next_epoch is not None and epochs_that_fit(available, next_epoch, val_every) == 0:
             fit = 0
-        epochs = done + fit if allow_longer else min(self.epochs, done + fit)
-        epochs = max(epochs, done if done else 1)  # at least one epoch: a run must leave a model
+        epochs = max(done + fit, 1)  # at least one epoch: a run must leave a model
         what = f"time budget ({why})"
         epochs = int(dist_utils.broadcast_number(epochs, self.context, self.device, what))
         val_every = int(dist_utils.broadcast_number(val_every, self.context, self.device, what))
@@ -371,7 +370,7 @@ class Trainer:
         typical = EpochCost(statistics.median(recent), self._validation_seconds, writing)
         last = EpochCost(train, self._validation_seconds, writing)
         why = f"epoch {self.state.epoch} measured" + (f", median of the last {len(recent)}" if len(recent) > 1 else "")
-        self._replan(typical, allow_longer=True, why=why, next_epoch=last)
+        self._replan(typical, why=why, next_epoch=last)
 
     # one epoch ---------------------------------------------------------------------------------
 
