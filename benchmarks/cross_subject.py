@@ -70,7 +70,7 @@ def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, st
     attnseg("evaluate", str(predictions), str(proxy / "test" / "labels"), "--overwrite", "--no-progress")
     summary = json.loads((predictions / "summary.json").read_text().replace("NaN", "null"))
     per_case = {
-        case["case_id"]: {k: case["metrics"]["1"][k] for k in ("Dice", "Precision", "Recall")}
+        case["case_id"]: {k: case["metrics"]["1"][k] for k in ("Dice", "Precision", "Recall", "BoundaryOffset")}
         for case in summary["metric_per_case"]
     }
     return {

@@ -1,7 +1,7 @@
 """Segmentation metrics with physical spacing, per case and per class, and the reports built on them.
 
 * :mod:`~attnseg.metrics.overlap`: Dice, IoU, precision, recall, volume similarity from voxel counts;
-* :mod:`~attnseg.metrics.surface`: HD95, ASSD, NSD on boundary voxels, distances in mm (MONAI);
+* :mod:`~attnseg.metrics.surface`: HD95, ASSD, NSD and the boundary offset on boundary voxels, in mm (MONAI);
 * :mod:`~attnseg.metrics.binary`: everything for one class in one case, and the empty-mask policy;
 * :mod:`~attnseg.metrics.report`: many cases, summary.json (nnU-Net v2 keys), CSV and Markdown.
 """
@@ -28,7 +28,7 @@ from attnseg.metrics.report import (
     write_markdown,
     write_summary_json,
 )
-from attnseg.metrics.surface import SurfaceDistances, assd, hd95, nsd, surface_distances
+from attnseg.metrics.surface import SurfaceDistances, assd, boundary_offset, hd95, nsd, surface_distances
 
 __all__ = [
     "CSV_COLUMNS",
@@ -42,6 +42,7 @@ __all__ = [
     "SurfaceDistances",
     "assd",
     "binary_metrics",
+    "boundary_offset",
     "case_csv",
     "evaluate_case",
     "evaluate_cases",

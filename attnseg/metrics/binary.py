@@ -3,10 +3,10 @@
 Empty-mask policy (P = prediction, R = reference, for one class in one case):
 
 ==================  =========================================  ========================================
-case                overlap (Dice, IoU, precision, recall, VS)  distances (HD95, ASSD) and NSD
+case                overlap (Dice, IoU, precision, recall, VS)  distances (HD95, ASSD, offset), NSD
 ==================  =========================================  ========================================
 both non-empty      the formulas                               the formulas
-both empty          all 1 (a correct "absent")                 HD95 = ASSD = 0, NSD = 1
+both empty          all 1 (a correct "absent")                 HD95 = ASSD = offset = 0, NSD = 1
 P empty, R not      Dice = IoU = recall = VS = 0,              NaN, and the case is flagged
                     precision NaN (no prediction to judge)     (``empty="prediction"``)
 R empty, P not      Dice = IoU = precision = VS = 0,           NaN, flagged (``empty="reference"``)
@@ -32,7 +32,7 @@ import numpy as np
 
 from attnseg.errors import ConfigError, DataError
 from attnseg.metrics import overlap
-from attnseg.metrics.surface import assd, hd95, nsd, surface_distances
+from attnseg.metrics.surface import assd, boundary_offset, hd95, nsd, surface_distances
 
 Empty = Literal["none", "both", "prediction", "reference"]
 DEFAULT_NSD_TOLERANCE_MM = 1.0
@@ -47,6 +47,7 @@ _REPORT_NAMES = {
     "hd95": "HD95",
     "assd": "ASSD",
     "nsd": "NSD",
+    "boundary_offset": "BoundaryOffset",
     "tp": "TP",
     "fp": "FP",
     "fn": "FN",
@@ -71,6 +72,7 @@ class ClassMetrics:
     hd95: float
     assd: float
     nsd: float
+    boundary_offset: float
     tp: int
     fp: int
     fn: int
@@ -142,11 +144,11 @@ def binary_metrics(
     nan = float("nan")
 
     if c.n_pred == 0 and c.n_ref == 0:
-        return ClassMetrics(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, **counts, **volumes, empty="both")
+        return ClassMetrics(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, **counts, **volumes, empty="both")
     if c.n_pred == 0:
-        return ClassMetrics(0.0, 0.0, nan, 0.0, 0.0, nan, nan, nan, **counts, **volumes, empty="prediction")
+        return ClassMetrics(0.0, 0.0, nan, 0.0, 0.0, nan, nan, nan, nan, **counts, **volumes, empty="prediction")
     if c.n_ref == 0:
-        return ClassMetrics(0.0, 0.0, 0.0, nan, 0.0, nan, nan, nan, **counts, **volumes, empty="reference")
+        return ClassMetrics(0.0, 0.0, 0.0, nan, 0.0, nan, nan, nan, nan, **counts, **volumes, empty="reference")
 
     d = surface_distances(pred, ref, spacing)
     return ClassMetrics(
@@ -158,6 +160,7 @@ def binary_metrics(
         hd95=hd95(d),
         assd=assd(d),
         nsd=nsd(d, nsd_tolerance_mm),
+        boundary_offset=boundary_offset(d),
         **counts,
         **volumes,
         empty="none",

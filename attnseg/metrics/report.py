@@ -35,8 +35,8 @@ from attnseg.metrics.binary import (
 )
 
 EMPTY_POLICY_TEXT = (
-    "both empty: Dice/IoU/Precision/Recall/VolumeSimilarity/NSD 1, HD95/ASSD 0; "
-    "one empty: Dice/IoU/VolumeSimilarity 0, the 0/0 one of Precision/Recall NaN, HD95/ASSD/NSD NaN, "
+    "both empty: Dice/IoU/Precision/Recall/VolumeSimilarity/NSD 1, HD95/ASSD/BoundaryOffset 0; "
+    "one empty: Dice/IoU/VolumeSimilarity 0, the 0/0 one of Precision/Recall NaN, HD95/ASSD/NSD/BoundaryOffset NaN, "
     "flagged in 'empty'; means skip NaN"
 )
 CSV_COLUMNS = ("case_id", "label", "label_value", "empty", *METRIC_KEYS, "prediction_file", "reference_file")
@@ -50,6 +50,7 @@ TABLE_METRICS = {
     "HD95": "HD95 (mm)",
     "ASSD": "ASSD (mm)",
     "NSD": "NSD",
+    "BoundaryOffset": "offset (mm)",
 }
 
 
@@ -314,7 +315,7 @@ def markdown_table(report: EvaluationReport) -> str:
     """
     means, stds, empties = report.mean(), report.std(), report.empty_counts()
     headers = {**TABLE_METRICS, "NSD": f"NSD@{report.nsd_tolerance_mm:g}mm"}
-    digits = {k: 2 if k in ("HD95", "ASSD") else 3 for k in headers}
+    digits = {k: 2 if k in ("HD95", "ASSD", "BoundaryOffset") else 3 for k in headers}
     lines = [
         "| class | " + " | ".join(headers.values()) + " | empty P/R/both |",
         "|---|" + "---|" * (len(headers) + 1),

@@ -20,7 +20,13 @@ define them:
 * ASSD = mean of D(P→R) ∪ D(R→P), every surface voxel weighing the same (Heimann et al. 2009; medpy
   instead averages the two directed means);
 * NSD at tolerance τ mm = (#{d ∈ D(P→R): d ≤ τ} + #{d ∈ D(R→P): d ≤ τ}) / (|D(P→R)| + |D(R→P)|)
-  (Nikolov et al. 2021, counted over boundary voxels rather than weighted by surface-element area).
+  (Nikolov et al. 2021, counted over boundary voxels rather than weighted by surface-element area);
+* boundary offset = the mean of the same distances with a sign: positive where the prediction lies outside
+  the reference (a prediction surface voxel outside the reference, or a reference surface voxel inside the
+  prediction), negative where it falls short. The mean signed surface distance of shape analysis and
+  radiotherapy contouring: a mask grown uniformly by k mm scores +k, one shrunk by k mm scores -k, and
+  errors in both directions cancel, so it tells a systematic shift (another label convention: a brain mask
+  that leaves out the CSF rim scores about -3 mm against one that includes it) from scattered misses.
 
 The distances are computed once per mask pair and shared by the three metrics. Empty masks never reach
 this module: see :mod:`attnseg.metrics.binary` for what the metrics are then.
@@ -45,6 +51,8 @@ class SurfaceDistances:
 
     pred_to_ref: np.ndarray
     ref_to_pred: np.ndarray
+    pred_outside_ref: np.ndarray  # per prediction surface voxel (the order of pred_to_ref): not in the reference
+    ref_inside_pred: np.ndarray  # per reference surface voxel: in the prediction
 
     @property
     def both(self) -> np.ndarray:
@@ -60,13 +68,20 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
     """
     if not pred.any() or not ref.any():
         raise ValueError("surface_distances needs two non-empty masks; the empty-mask policy lives in binary_metrics")
-    edges_pred, edges_ref = get_mask_edges(pred, ref, crop=True)
+    # MONAI's crop=True, done here so that the masks stay aligned with their edges: the box of both masks and
+    # a background margin of one voxel (outside the image counts as background)
+    box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in np.nonzero(pred | ref))
+    pred, ref = np.pad(pred[box], 1), np.pad(ref[box], 1)
+    edges_pred, edges_ref = get_mask_edges(pred, ref, crop=False)
     edges_pred, edges_ref = np.asarray(edges_pred, dtype=bool), np.asarray(edges_ref, dtype=bool)
     spacing = [float(s) for s in spacing]
     pred_to_ref = get_surface_distance(edges_pred, edges_ref, distance_metric="euclidean", spacing=spacing)
     ref_to_pred = get_surface_distance(edges_ref, edges_pred, distance_metric="euclidean", spacing=spacing)
     return SurfaceDistances(
-        pred_to_ref=np.asarray(pred_to_ref, dtype=np.float64), ref_to_pred=np.asarray(ref_to_pred, dtype=np.float64)
+        pred_to_ref=np.asarray(pred_to_ref, dtype=np.float64),
+        ref_to_pred=np.asarray(ref_to_pred, dtype=np.float64),
+        pred_outside_ref=~ref[edges_pred],  # boolean indexing in C order, as get_surface_distance's
+        ref_inside_pred=pred[edges_ref],
     )
 
 
@@ -78,6 +93,14 @@ def hd95(d: SurfaceDistances, percentile: float = HD_PERCENTILE) -> float:
 def assd(d: SurfaceDistances) -> float:
     """Average symmetric surface distance: the mean over both surfaces' voxels, in mm."""
     return float(d.both.mean())
+
+
+def boundary_offset(d: SurfaceDistances) -> float:
+    """Mean signed surface distance over both surfaces' voxels, in mm: > 0 where the prediction lies outside
+    the reference, < 0 where it falls short (see the module's docstring)."""
+    from_pred = np.where(d.pred_outside_ref, d.pred_to_ref, -d.pred_to_ref)
+    from_ref = np.where(d.ref_inside_pred, d.ref_to_pred, -d.ref_to_pred)
+    return float(np.concatenate([from_pred, from_ref]).mean())
 
 
 def nsd(d: SurfaceDistances, tolerance_mm: float) -> float:

@@ -7,9 +7,13 @@ how many epochs fit:
 1. before the first epoch, a few forward/backward passes on one batch time a training step, and a
    forward pass in eval mode times a validation batch; the plan is made from these (with a margin for
    data loading, augmentation and the optimizer);
-2. after the first epoch the plan is made again from what the epoch really cost (training, validation,
-   writing), which may lengthen or shorten the run while the learning rate has barely moved;
-3. after every later epoch it is only ever shortened, if epochs turn out slower than planned.
+2. after every epoch the plan is made again from what epochs really cost (training, validation,
+   writing): the median training time of the last :data:`RECENT_EPOCHS` epochs, so that one epoch slowed
+   by a neighbouring job does not cut the run short for good (on a shared 2-core machine one such epoch
+   once ended a 5-minute run 90 s early), nor one fast epoch lengthen it; the plan may lengthen or shorten,
+   and the learning-rate schedule follows it;
+3. whatever the median says, the next epoch starts only if it fits at the cost of the last one, so a
+   machine that stays slower ends the run within the budget all the same.
 
 When fewer than four whole epochs fit (a slow machine, a short budget, a large network), epochs get
 fewer steps (``training.iterations_per_epoch`` shrinks), so that there are four and the schedule and
@@ -82,6 +86,8 @@ CHEAP_MEASUREMENT_SHARE = 0.01
 STEPS_BEFORE_TRAINING = 2
 # Seconds of writing a checkpoint and the logs, until an epoch has measured it.
 FIRST_GUESS_WRITING = 1.0
+# epochs whose median training time plans the rest of the run
+RECENT_EPOCHS = 5
 
 
 def parse_duration(value: float | int | str) -> float:

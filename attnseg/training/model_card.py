@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from attnseg.data.check import Fingerprint
+from attnseg.data.margin import margin_note
 from attnseg.data.plan import Plan
 from attnseg.fileio import write_text
 from attnseg.model_dir import ModelDir, provenance
@@ -74,6 +75,9 @@ def data_section(inputs: CardInputs) -> list[str]:
         f"- cases: {len(inputs.train_cases)} training, {len(inputs.val_cases)} validation",
         f"- channels: {', '.join(plan.channel_names)}; classes: {classes}",
     ]
+    margin = margin_note(inputs.dataset)
+    if margin is not None:
+        lines.append(f"- labels: {margin}")
     if fp is not None:
         orientations = sorted({c.orientation for c in fp.cases})
         lines += [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -36,6 +37,7 @@ from attnseg.timing import synchronize
 from attnseg.training.budget import (
     FIRST_GUESS_MARGIN,
     FIRST_GUESS_WRITING,
+    RECENT_EPOCHS,
     EpochCost,
     TimeBudget,
     epochs_that_fit,
@@ -164,6 +166,7 @@ class Trainer:
         self._validated_last_epoch = True  # nothing owed until an epoch runs without validating (_run_epoch)
         self.iterations = self.train_cfg.iterations_per_epoch
         self._validation_seconds = 0.0  # the last validation's cost (estimated until one has run)
+        self._epoch_seconds: list[float] = []  # the training time of every epoch run, for the budget's plan
         self._preflight_seconds: float | None = None  # the pre-flight pass's cost: the budget's first step timing
         self.scheduler = build_scheduler(config.scheduler, self.optimizer, lambda: self.epochs)
         self.train_step = TrainStep(self.model, loss_fn, self.optimizer, self.runtime, self.train_cfg.grad_clip)
@@ -308,7 +311,7 @@ class Trainer:
         forward_seconds = self._time_for_budget(forward) if batches else 0.0
         self._validation_seconds = forward_seconds * batches
         cost = EpochCost(step * self.iterations, self._validation_seconds, FIRST_GUESS_WRITING)
-        self._replan(cost, allow_longer=True, why="measured a training step")
+        self._replan(cost, why="measured a training step")
 
     def _time_for_budget(self, fn: Callable[[], object], once: float | None = None) -> float:
         """Seconds of one call of ``fn`` (the pre-flight pass warmed it up): the median of three when one
@@ -317,8 +320,9 @@ class Trainer:
         only to be timed (a 3D step on a CPU: a minute of a 5-minute budget)."""
         return time_within_budget(fn, self.budget, self.device, repeats=3, once=once)
 
-    def _replan(self, cost: EpochCost, allow_longer: bool, why: str) -> None:
-        """Fit the remaining epochs into the remaining time; rank 0's plan is everyone's."""
+    def _replan(self, cost: EpochCost, why: str, next_epoch: EpochCost | None = None) -> None:
+        """Fit the remaining epochs of ``cost`` into the remaining time, and none when ``next_epoch`` (the last
+        epoch's cost) no longer fits; rank 0's plan is everyone's."""
         budget = self.budget
         fixed_validation = "val_every" in self.train_cfg.model_fields_set
         val_every = spaced_validation(cost, self.train_cfg.val_every, fixed_validation)
@@ -332,13 +336,16 @@ class Trainer:
             )
             iterations, cost = shorter_epochs(available, cost, iterations, val_every)
         fit = epochs_that_fit(available, cost, val_every)
-        epochs = done + fit if allow_longer else min(self.epochs, done + fit)
-        epochs = max(epochs, done if done else 1)  # at least one epoch: a run must leave a model
+        if next_epoch is not None and epochs_that_fit(available, next_epoch, val_every) == 0:
+            fit = 0
+        epochs = max(done + fit, 1)  # at least one epoch: a run must leave a model
         what = f"time budget ({why})"
         epochs = int(dist_utils.broadcast_number(epochs, self.context, self.device, what))
         val_every = int(dist_utils.broadcast_number(val_every, self.context, self.device, what))
         iterations = int(dist_utils.broadcast_number(iterations, self.context, self.device, what))
-        changed = (epochs, val_every, iterations) != (self.epochs, self.val_every, self.iterations)
+        # say so when the plan moves by more than an epoch or two (the median drifts by one now and then)
+        moved = abs(epochs - self.epochs) > max(1, round(0.05 * self.epochs)) or epochs == done < self.epochs
+        changed = moved or (val_every, iterations) != (self.val_every, self.iterations)
         self.epochs, self.val_every, self.iterations = epochs, val_every, iterations
         if self.context.is_main and (changed or done == 0):
             validation = f", validation {cost.validation:.1f} s every {val_every} epoch(s)" if cost.validation else ""
@@ -354,11 +361,16 @@ class Trainer:
         return epochs * (cost.train + cost.writing) + validations * cost.validation
 
     def _keep_within_budget(self, train: float, validation: float | None, writing: float) -> None:
-        """After an epoch: plan again from what it cost (validation: the last one measured)."""
+        """After an epoch: plan again from the median cost of the recent epochs, and stop when the next would
+        not fit at the last one's cost (validation: the last one measured; see attnseg.training.budget)."""
         if validation is not None:
             self._validation_seconds = validation
-        cost = EpochCost(train, self._validation_seconds, writing)
-        self._replan(cost, allow_longer=self.state.epoch == 1, why=f"epoch {self.state.epoch} measured")
+        self._epoch_seconds.append(train)
+        recent = self._epoch_seconds[-RECENT_EPOCHS:]
+        typical = EpochCost(statistics.median(recent), self._validation_seconds, writing)
+        last = EpochCost(train, self._validation_seconds, writing)
+        why = f"epoch {self.state.epoch} measured" + (f", median of the last {len(recent)}" if len(recent) > 1 else "")
+        self._replan(typical, why=why, next_epoch=last)
 
     # one epoch ---------------------------------------------------------------------------------
 

@@ -144,6 +144,43 @@ def test_concentric_balls_of_known_radius(shape: tuple[int, ...], spacing: tuple
     assert abs(m.assd - (big - r)) < voxel / 2
     assert big - r - voxel <= m.hd95 <= big - r + voxel
     assert m.nsd < 0.2  # the surfaces are 2 mm apart, the tolerance 1 mm
+    assert abs(m.boundary_offset + (big - r)) < voxel / 2  # the prediction lies (R - r) mm inside
+
+
+def test_boundary_offset_of_a_square_grown_by_one_voxel() -> None:
+    """A 4x4 reference square and the 6x6 square one voxel bigger all round, spacing 1 mm.
+
+    The prediction's 20 surface voxels lie outside the reference: its 16 side voxels 1 mm from the
+    reference's ring, its 4 corners sqrt(2) mm from the reference's corners. The reference's 12 surface
+    voxels lie inside the prediction, each 1 mm from its ring. Offset = (16 + 4 sqrt(2) + 12) / 32, the
+    same as ASSD; swapping the two gives its negative, and a shift along an axis gives zero.
+    """
+    ref = np.zeros((8, 8), bool)
+    ref[2:6, 2:6] = True
+    pred = np.zeros_like(ref)
+    pred[1:7, 1:7] = True
+    expected = (16 + 4 * math.sqrt(2) + 12) / 32
+    assert binary_metrics(pred, ref, (1.0, 1.0)).boundary_offset == pytest.approx(expected)
+    assert binary_metrics(pred, ref, (1.0, 1.0)).assd == pytest.approx(expected)
+    assert binary_metrics(ref, pred, (1.0, 1.0)).boundary_offset == pytest.approx(-expected)
+    assert binary_metrics(np.roll(ref, 1, axis=0), ref, (1.0, 1.0)).boundary_offset == pytest.approx(0.0)
+    # at 2 mm along the first axis. The prediction's 8 side voxels across that axis are 2 mm out, the 8 along
+    # it 1 mm, the 4 corners sqrt(5) mm. Of the reference's ring, the 4 corners and the 4 side voxels along
+    # the coarse axis are 1 mm from the prediction's side, the other 4 are 2 mm from it.
+    coarse = binary_metrics(pred, ref, (2.0, 1.0)).boundary_offset
+    assert coarse == pytest.approx((8 * 2 + 8 * 1 + 4 * math.sqrt(5) + 8 * 1 + 4 * 2) / 32)
+
+
+def test_boundary_offset_ignores_where_the_masks_sit_in_the_array() -> None:
+    """The masks are cropped to their box before the edges are found: at the array's border as inside it."""
+    ref = np.zeros((9, 9, 9), bool)
+    ref[0:4, 0:4, 0:4] = True
+    pred = np.zeros_like(ref)
+    pred[0:5, 0:5, 0:5] = True
+    inside = binary_metrics(np.roll(pred, 2, (0, 1, 2)), np.roll(ref, 2, (0, 1, 2)), (1.0, 1.0, 1.0))
+    at_border = binary_metrics(pred, ref, (1.0, 1.0, 1.0))
+    assert at_border.boundary_offset > 0 and inside.boundary_offset > 0
+    assert at_border.hd95 == inside.hd95
 
 
 # ---------------------------------------------------------------- the empty-mask policy
@@ -153,7 +190,7 @@ def test_both_empty_is_a_perfect_score() -> None:
     empty = np.zeros((6, 6, 6), bool)
     m = binary_metrics(empty, empty, (1.0, 1.0, 2.0))
     assert (m.dice, m.iou, m.precision, m.recall, m.volume_similarity, m.nsd) == (1, 1, 1, 1, 1, 1)
-    assert (m.hd95, m.assd) == (0.0, 0.0)
+    assert (m.hd95, m.assd, m.boundary_offset) == (0.0, 0.0, 0.0)
     assert m.empty == "both" and not m.flagged
     assert (m.tp, m.fp, m.fn, m.tn) == (0, 0, 0, 216)
 
@@ -164,7 +201,7 @@ def test_empty_prediction_is_flagged_with_nan_distances() -> None:
     m = binary_metrics(np.zeros_like(ref), ref, (0.7, 0.7))
     assert (m.dice, m.iou, m.recall, m.volume_similarity) == (0.0, 0.0, 0.0, 0.0)
     assert math.isnan(m.precision)
-    assert math.isnan(m.hd95) and math.isnan(m.assd) and math.isnan(m.nsd)
+    assert math.isnan(m.hd95) and math.isnan(m.assd) and math.isnan(m.nsd) and math.isnan(m.boundary_offset)
     assert m.empty == "prediction" and m.flagged
     assert m.n_ref == 9 and m.volume_ref_mm3 == pytest.approx(9 * 0.49)
 

@@ -70,8 +70,9 @@ class SimulatedMachine:
     the resolution plan, the pre-flight batch, every training step, every validation batch) costs
     ``seconds_per_pixel`` for each pixel of its batch, three times that in training mode (forward,
     backward and the optimizer step); preprocessing the cases costs ``preprocessing_s``; writing a
-    checkpoint or the weights ``writing_s``. From ``slow_from`` simulated seconds on, training passes
-    cost ``slowdown`` times more (a neighbour took the machine). Nothing else costs anything: the result
+    checkpoint or the weights ``writing_s``. From ``slow_from`` simulated seconds on (until ``slow_until``,
+    if given), training passes cost ``slowdown`` times more (a neighbour took the machine). Nothing else
+    costs anything: the result
     does not depend on how busy the real machine is. The default costs are some 30 times what the real
     work takes here, so a measurement that read the real clock instead would show.
     """
@@ -79,10 +80,10 @@ class SimulatedMachine:
     START = 1000.0
 
     def __init__(self, monkeypatch, *, seconds_per_pixel=1e-3 / 3, preprocessing_s=10.0, writing_s=3.0,
-                 slow_from=None, slowdown=1.0):  # fmt: skip
+                 slow_from=None, slowdown=1.0, slow_until=float("inf")):  # fmt: skip
         self.now = self.START
         self.rate, self.writing_s = seconds_per_pixel, writing_s
-        self.slow_from, self.slowdown = slow_from, slowdown
+        self.slow_from, self.slowdown, self.slow_until = slow_from, slowdown, slow_until
         build_model, preprocess = run.build_model, run.preprocess_cases
 
         def built(config, plan):
@@ -105,7 +106,7 @@ class SimulatedMachine:
     def _forward(self, training: bool, batch: torch.Tensor) -> None:
         seconds = self.rate * batch.numel()
         if training:
-            slow = self.slow_from is not None and self.now - self.START >= self.slow_from
+            slow = self.slow_from is not None and self.slow_from <= self.now - self.START < self.slow_until
             seconds *= 3 * (self.slowdown if slow else 1.0)
         self.now += seconds
 
@@ -156,6 +157,19 @@ def test_epochs_slower_than_planned_shorten_the_run(make_nnunet, tmp_path, capsy
     out = capsys.readouterr().out
     assert elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
     assert 3 <= slowed["epoch"] < steady["epoch"], out
+
+
+def test_one_slow_epoch_does_not_cut_the_run_short(make_nnunet, tmp_path, capsys, monkeypatch):
+    """Training steps are four times slower for a few seconds, one epoch's worth, a third of the way in (a
+    neighbour's job came and went): the plan follows the median of the recent epochs, so the run goes back to
+    its length and uses the budget, where planning from the last epoch alone cut it short for good."""
+    dataset = make_nnunet(cases=4, shape=(24, 20, 8))
+    budget = 250.0
+    machine = SimulatedMachine(monkeypatch, slow_from=budget / 3, slow_until=budget / 3 + 5.0, slowdown=4.0)
+    elapsed, _ = _train_on(machine, dataset, tmp_path / "run", budget)
+    out = capsys.readouterr().out
+    assert 0.9 * budget <= elapsed <= budget, f"took {elapsed:.2f} s for a {budget:g} s budget\n{out}"
+    assert "median of the last" in out, out
 
 
 def test_too_slow_for_whole_epochs_gets_shorter_ones():

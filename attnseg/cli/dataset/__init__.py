@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from attnseg.cli.dataset import check, prepare
+from attnseg.cli.dataset import check, margin, prepare
 from attnseg.cli.options import Verbs
 
 # in the order `attnseg dataset --help` lists them
-ACTIONS = (check, prepare)
+ACTIONS = (check, prepare, margin)
 
 
 def add_parser(verbs: Verbs) -> None:
     dataset = verbs.add_parser(
         "dataset",
-        help="check a dataset folder, or prepare a built-in real dataset",
+        help="check a dataset folder, prepare a built-in real dataset, or grow/shrink its labels",
         description="Work with segmentation datasets on disk (nnU-Net v2 raw, Medical Segmentation Decathlon, "
         "or paired images/ + labels/ folders).",
         epilog="examples:\n  attnseg dataset prepare mni152-tissue data/mni152\n  attnseg dataset check data/mni152",
