@@ -67,6 +67,36 @@ def test_evaluate_cli_writes_reports_and_fails_on_problems(folders, tmp_path, ca
     assert "no prediction for case 'a'" in capsys.readouterr().err
 
 
+def test_a_systematic_shift_is_named_with_the_margin_that_moves_it(tmp_path, capsys):
+    """Masks drawn 2 voxels (2 mm) inside the reference all round: the note names the class, the offset and
+    the `attnseg dataset margin` command (no --labels: there is one class to move)."""
+    geometry = Geometry.create([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    reference = np.zeros((1, 16, 16, 16), np.uint8)
+    reference[0, 2:14, 2:14, 2:14] = 1
+    inner = np.zeros_like(reference)
+    inner[0, 4:12, 4:12, 4:12] = 1
+    write_image(ref / "a.nii.gz", reference, geometry)
+    write_image(pred / "a.nii.gz", inner, geometry)
+    assert main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    # 2.17 mm, not 2: the reference's edge and corner voxels are sqrt(8) and sqrt(12) mm from the inner cube
+    assert "note: label_1: the masks lie on average 2.17 mm inside the references" in printed, printed
+    assert "`attnseg dataset margin SOURCE OUT --mm 2.2` grows the training labels" in printed, printed
+
+
+def test_no_shift_note_for_scattered_errors(folders, tmp_path, capsys):
+    """A cube shifted by one voxel: as much outside on one side as inside on the other, offset 0."""
+    pred, ref, labels_file = folders
+    assert (
+        main(
+            ["evaluate", str(pred), str(ref), "--labels", str(labels_file), "-o", str(tmp_path / "o"), "--no-progress"]
+        )
+        == 0
+    )
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_pairing_ignores_probability_maps(folders):
     pred, ref, _ = folders
     write_image(pred / "a_probabilities.nii.gz", np.zeros((2, 10, 10, 10), np.float32), Geometry.identity(3))

@@ -78,6 +78,20 @@ def add_parser(verbs: Verbs) -> None:
     evaluate.set_defaults(func=run)
 
 
+def shift_note(name: str, offset: float, assd: float, name_the_label: bool = False) -> str:
+    """What a systematic boundary shift of class ``name`` means, and the command that moves training labels
+    (``--labels name`` when other classes are not to move)."""
+    where = "inside" if offset < 0 else "outside"
+    verb = "grows" if offset < 0 else "shrinks"
+    which = f" --labels {name}" if name_the_label else ""
+    return (
+        f"note: {name}: the masks lie on average {abs(offset):.2f} mm {where} the references (boundary offset "
+        f"{offset:+.2f} mm, ASSD {assd:.2f} mm): one systematic shift, as two label conventions give. If the "
+        f"references draw the edge where you want it, `attnseg dataset margin SOURCE OUT --mm {-offset:.1f}{which}` "
+        f"{verb} the training labels to match (docs/generalisation.md)."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from attnseg.data.mask_files import SourceSeries
     from attnseg.evaluate import (
@@ -111,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.output or args.predictions)
     paths = write_reports(report, folder, overwrite=args.overwrite)
     print(markdown_table(report))
+    several = sum(value != 0 for value in report.labels.values()) > 1
+    for name, offset in report.systematic_shifts().items():
+        print(shift_note(name, offset, report.mean()[name]["ASSD"], name_the_label=several))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     qc = evaluate_qc(report, args.predictions, folder, overwrite=args.overwrite)
     if qc is not None:

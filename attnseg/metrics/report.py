@@ -39,6 +39,10 @@ EMPTY_POLICY_TEXT = (
     "one empty: Dice/IoU/VolumeSimilarity 0, the 0/0 one of Precision/Recall NaN, HD95/ASSD/NSD/BoundaryOffset NaN, "
     "flagged in 'empty'; means skip NaN"
 )
+# A class's masks are "systematically shifted" when their mean boundary offset is at least this many mm and
+# this share of the ASSD (EvaluationReport.systematic_shifts).
+SHIFT_MIN_MM = 1.0
+SHIFT_MIN_SHARE = 0.6
 CSV_COLUMNS = ("case_id", "label", "label_value", "empty", *METRIC_KEYS, "prediction_file", "reference_file")
 # The columns of the Markdown table: report key -> header (the NSD header gets the tolerance).
 TABLE_METRICS = {
@@ -120,6 +124,18 @@ class EvaluationReport:
         means = self.mean()
         foreground = [name for name, value in self.labels.items() if value != 0]
         return {key: nan_stat(np.mean, np.array([means[n][key] for n in foreground])) for key in METRIC_KEYS}
+
+    def systematic_shifts(self, min_mm: float = SHIFT_MIN_MM, min_share: float = SHIFT_MIN_SHARE) -> dict[str, float]:
+        """``{class name: mean boundary offset}`` for the classes whose masks lie consistently inside (< 0) or
+        outside (> 0) the references: by at least ``min_mm`` on average, and by at least ``min_share`` of
+        the ASSD, so that most of the surface error is that one shift, as when two label conventions differ
+        (a brain mask with or without the CSF rim), not scattered misses."""
+        shifts = {}
+        for name, metrics in self.mean().items():
+            offset, assd = metrics["BoundaryOffset"], metrics["ASSD"]
+            if np.isfinite(offset) and abs(offset) >= min_mm and abs(offset) >= min_share * assd:
+                shifts[name] = offset
+        return shifts
 
     def flagged(self) -> list[dict[str, Any]]:
         """The (case, class) pairs with exactly one empty side: ``case_id``, ``label``, ``label_value``, ``empty``."""
