@@ -154,3 +154,16 @@ def test_the_model_card_says_the_labels_were_moved(make_nnunet, tmp_path: Path) 
     assert "- labels:" not in card(source)
     (out / MARGIN_RECORD).write_text("{")
     assert "cannot be read" in card(out)
+
+
+def test_test_cases_are_copied_as_they_are(make_nnunet, tmp_path: Path) -> None:
+    source = make_nnunet(cases=1)
+    (source / "imagesTs").mkdir()
+    (source / "labelsTs").mkdir()
+    for folder, name in (("imagesTs", "case_900_0000.nii.gz"), ("labelsTs", "case_900.nii.gz")):
+        (source / folder / name).write_bytes((source / f"{folder[:-2]}Tr" / name.replace("900", "000")).read_bytes())
+    out = write_with_margin(source, tmp_path / "grown", 2.0)
+    for folder in ("imagesTs", "labelsTs"):
+        for path in (source / folder).iterdir():
+            assert (out / folder / path.name).read_bytes() == path.read_bytes()
+    assert (out / "labelsTr" / "case_000.nii.gz").read_bytes() != (source / "labelsTr" / "case_000.nii.gz").read_bytes()

@@ -20,9 +20,10 @@ def add_parser(actions: Verbs) -> None:
             "evaluate` measures how far apart two conventions are (BoundaryOffset, mm).\n\n"
             "Growing fills background only: a background voxel takes its nearest class, other classes are never\n"
             "overwritten. Shrinking turns a class's voxels within MM of the background into background; borders\n"
-            "between classes stay. Images are hard-linked (copied across file systems), dataset.json and\n"
-            "splits.json are kept, and OUT/label_margin.json records the margin and how many voxels each label\n"
-            "changed. See docs/data.md and docs/generalisation.md."
+            "between classes stay. Only the training cases' labels move; test cases are copied as they are.\n"
+            "Images are hard-linked (copied across file systems), dataset.json and splits.json are kept, and\n"
+            "OUT/label_margin.json records the margin and how many voxels each label changed. See docs/data.md\n"
+            "and docs/generalisation.md."
         ),
         epilog=(
             "examples:\n"
