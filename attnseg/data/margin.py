@@ -17,8 +17,9 @@ centres scaled by the spacing, ``scipy.ndimage.distance_transform_edt``):
 * **shrink** (``mm < 0``): a voxel of a chosen class within ``|mm|`` of the background becomes background.
   Borders between two foreground classes do not move.
 
-The new dataset is a copy of the old one (images hard-linked where the file system allows, else copied;
-``dataset.json`` and ``splits.json`` kept) with the labels rewritten in their own format, and
+The new dataset is a copy of the old one (every file copied, or with ``link_images`` hard-linked where the
+file system allows: no extra space, but a program that rewrites an image of the copy in place rewrites the
+source's too; ``dataset.json`` and ``splits.json`` kept) with the labels rewritten in their own format, and
 ``label_margin.json`` records what was done. It is written in a temporary folder beside ``out`` and renamed
 into place, so ``out`` is never left half written.
 """
@@ -78,16 +79,18 @@ def write_with_margin(
     label_names: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    link_images: bool = False,
 ) -> Path:
     """Copy the dataset at ``source`` to ``out`` with its labels grown or shrunk by ``mm`` millimetres.
 
-    ``label_names`` limits the margin to those classes (dataset.json's names); None moves every foreground
-    class. ``out`` must not exist unless ``overwrite`` (and then it must hold a dataset). ``progress`` shows
-    a progress bar over the labels (tqdm, on stderr).
+        ``label_names`` limits the margin to those classes (dataset.json's names); None moves every foreground
+        class. ``out`` must not exist unless ``overwrite`` (and then it must hold a dataset). ``progress`` shows
+        a progress bar over the labels (tqdm, on stderr). ``link_images`` hard-links the files instead of copying
+    them (the labels are written anew either way).
 
-    Raises:
-        DataError: an unreadable dataset or label file, a margin that is not finite or is zero, an unknown
-            label name, ``out`` inside ``source``; the message names the file or the name.
+        Raises:
+            DataError: an unreadable dataset or label file, a margin that is not finite or is zero, an unknown
+                label name, ``out`` inside ``source``; the message names the file or the name.
     """
     if not np.isfinite(mm) or mm == 0:
         raise DataError(f"a label margin must be a non-zero number of millimetres, got {mm}")
@@ -101,7 +104,7 @@ def write_with_margin(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         copy = staging / "dataset"
-        shutil.copytree(dataset.root, copy, copy_function=_link_or_copy)
+        shutil.copytree(dataset.root, copy, copy_function=_link_or_copy if link_images else shutil.copy2)
         moved = {}
         for case in tqdm(dataset.cases, desc="margin", unit="label", disable=not progress):
             if case.label is not None:
@@ -174,7 +177,7 @@ def _rewrite_label(original: Path, target: Path, mm: float, values: Sequence[int
 
 
 def _link_or_copy(source: str, target: str) -> None:
-    """Hard-link a file (images are not rewritten, so the copy costs no space); copy across file systems."""
+    """Hard-link a file (the copy costs no space); copy it across file systems."""
     try:
         os.link(source, target)
     except OSError:

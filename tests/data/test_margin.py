@@ -167,3 +167,17 @@ def test_test_cases_are_copied_as_they_are(make_nnunet, tmp_path: Path) -> None:
         for path in (source / folder).iterdir():
             assert (out / folder / path.name).read_bytes() == path.read_bytes()
     assert (out / "labelsTr" / "case_000.nii.gz").read_bytes() != (source / "labelsTr" / "case_000.nii.gz").read_bytes()
+
+
+def test_images_are_copies_unless_linking_is_asked_for(make_nnunet, tmp_path: Path) -> None:
+    """A program that rewrites an image of the copy in place must not change the source's, unless the user
+    chose hard links to save space."""
+    source = make_nnunet(cases=1)
+    image = source / "imagesTr" / "case_000_0000.nii.gz"
+    copied = write_with_margin(source, tmp_path / "copied", 1.0) / "imagesTr" / image.name
+    linked = write_with_margin(source, tmp_path / "linked", 1.0, link_images=True) / "imagesTr" / image.name
+    assert not copied.samefile(image) and linked.samefile(image)
+    original = image.read_bytes()
+    with open(copied, "r+b") as rewritten:  # in place, as some writers do
+        rewritten.write(b"\0" * 16)
+    assert image.read_bytes() == original

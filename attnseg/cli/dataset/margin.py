@@ -21,7 +21,7 @@ def add_parser(actions: Verbs) -> None:
             "Growing fills background only: a background voxel takes its nearest class, other classes are never\n"
             "overwritten. Shrinking turns a class's voxels within MM of the background into background; borders\n"
             "between classes stay. Only the training cases' labels move; test cases are copied as they are.\n"
-            "Images are hard-linked (copied across file systems), dataset.json and splits.json are kept, and\n"
+            "Everything else is copied (--link-images: hard-linked), dataset.json and splits.json included, and\n"
             "OUT/label_margin.json records the margin and how many voxels each label changed. See docs/data.md\n"
             "and docs/generalisation.md."
         ),
@@ -40,6 +40,12 @@ def add_parser(actions: Verbs) -> None:
         "--labels", nargs="+", metavar="NAME", help="only these labels (dataset.json names); default: every one"
     )
     margin.add_argument("--overwrite", action="store_true", help="replace OUT if it holds a dataset")
+    margin.add_argument(
+        "--link-images",
+        action="store_true",
+        help="hard-link the images instead of copying them: no extra space, but a program that rewrites an image "
+        "of OUT in place then rewrites SOURCE's too",
+    )
     margin.add_argument("--no-progress", action="store_true", help="no progress bar")
     margin.set_defaults(func=run)
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         label_names=args.labels,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        link_images=args.link_images,
     )
     verb = "grown" if args.mm > 0 else "shrunk"
     record = out / MARGIN_RECORD
