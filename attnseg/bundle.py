@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from attnseg import __version__, bundle_scripts
 from attnseg.data.plan import Plan
 from attnseg.errors import ConfigError, OutputExistsError
 from attnseg.export import export_torchscript
+from attnseg.fileio import staged_folder
 from attnseg.model_dir import ModelDir
 
 SCHEMA = Path(__file__).parent / "schemas" / "monai_bundle_metadata.json"
@@ -218,16 +218,8 @@ def export_bundle(model_dir: str | Path, output: str | Path, overwrite: bool = F
         raise ConfigError(
             "a MONAI Bundle is exported for one-channel models of 3D images only (it reads one NIfTI file per case)"
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         _write(directory, staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return output
 
 

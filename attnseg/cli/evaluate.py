@@ -126,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(report, folder, overwrite=args.overwrite)
     print(markdown_table(report))
     several = sum(value != 0 for value in report.labels.values()) > 1
+    means = report.mean()
     for name, offset in report.systematic_shifts().items():
-        print(shift_note(name, offset, report.mean()[name]["ASSD"], name_the_label=several))
+        print(shift_note(name, offset, means[name]["ASSD"], name_the_label=several))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     qc = evaluate_qc(report, args.predictions, folder, overwrite=args.overwrite)
     if qc is not None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib.resources
 import itertools
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image, read_image, write_image
 from attnseg.data.splits import save_splits
 from attnseg.errors import DataError
-from attnseg.fileio import write_json
+from attnseg.fileio import staged_folder, write_json
 
 Role = Literal["train", "val"]
 
@@ -239,9 +237,7 @@ def prepare_builtin(
             raise DataError(
                 f"{out} exists and holds no dataset.json; refusing to replace a folder that is not a dataset"
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         info = spec.prepare(staging, validation)
         slabs = info.pop("slabs")
         train = [s["id"] for s in slabs if s["role"] == "train"]
@@ -264,12 +260,6 @@ def prepare_builtin(
         write_json(staging / "dataset.json", dataset_json)
         save_splits(staging / "splits.json", [{"train": train, "val": val}])
         (staging / "README.md").write_text(_readme(name, info, slabs))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

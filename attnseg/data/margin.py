@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 from attnseg.data.dataset import Dataset, load_dataset
 from attnseg.data.io import read_image, write_image
 from attnseg.errors import DataError, OutputExistsError
-from attnseg.fileio import write_json
+from attnseg.fileio import staged_folder, write_json
 
 MARGIN_RECORD = "label_margin.json"
 
@@ -83,14 +82,14 @@ def write_with_margin(
 ) -> Path:
     """Copy the dataset at ``source`` to ``out`` with its labels grown or shrunk by ``mm`` millimetres.
 
-        ``label_names`` limits the margin to those classes (dataset.json's names); None moves every foreground
-        class. ``out`` must not exist unless ``overwrite`` (and then it must hold a dataset). ``progress`` shows
-        a progress bar over the labels (tqdm, on stderr). ``link_images`` hard-links the files instead of copying
+    ``label_names`` limits the margin to those classes (dataset.json's names); None moves every foreground
+    class. ``out`` must not exist unless ``overwrite`` (and then it must hold a dataset). ``progress`` shows
+    a progress bar over the labels (tqdm, on stderr). ``link_images`` hard-links the files instead of copying
     them (the labels are written anew either way).
 
-        Raises:
-            DataError: an unreadable dataset or label file, a margin that is not finite or is zero, an unknown
-                label name, ``out`` inside ``source``; the message names the file or the name.
+    Raises:
+        DataError: an unreadable dataset or label file, a margin that is not finite or is zero, an unknown
+            label name, ``out`` inside ``source``; the message names the file or the name.
     """
     if not np.isfinite(mm) or mm == 0:
         raise DataError(f"a label margin must be a non-zero number of millimetres, got {mm}")
@@ -100,11 +99,9 @@ def write_with_margin(
     if out == dataset.root.resolve() or dataset.root.resolve() in out.parents:
         raise DataError(f"{out}: write the new dataset outside {dataset.root}")
     _check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        copy = staging / "dataset"
-        shutil.copytree(dataset.root, copy, copy_function=_link_or_copy if link_images else shutil.copy2)
+    with staged_folder(out) as copy:
+        copy_function = _link_or_copy if link_images else shutil.copy2
+        shutil.copytree(dataset.root, copy, copy_function=copy_function, dirs_exist_ok=True)
         moved = {}
         for case in tqdm(dataset.cases, desc="margin", unit="label", disable=not progress):
             if case.label is not None:
@@ -112,11 +109,6 @@ def write_with_margin(
         chosen = "every foreground label" if values is None else sorted(values)
         record = {"source": str(dataset.root.resolve()), "margin_mm": mm, "label_values": chosen}
         write_json(copy / MARGIN_RECORD, {**record, "voxels_changed": moved}, overwrite=True)
-        if out.exists():
-            shutil.rmtree(out)
-        copy.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
