@@ -27,9 +27,17 @@ def oblique_geometry() -> Geometry:
     return Geometry.create([0.7, 1.3, 2.5], [-98.123456789, 3.3333333333, 17.5], rotation([0.3, -0.7, 1.1]))
 
 
-def sphere_label(shape: Sequence[int], center: Sequence[float], radius: float, value: int = 1) -> np.ndarray:
+def sphere_label(
+    shape: Sequence[int],
+    center: Sequence[float],
+    radius: float,
+    value: int = 1,
+    spacing: Sequence[float] | None = None,
+) -> np.ndarray:
+    """``value`` on the voxels within ``radius`` of ``center`` (a voxel index); with ``spacing``, radius in mm."""
     grid = np.indices(shape).astype(float)
-    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, center, strict=True)))
+    spacing = spacing or [1.0] * len(shape)
+    distance = np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grid, center, spacing, strict=True)))
     return np.where(distance <= radius, value, 0).astype(np.uint8)
 
 
