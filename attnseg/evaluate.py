@@ -12,7 +12,9 @@ no source series to place them on, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
 (attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
 on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
-disagree, over the scan when it can be found.
+disagree, over the scan when it can be found, and :func:`measure_sides` says on which sides of the patient
+the masks fall short or reach beyond, and which pieces of the references they miss whole
+(:mod:`attnseg.metrics.sides`).
 
 Large folders: ``num_workers`` processes each read a pair and compute its metrics (surface distances
 dominate, and they hold the GIL, so threads would not help); only the small per-case results travel
@@ -21,6 +23,8 @@ back, in case order, so the report is the same as a serial run's.
 
 from __future__ import annotations
 
+import csv
+import io
 import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -34,14 +38,17 @@ import numpy as np
 
 from attnseg.data import read_geometry, read_image
 from attnseg.data.dataset import load_dataset, parse_labels
+from attnseg.data.image import Image
 from attnseg.data.io import is_image_file, strip_ending
 from attnseg.data.mask_files import Grid, SourceSeries, is_mask_file, mask_case_id, pair_grid, read_mask
+from attnseg.data.orientation import reorientation
 from attnseg.errors import ConfigError, DataError
-from attnseg.fileio import check_writable, read_json, write_json
+from attnseg.fileio import check_writable, read_json, write_json, write_text
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
 from attnseg.metrics.binary import check_labels
 from attnseg.metrics.qc_agreement import qc_agreement
 from attnseg.metrics.report import write_case_csv, write_markdown, write_summary_json
+from attnseg.metrics.sides import SIDES, missed_by_quarter, missed_pieces, side_offsets
 
 GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
 REPORT_FILES = {"summary": "summary.json", "cases": "cases.csv", "table": "summary.md"}
@@ -50,6 +57,7 @@ QC_EVALUATION = "qc_evaluation.json"
 T = TypeVar("T")
 R = TypeVar("R")
 OVERLAY_FOLDER = "overlays"  # beside the reports
+SIDES_FILES = {"sides": "sides.csv", "pieces": "pieces_missed.csv"}  # beside the reports, with --sides
 _FIRST_CHANNEL = re.compile(r"_0000$")
 
 
@@ -305,9 +313,7 @@ def write_overlays(
         check_writable(path, overwrite)
     images, sources = images or {}, sources or SourceSeries()
     for case, path in zip(report.cases, paths, strict=True):
-        pred_path, ref_path = Path(str(case.prediction_file)), Path(str(case.reference_file))
-        grid = pair_grid(pred_path, ref_path, sources)
-        prediction, reference = read_mask(pred_path, grid, seg_labels), read_mask(ref_path, grid, seg_labels)
+        prediction, reference = _read_case_masks(case, seg_labels, sources)
         scan = images.get(case.case_id)
         picture = read_image(scan).array[0] if scan is not None else np.zeros(reference.spatial_shape, np.float32)
         if picture.shape != reference.spatial_shape:
@@ -324,3 +330,137 @@ def write_overlays(
             overwrite=overwrite,
         )
     return paths
+
+
+def _read_case_masks(case: CaseResult, seg_labels: dict[str, int] | None, sources: SourceSeries) -> tuple[Image, Image]:
+    """A reported case's prediction and reference again, on the grid they were compared on."""
+    pred_path, ref_path = Path(str(case.prediction_file)), Path(str(case.reference_file))
+    grid = pair_grid(pred_path, ref_path, sources)
+    return read_mask(pred_path, grid, seg_labels), read_mask(ref_path, grid, seg_labels)
+
+
+@dataclass
+class Sides:
+    """Where the masks fall short of the references or reach beyond them, by side of the patient
+    (:mod:`attnseg.metrics.sides`): one row per case, class and side, one per piece missed whole, and the 2-D
+    cases that have no sides."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pieces: list[dict[str, Any]] = field(default_factory=list)
+    piece_counts: dict[str, int] = field(default_factory=dict)  # class -> pieces of the references
+    quarters: dict[str, list[list[float]]] = field(default_factory=dict)  # class -> per case, with a scan
+    skipped: list[str] = field(default_factory=list)
+
+    def mean_by_side(self, name: str) -> dict[str, float]:
+        """Class ``name``'s mean signed distance per side, the mean over its cases."""
+        out = {}
+        for side in SIDES:
+            values = [r["mean_mm"] for r in self.rows if r["label"] == name and r["side"] == side]
+            if values:
+                out[side] = float(np.mean(values))
+        return out
+
+
+def measure_sides(
+    report: EvaluationReport,
+    images: dict[str, Path] | None = None,
+    seg_labels: dict[str, int] | None = None,
+    sources: SourceSeries | None = None,
+) -> Sides:
+    """:class:`Sides` of every 3-D case and foreground class of ``report`` whose reference is not empty, the
+    masks reoriented to RAS; with ``images`` (case id -> scan), also the intensities of the missed voxels."""
+    sides, images, sources = Sides(), images or {}, sources or SourceSeries()
+    foreground = {name: value for name, value in report.labels.items() if value != 0}
+    for case in report.cases:
+        prediction, reference = _read_case_masks(case, seg_labels, sources)
+        if reference.spatial_dims != 3:
+            sides.skipped.append(case.case_id)
+            continue
+        turn = reorientation(reference.geometry)
+        pred, ref = turn.apply(prediction.array)[0], turn.apply(reference.array)[0]
+        spacing = tuple(reference.geometry.spacing[a] for a in turn.axes)
+        scan = images.get(case.case_id)
+        picture = turn.apply(read_image(scan).array)[0] if scan is not None else None
+        if picture is not None and picture.shape != ref.shape:
+            raise DataError(f"{scan}: shape {picture.shape} differs from its reference {case.reference_file}")
+        for name, value in foreground.items():
+            _measure_class(sides, case.case_id, name, pred == value, ref == value, spacing, picture)
+    return sides
+
+
+def _measure_class(
+    sides: Sides,
+    case_id: str,
+    name: str,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, ...],
+    picture: np.ndarray | None,
+) -> None:
+    if not ref.any():
+        return
+    if pred.any():
+        for offset in side_offsets(pred, ref, spacing):
+            sides.rows.append({"case_id": case_id, "label": name, **vars(offset)})
+    count, missed = missed_pieces(pred, ref, spacing)
+    sides.piece_counts[name] = sides.piece_counts.get(name, 0) + count
+    sides.pieces.extend({"case_id": case_id, "label": name, **vars(piece)} for piece in missed)
+    if picture is not None:
+        sides.quarters.setdefault(name, []).append(missed_by_quarter(pred, ref, picture))
+
+
+def write_sides(sides: Sides, folder: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """sides.csv (a row per case, class and side) and pieces_missed.csv in ``folder``, atomically."""
+    paths = {key: Path(folder) / name for key, name in SIDES_FILES.items()}
+    for path in paths.values():
+        check_writable(path, overwrite)
+    columns = ["case_id", "label", "side", "surface_voxels", "mean_mm", "median_mm", "missed_near"]
+    write_text(paths["sides"], _csv(sides.rows, columns), overwrite=overwrite)
+    columns = ["case_id", "label", "height_mm", "area_mm2", "covered"]
+    write_text(paths["pieces"], _csv(sides.pieces, columns), overwrite=overwrite)
+    return paths
+
+
+def sides_table(sides: Sides, labels: dict[str, int]) -> str:
+    """Markdown: per class, the mean signed distance on each side (mm; + beyond the reference, - short of it),
+    the pieces missed whole and, where scans were given, the quarters of intensity of the missed voxels."""
+    names = [name for name, value in labels.items() if value != 0 and name in sides.piece_counts]
+    lines = [
+        f"| class | {' | '.join(SIDES)} | pieces missed whole | missed voxels by intensity quarter, darkest first |",
+        "|---|" + "---|" * (len(SIDES) + 2),
+    ]
+    for name in names:
+        by_side = sides.mean_by_side(name)
+        cells = [f"{by_side[side]:+.2f}" if side in by_side else "n/a" for side in SIDES]
+        missed = sum(p["label"] == name for p in sides.pieces)
+        quarters = sides.quarters.get(name)
+        shares = ", ".join(f"{q:.0%}" for q in np.mean(quarters, axis=0)) if quarters else "(no scans)"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {missed} of {sides.piece_counts[name]} | {shares} |")
+    return "\n".join(lines)
+
+
+def missed_heights(sides: Sides, cases: int = 10) -> list[str]:
+    """For the first ``cases`` cases with pieces missed whole: where, as ranges of heights above the
+    reference's lowest slice (pieces within 5 mm of each other run together), e.g. ``itk: 0-6, 28-36 mm``."""
+    by_case: dict[str, list[float]] = {}
+    for piece in sides.pieces:
+        by_case.setdefault(f"{piece['case_id']} ({piece['label']})", []).append(piece["height_mm"])
+    lines = []
+    for name, heights in list(by_case.items())[:cases]:
+        runs: list[list[float]] = []
+        for height in sorted(heights):
+            if runs and height - runs[-1][-1] <= 5.0:
+                runs[-1].append(height)
+            else:
+                runs.append([height])
+        spans = [f"{r[0]:g}" if r[0] == r[-1] else f"{r[0]:g}-{r[-1]:g}" for r in runs]
+        lines.append(f"{name}: {', '.join(spans)} mm")
+    return lines
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -67,7 +67,8 @@ def run(proxy: Path, name: str, budget: str, overrides: list[str], seed: int, st
     train_seconds = time.perf_counter() - started
     attnseg("predict", "-m", str(model), "-i", str(proxy / "test" / "images"), "-o", str(predictions),
             "--overwrite", "--no-progress")  # fmt: skip
-    attnseg("evaluate", str(predictions), str(proxy / "test" / "labels"), "--overwrite", "--no-progress")
+    attnseg("evaluate", str(predictions), str(proxy / "test" / "labels"), "--sides", "--images",
+            str(proxy / "test" / "images"), "--overwrite", "--no-progress")  # fmt: skip
     summary = json.loads((predictions / "summary.json").read_text().replace("NaN", "null"))
     per_case = {
         case["case_id"]: {k: case["metrics"]["1"][k] for k in ("Dice", "Precision", "Recall", "BoundaryOffset")}

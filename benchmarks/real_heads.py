@@ -30,7 +30,9 @@ moved out to the inner skull that ITK's reference follows:
     python -m benchmarks.real_heads /tmp/real --direction colin27_to_itk --margin 3 --name margin3
 
 Prints Dice, precision, recall and the boundary offset (mm; < 0: the mask lies inside the reference) per
-direction and appends one row per direction to OUT/results.jsonl.
+direction and appends one row per direction to OUT/results.jsonl; each run's ``attnseg evaluate --sides``
+also prints (and writes beside the masks, in sides.csv and pieces_missed.csv) the offset by side of the
+patient and the pieces of the test head's reference missed whole.
 """
 
 from __future__ import annotations

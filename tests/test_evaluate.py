@@ -10,6 +10,7 @@ from attnseg.data import write_image
 from attnseg.data.geometry import Geometry
 from attnseg.errors import DataError
 from attnseg.evaluate import evaluate_folders, find_images, find_labels, pair_cases, write_overlays
+from attnseg.metrics.sides import SIDES
 
 
 @pytest.fixture
@@ -157,3 +158,54 @@ def test_overlay_scans_come_from_the_dataset_and_must_fit(make_nnunet, tmp_path)
         write_overlays(report, tmp_path / "other", {"case_000": wrong})
     with pytest.raises(DataError, match="not a folder of images"):
         find_images(dataset, tmp_path / "missing")
+
+
+def test_sides_say_where_in_the_patient_whatever_the_voxel_order(tmp_path, capsys):
+    """Stored SLP (voxel axis 0 towards superior, 1 to the patient's left, 2 posterior; LPS direction columns),
+    anisotropic: a mask moved 3 mm up reaches beyond the reference at the top and falls short at the bottom;
+    the scan is brightest at the bottom, so the missed voxels are in the brightest quarter."""
+    from tests.fixtures import sphere_label
+
+    spacing = (1.5, 1.0, 2.0)
+    geometry = Geometry.create(spacing, [10.0, -20.0, 5.0], [[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    ref = sphere_label((30, 40, 24), (15, 20, 12), 12.0, spacing=spacing)
+    pred = sphere_label((30, 40, 24), (17, 20, 12), 12.0, spacing=spacing)  # 2 voxels of 1.5 mm up
+    scan = 100.0 - np.indices(ref.shape)[0].astype(np.float32)  # darker towards superior
+    for folder, array in (("pred", pred), ("ref", ref), ("scans", scan)):
+        write_image(tmp_path / folder / "a.nii.gz", array[None], geometry)
+    out = tmp_path / "out"
+    command = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(out), "--no-progress", "--sides"]
+    assert main([*command, "--images", str(tmp_path / "scans")]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| label_1 | ") and "of " in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    by_side = {side: float(cell) for side, cell in zip(SIDES, cells[1:7], strict=True)}
+    assert 1.7 <= by_side["superior"] <= 3.0 and -3.0 <= by_side["inferior"] <= -1.7  # 3 mm x cos(angle)
+    assert abs(by_side["left"]) < 1.0 and abs(by_side["right"]) < 1.0
+    # the missed voxels are the crescent below the moved ball: most in the brightest quarter, none in the darkest
+    quarters = [int(share.rstrip("%")) for share in cells[8].split(", ")]
+    assert quarters[3] >= 75 and quarters[0] == 0, quarters
+    rows = (out / "sides.csv").read_text().splitlines()
+    assert rows[0] == "case_id,label,side,surface_voxels,mean_mm,median_mm,missed_near" and len(rows) == 1 + len(SIDES)
+    assert (out / "pieces_missed.csv").read_text().startswith("case_id,label,height_mm,area_mm2,covered")
+
+    # nothing is written when one of the outputs exists and --overwrite is not given
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "pieces_missed.csv").write_text("mine")
+    assert main([*command[:4], str(again), "--no-progress", "--sides"]) == 2
+    assert sorted(p.name for p in again.iterdir()) == ["pieces_missed.csv"]
+    assert (again / "pieces_missed.csv").read_text() == "mine"
+
+
+def test_sides_skip_2d_cases(tmp_path, capsys):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    mask = np.zeros((1, 12, 12), np.uint8)
+    mask[0, 3:9, 3:9] = 1
+    write_image(ref / "a.nii.gz", mask, Geometry.create([1.0, 1.0]))
+    write_image(pred / "a.nii.gz", mask, Geometry.create([1.0, 1.0]))
+    assert main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "o"), "--no-progress", "--sides"]) == 0
+    assert "(1 2D case(s) have no sides: a)" in capsys.readouterr().out
+    assert (
+        tmp_path / "o" / "sides.csv"
+    ).read_text().strip() == "case_id,label,side,surface_voxels,mean_mm,median_mm,missed_near"

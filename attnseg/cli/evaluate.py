@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attnseg.cli.options import Verbs
+
+if TYPE_CHECKING:
+    from attnseg.data.mask_files import SourceSeries
+    from attnseg.metrics import EvaluationReport
 
 
 def add_parser(verbs: Verbs) -> None:
@@ -33,6 +38,7 @@ def add_parser(verbs: Verbs) -> None:
             "  attnseg evaluate predictions labels/ --labels dataset.json --nsd-tolerance 2 -o reports/\n"
             "  attnseg evaluate predictions data/mni152 --overlays    # + predictions/overlays/CASE_overlay.png\n"
             "  attnseg evaluate predictions labels/ --overlays --images scans/ -o runs/mni/metrics\n"
+            "  attnseg evaluate predictions labels/ --sides --images scans/  # where: top, bottom, front, back...\n"
             "  attnseg evaluate predictions data/ct --num-workers 8     # thousands of cases: 8 processes\n"
             "  attnseg evaluate segs/ labels/ --labels dataset.json     # CASE.seg.dcm vs CASE.nii.gz\n"
             "  attnseg evaluate segs/ ref_segs/ --source-series dicom/  # SEG vs SEG on the scans' grids"
@@ -62,9 +68,18 @@ def add_parser(verbs: Verbs) -> None:
         "slices where they disagree most",
     )
     evaluate.add_argument(
+        "--sides",
+        action="store_true",
+        help="also say where the masks fall short of the references or reach beyond them, by side of the patient "
+        "(left, right, posterior, anterior, inferior, superior; 3D scans, reoriented to RAS), and which pieces of "
+        "the references on axial slices they miss whole: OUTPUT/sides.csv, OUTPUT/pieces_missed.csv and a table; "
+        "with scans (--images or GT's dataset), the intensities of the missed voxels",
+    )
+    evaluate.add_argument(
         "--images",
         metavar="DIR",
-        help="scans to draw the overlays on (CASE or CASE_0000 files, DICOM folders; default: GT's dataset)",
+        help="scans to draw the overlays on and, with --sides, to read the missed voxels' intensities from (CASE or "
+        "CASE_0000 files, DICOM folders; default: GT's dataset)",
     )
     evaluate.add_argument(
         "--source-series",
@@ -92,10 +107,33 @@ def shift_note(name: str, offset: float, assd: float, name_the_label: bool = Fal
     )
 
 
+def report_sides(
+    report: EvaluationReport,
+    args: argparse.Namespace,
+    folder: Path,
+    seg_labels: dict[str, int] | None,
+    sources: SourceSeries,
+) -> dict[str, Path]:
+    """Measure, print and write where the masks fall short or reach beyond, side by side (``--sides``)."""
+    from attnseg.evaluate import find_images, measure_sides, missed_heights, sides_table, write_sides
+
+    sides = measure_sides(report, find_images(args.reference, args.images), seg_labels, sources)
+    print("\nby side of the patient (mean mm from the reference's surface to the mask's: + beyond it, - short of it):")
+    print(sides_table(sides, report.labels))
+    heights = missed_heights(sides)
+    if heights:
+        print("pieces missed whole, at mm above each reference's lowest axial slice:")
+        print("\n".join(f"  {line}" for line in heights))
+    if sides.skipped:
+        print(f"({len(sides.skipped)} 2D case(s) have no sides: {', '.join(sides.skipped[:5])})")
+    return write_sides(sides, folder, overwrite=args.overwrite)
+
+
 def run(args: argparse.Namespace) -> int:
     from attnseg.data.mask_files import SourceSeries
     from attnseg.evaluate import (
         OVERLAY_FOLDER,
+        SIDES_FILES,
         evaluate_folders,
         evaluate_qc,
         find_images,
@@ -103,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         write_overlays,
         write_reports,
     )
+    from attnseg.fileio import check_writable
     from attnseg.metrics import markdown_table
 
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
@@ -123,12 +162,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     folder = Path(args.output or args.predictions)
+    if args.sides:  # before anything is written: all the outputs or none
+        for name in SIDES_FILES.values():
+            check_writable(folder / name, args.overwrite)
     paths = write_reports(report, folder, overwrite=args.overwrite)
     print(markdown_table(report))
     several = sum(value != 0 for value in report.labels.values()) > 1
     means = report.mean()
     for name, offset in report.systematic_shifts().items():
         print(shift_note(name, offset, means[name]["ASSD"], name_the_label=several))
+    if args.sides:
+        paths.update(report_sides(report, args, folder, labels, sources))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     qc = evaluate_qc(report, args.predictions, folder, overwrite=args.overwrite)
     if qc is not None:

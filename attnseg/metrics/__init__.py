@@ -3,7 +3,8 @@
 * :mod:`~attnseg.metrics.overlap`: Dice, IoU, precision, recall, volume similarity from voxel counts;
 * :mod:`~attnseg.metrics.surface`: HD95, ASSD, NSD and the boundary offset on boundary voxels, in mm (MONAI);
 * :mod:`~attnseg.metrics.binary`: everything for one class in one case, and the empty-mask policy;
-* :mod:`~attnseg.metrics.report`: many cases, summary.json (nnU-Net v2 keys), CSV and Markdown.
+* :mod:`~attnseg.metrics.report`: many cases, summary.json (nnU-Net v2 keys), CSV and Markdown;
+* :mod:`~attnseg.metrics.sides`: the boundary offset by side of the patient, and pieces missed whole.
 """
 
 from attnseg.metrics.binary import (
