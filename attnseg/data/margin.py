@@ -16,6 +16,11 @@ centres scaled by the spacing, ``scipy.ndimage.distance_transform_edt``):
   such class. Other foreground classes are never overwritten.
 * **shrink** (``mm < 0``): a voxel of a chosen class within ``|mm|`` of the background becomes background.
   Borders between two foreground classes do not move.
+* ``into`` names classes that count as background for this: the chosen classes grow into them too, and
+  shrinking gives a chosen class's rim to the nearest of them or the background. A tumour inside a liver
+  moves only with ``into=[liver]``: grown by 3 mm it takes liver voxels, shrunk by 2 mm it gives its rim to
+  the liver rather than leaving a hole of background. Without it, a class that borders no background (every
+  border with other classes) does not move at all, and :func:`write_with_margin` records 0 voxels changed.
 
 The new dataset is a copy of the old one (every file copied, or with ``link_images`` hard-linked where the
 file system allows: no extra space, but a program that rewrites an image of the copy in place rewrites the
@@ -45,28 +50,32 @@ MARGIN_RECORD = "label_margin.json"
 
 
 def apply_margin(
-    labels: np.ndarray, spacing: Sequence[float], mm: float, values: Sequence[int] | None = None
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    mm: float,
+    values: Sequence[int] | None = None,
+    into: Sequence[int] = (),
 ) -> np.ndarray:
     """``labels`` (label values, spatial axes only) with the classes ``values`` (None: every non-zero value)
-    grown (``mm > 0``) or shrunk (``mm < 0``) by ``|mm|`` millimetres; ``spacing`` is the voxel size along
-    each axis."""
+    grown (``mm > 0``) or shrunk (``mm < 0``) by ``|mm|`` millimetres against the background and the classes
+    ``into`` (see the module's docstring); ``spacing`` is the voxel size along each axis."""
     if labels.ndim != len(spacing):
         raise ValueError(f"labels of {labels.ndim} axes need {labels.ndim} spacings, got {tuple(spacing)}")
     chosen = labels != 0
     if values is not None:
         chosen &= np.isin(labels, list(values))
+    open_ = ~chosen & ((labels == 0) | np.isin(labels, list(into)))  # where a chosen class's border may go
     out = labels.copy()
-    if mm == 0 or not chosen.any():
+    if mm == 0 or not chosen.any() or not open_.any():
         return out
     sampling = [float(s) for s in spacing]
-    if mm > 0:
-        # distance of every voxel to the nearest chosen voxel, and which voxel that is
-        distance, nearest = distance_transform_edt(~chosen, sampling=sampling, return_indices=True)
-        grow = (labels == 0) & (distance <= mm * (1 + 1e-9))
-        out[grow] = labels[tuple(axis[grow] for axis in nearest)]
-    else:
-        to_background = distance_transform_edt(labels != 0, sampling=sampling)
-        out[chosen & (to_background <= -mm * (1 + 1e-9))] = 0
+    # growing: an open voxel takes the class of the nearest chosen voxel; shrinking: a chosen voxel takes the
+    # class of the nearest open voxel (the background, or a class of ``into``)
+    source = chosen if mm > 0 else open_
+    movable = open_ if mm > 0 else chosen
+    distance, nearest = distance_transform_edt(~source, sampling=sampling, return_indices=True)
+    moved = movable & (distance <= abs(mm) * (1 + 1e-9))
+    out[moved] = labels[tuple(axis[moved] for axis in nearest)]
     return out
 
 
@@ -76,6 +85,7 @@ def write_with_margin(
     mm: float,
     *,
     label_names: Sequence[str] | None = None,
+    into_names: Sequence[str] = (),
     overwrite: bool = False,
     progress: bool = False,
     link_images: bool = False,
@@ -83,9 +93,10 @@ def write_with_margin(
     """Copy the dataset at ``source`` to ``out`` with its labels grown or shrunk by ``mm`` millimetres.
 
     ``label_names`` limits the margin to those classes (dataset.json's names); None moves every foreground
-    class. ``out`` must not exist unless ``overwrite`` (and then it must hold a dataset). ``progress`` shows
-    a progress bar over the labels (tqdm, on stderr). ``link_images`` hard-links the files instead of copying
-    them (the labels are written anew either way).
+    class. ``into_names``: classes the chosen ones grow into and give their rim to when shrunk, as they do the
+    background (a tumour's liver). ``out`` must not exist unless ``overwrite`` (and then it must hold a
+    dataset). ``progress`` shows a progress bar over the labels (tqdm, on stderr). ``link_images`` hard-links
+    the files instead of copying them (the labels are written anew either way).
 
     Raises:
         DataError: an unreadable dataset or label file, a margin that is not finite or is zero, an unknown
@@ -95,6 +106,11 @@ def write_with_margin(
         raise DataError(f"a label margin must be a non-zero number of millimetres, got {mm}")
     dataset = load_dataset(source)
     values = _chosen_values(dataset, label_names)
+    into = _chosen_values(dataset, into_names) if into_names else []
+    if values is None and into:
+        raise DataError("--into needs --labels: with every label moved, no label is left to move into")
+    if values is not None and set(values) & set(into):
+        raise DataError(f"a label cannot both move and be moved into: {sorted(set(label_names) & set(into_names))}")
     out = Path(out).resolve()
     if out == dataset.root.resolve() or dataset.root.resolve() in out.parents:
         raise DataError(f"{out}: write the new dataset outside {dataset.root}")
@@ -105,9 +121,12 @@ def write_with_margin(
         moved = {}
         for case in tqdm(dataset.cases, desc="margin", unit="label", disable=not progress):
             if case.label is not None:
-                moved[case.id] = _rewrite_label(case.label, copy / _inside(case.label, dataset.root), mm, values)
+                target = copy / _inside(case.label, dataset.root)
+                moved[case.id] = _rewrite_label(case.label, target, mm, values, into)
         chosen = "every foreground label" if values is None else sorted(values)
         record = {"source": str(dataset.root.resolve()), "margin_mm": mm, "label_values": chosen}
+        if into:
+            record["into_values"] = sorted(into)
         write_json(copy / MARGIN_RECORD, {**record, "voxels_changed": moved}, overwrite=True)
     return out
 
@@ -125,7 +144,9 @@ def margin_note(root: str | Path) -> str | None:
         return f"moved by a margin, but {path} cannot be read"
     verb = "grown" if mm > 0 else "shrunk"
     classes = "" if isinstance(which, str) else f" (label values {', '.join(str(v) for v in which)})"
-    return f"{verb} by {abs(mm):g} mm{classes} from `{source}` (`attnseg dataset margin`, {MARGIN_RECORD})"
+    into = record.get("into_values")
+    against = f" against the background and label values {', '.join(str(v) for v in into)}" if into else ""
+    return f"{verb} by {abs(mm):g} mm{classes}{against} from `{source}` (`attnseg dataset margin`, {MARGIN_RECORD})"
 
 
 def _chosen_values(dataset: Dataset, label_names: Sequence[str] | None) -> list[int] | None:
@@ -159,11 +180,11 @@ def _inside(path: Path, root: Path) -> Path:
         raise DataError(f"{path}: a label outside the dataset folder {root}; copy it in first") from None
 
 
-def _rewrite_label(original: Path, target: Path, mm: float, values: Sequence[int] | None) -> int:
+def _rewrite_label(original: Path, target: Path, mm: float, values: Sequence[int] | None, into: Sequence[int]) -> int:
     """Write ``original`` with the margin applied to ``target``; the number of voxels that changed."""
     label = read_image(original, multichannel=False)
     array = np.asarray(label.array[0])
-    moved = apply_margin(array, label.geometry.spacing, mm, values)
+    moved = apply_margin(array, label.geometry.spacing, mm, values, into)
     write_image(target, moved[None], label.geometry, overwrite=True)
     return int(np.count_nonzero(moved != array))
 

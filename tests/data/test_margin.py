@@ -9,7 +9,7 @@ import pytest
 from attnseg.cli import main
 from attnseg.data.check import check_dataset
 from attnseg.data.io import read_image
-from attnseg.data.margin import MARGIN_RECORD, apply_margin, write_with_margin
+from attnseg.data.margin import MARGIN_RECORD, apply_margin, margin_note, write_with_margin
 from attnseg.errors import DataError, OutputExistsError
 
 
@@ -47,6 +47,27 @@ def test_shrinking_moves_the_outer_border_only() -> None:
     expected[2:5, 2:5] = 1  # the border with class 2 (column 4/5) does not move
     expected[2:5, 5:7] = 2
     np.testing.assert_array_equal(shrunk, expected)
+
+
+def test_into_moves_a_class_against_the_class_around_it() -> None:
+    """A tumour (2) inside a liver (1): alone it touches no background and does not move; with the liver
+    counted as background it grows into the liver, and shrunk gives its rim to the liver, not a hole."""
+    labels = np.zeros((1, 15), dtype=np.uint8)
+    labels[0, 2:13] = 1
+    labels[0, 6:9] = 2
+    np.testing.assert_array_equal(apply_margin(labels, (1.0, 1.0), 2.0, values=[2]), labels)
+    np.testing.assert_array_equal(apply_margin(labels, (1.0, 1.0), -1.0, values=[2]), labels)
+    grown = apply_margin(labels, (1.0, 1.0), 2.0, values=[2], into=[1])
+    np.testing.assert_array_equal(grown, [[0, 0, 1, 1, 2, 2, 2, 2, 2, 2, 2, 1, 1, 0, 0]])
+    shrunk = apply_margin(labels, (1.0, 1.0), -1.0, values=[2], into=[1])
+    np.testing.assert_array_equal(shrunk, [[0, 0, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 0, 0]])
+    # grown past the liver, the tumour takes the background beyond it too (the nearest chosen class wins)
+    far = apply_margin(labels, (1.0, 1.0), 5.0, values=[2], into=[1])
+    np.testing.assert_array_equal(far, [[0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0]])
+    # a shrunk rim goes to the nearest of the background and the --into classes
+    edge = np.array([[0, 2, 2, 2, 2, 2, 1, 1]], dtype=np.uint8)
+    shrunk = apply_margin(edge, (1.0, 1.0), -2.0, values=[2], into=[1])
+    np.testing.assert_array_equal(shrunk, [[0, 0, 0, 2, 1, 1, 1, 1]])
 
 
 def test_growing_then_shrinking_a_box_gives_it_back() -> None:
@@ -118,6 +139,26 @@ def test_the_command_line_writes_and_names_the_record(make_nnunet, tmp_path: Pat
     printed = capsys.readouterr().out
     assert "shrunk by 1 mm" in printed and MARGIN_RECORD in printed
     assert json.loads((tmp_path / "m" / MARGIN_RECORD).read_text())["label_values"] == [2]
+
+
+def test_into_on_the_command_line_is_recorded_checked_and_warned_about(make_nnunet, tmp_path: Path, capsys) -> None:
+    source = make_nnunet(cases=1, classes=3)  # the lesion lies inside the organ
+    command = ["dataset", "margin", str(source), "--mm", "-1", "--labels", "lesion", "--no-progress"]
+    assert main([*command[:3], str(tmp_path / "alone"), *command[3:]]) == 0
+    assert "warning: no voxel changed" in capsys.readouterr().err  # a lesion inside an organ touches no background
+    assert main([*command[:3], str(tmp_path / "into"), *command[3:], "--into", "organ"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    record = json.loads((tmp_path / "into" / MARGIN_RECORD).read_text())
+    assert record["into_values"] == [1] and sum(record["voxels_changed"].values()) > 0
+    assert "shrunk by 1 mm (label values 2) against the background and label values 1" in margin_note(tmp_path / "into")
+    for wrong, message in (
+        (["--into", "organ"], "--into needs --labels"),  # without --labels
+        (["--labels", "lesion", "--into", "lesion"], "both move and be moved into"),
+        (["--labels", "lesion", "--into", "liver"], "no foreground label named"),
+    ):
+        assert main(["dataset", "margin", str(source), str(tmp_path / "x"), "--mm", "1", *wrong]) != 0
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
 
 
 def test_a_label_outside_the_dataset_folder_is_named(make_nnunet, tmp_path: Path) -> None:

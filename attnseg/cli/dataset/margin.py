@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from attnseg.cli.options import Verbs
 
@@ -20,7 +21,9 @@ def add_parser(actions: Verbs) -> None:
             "evaluate` measures how far apart two conventions are (BoundaryOffset, mm).\n\n"
             "Growing fills background only: a background voxel takes its nearest class, other classes are never\n"
             "overwritten. Shrinking turns a class's voxels within MM of the background into background; borders\n"
-            "between classes stay. Only the training cases' labels move; test cases are copied as they are.\n"
+            "between classes stay, unless --into names the classes that count as background for this (a tumour\n"
+            "inside a liver: --labels tumour --into liver grows it into the liver, or gives its rim back to the\n"
+            "liver). Only the training cases' labels move; test cases are copied as they are.\n"
             "Everything else is copied (--link-images: hard-linked), dataset.json and splits.json included, and\n"
             "OUT/label_margin.json records the margin and how many voxels each label changed. See docs/data.md\n"
             "and docs/generalisation.md."
@@ -28,7 +31,7 @@ def add_parser(actions: Verbs) -> None:
         epilog=(
             "examples:\n"
             "  attnseg dataset margin data/Heads data/Heads-3mm --mm 3            # every foreground label\n"
-            "  attnseg dataset margin data/Liver data/Liver-tumour-3mm --mm 3 --labels tumour\n"
+            "  attnseg dataset margin data/Liver data/Liver-tumour-3mm --mm 3 --labels tumour --into liver\n"
             "  attnseg train --dataset data/Heads-3mm --output runs/heads --fold all --time-budget 5m"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -38,6 +41,14 @@ def add_parser(actions: Verbs) -> None:
     margin.add_argument("--mm", type=float, required=True, help="millimetres to grow (> 0) or shrink (< 0) by")
     margin.add_argument(
         "--labels", nargs="+", metavar="NAME", help="only these labels (dataset.json names); default: every one"
+    )
+    margin.add_argument(
+        "--into",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="with --labels: labels the chosen ones grow into and give their rim to when shrunk, as they do the "
+        "background (default: the background only)",
     )
     margin.add_argument("--overwrite", action="store_true", help="replace OUT if it holds a dataset")
     margin.add_argument(
@@ -52,12 +63,14 @@ def add_parser(actions: Verbs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attnseg.data.margin import MARGIN_RECORD, write_with_margin
+    from attnseg.fileio import read_json
 
     out = write_with_margin(
         args.source,
         args.out,
         args.mm,
         label_names=args.labels,
+        into_names=args.into,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         link_images=args.link_images,
@@ -65,4 +78,12 @@ def run(args: argparse.Namespace) -> int:
     verb = "grown" if args.mm > 0 else "shrunk"
     record = out / MARGIN_RECORD
     print(f"wrote {out}: labels {verb} by {abs(args.mm):g} mm ({record}); next: attnseg dataset check {out}")
+    if not any(read_json(record)["voxels_changed"].values()):
+        touch = "neither the background nor the --into labels" if args.into else "no background, only other labels"
+        hint = "" if args.into else "; --into NAME moves their borders with those labels"
+        print(
+            f"warning: no voxel changed: the labels moved are absent, touch {touch}, or the margin is shorter than "
+            f"the distance between voxel centres{hint}",
+            file=sys.stderr,
+        )
     return 0
