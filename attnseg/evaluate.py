@@ -414,7 +414,7 @@ def write_sides(sides: Sides, folder: str | Path, overwrite: bool = False) -> di
     paths = {key: Path(folder) / name for key, name in SIDES_FILES.items()}
     for path in paths.values():
         check_writable(path, overwrite)
-    columns = ["case_id", "label", "side", "surface_voxels", "mean_mm", "median_mm", "missed_near"]
+    columns = ["case_id", "label", "side", "surface_voxels", "mean_mm", "median_mm", "unreached"]
     write_text(paths["sides"], _csv(sides.rows, columns), overwrite=overwrite)
     columns = ["case_id", "label", "height_mm", "area_mm2", "covered"]
     write_text(paths["pieces"], _csv(sides.pieces, columns), overwrite=overwrite)

@@ -186,7 +186,7 @@ def test_sides_say_where_in_the_patient_whatever_the_voxel_order(tmp_path, capsy
     quarters = [int(share.rstrip("%")) for share in cells[8].split(", ")]
     assert quarters[3] >= 75 and quarters[0] == 0, quarters
     rows = (out / "sides.csv").read_text().splitlines()
-    assert rows[0] == "case_id,label,side,surface_voxels,mean_mm,median_mm,missed_near" and len(rows) == 1 + len(SIDES)
+    assert rows[0] == "case_id,label,side,surface_voxels,mean_mm,median_mm,unreached" and len(rows) == 1 + len(SIDES)
     assert (out / "pieces_missed.csv").read_text().startswith("case_id,label,height_mm,area_mm2,covered")
 
     # nothing is written when one of the outputs exists and --overwrite is not given
@@ -208,4 +208,4 @@ def test_sides_skip_2d_cases(tmp_path, capsys):
     assert "(1 2D case(s) have no sides: a)" in capsys.readouterr().out
     assert (
         tmp_path / "o" / "sides.csv"
-    ).read_text().strip() == "case_id,label,side,surface_voxels,mean_mm,median_mm,missed_near"
+    ).read_text().strip() == "case_id,label,side,surface_voxels,mean_mm,median_mm,unreached"

@@ -10,8 +10,8 @@ skull base, a lost temporal pole). Here the reference's surface is split by the 
   mask stops short of it: the reference's half of the boundary offset;
 * it faces the side its outward normal points along most (the gradient of the reference smoothed over
   ``NORMAL_SMOOTHING_MM``): left or right, posterior or anterior, inferior or superior;
-* per side: the number of those surface voxels, the mean and median distance, and the share of the
-  reference's voxels within ``RIM_MM`` of that side's surface that the mask misses.
+* per side: the number of those surface voxels, the mean and median distance, and the share of them the
+  mask does not reach (surface voxels of the reference outside the mask).
 
 **Pieces missed whole**: on each axial slice, the reference's connected pieces of at least ``PIECE_MIN_MM2``
 of which the mask covers less than ``PIECE_MISSED_BELOW`` (a temporal lobe at the skull base, which an axial
@@ -32,9 +32,10 @@ import numpy as np
 from monai.metrics.utils import get_mask_edges
 from scipy import ndimage
 
+from attnseg.metrics.surface import bounding_box
+
 SIDES = ("left", "right", "posterior", "anterior", "inferior", "superior")  # - and + along the RAS axes
 NORMAL_SMOOTHING_MM = 3.0
-RIM_MM = 10.0
 PIECE_MIN_MM2 = 20.0
 PIECE_MISSED_BELOW = 0.1
 
@@ -45,7 +46,7 @@ class SideOffset:
     surface_voxels: int  # of the reference, facing this side
     mean_mm: float  # + where the mask reaches beyond the reference, - where it stops short
     median_mm: float
-    missed_near: float  # share of the reference's voxels within RIM_MM of this side's surface that the mask misses
+    unreached: float  # share of this side's surface voxels of the reference that lie outside the mask
 
 
 @dataclass(frozen=True)
@@ -59,30 +60,27 @@ def side_offsets(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) ->
     """The reference's surface split by the side of the patient it faces, with the mask's signed distance
     on each side (only the sides it has). ``pred``, ``ref``: non-empty 3-D masks in RAS order."""
     pred, ref, spacing = _check(pred, ref, spacing)
+    # the masks' box, with room for the smoothing of the normals: a whole-body CT costs what its masks need
+    box = _padded_box(pred | ref, [int(np.ceil(4 * NORMAL_SMOOTHING_MM / s)) + 1 for s in spacing])
+    pred, ref = pred[box], ref[box]
     pred_edges, edges = (np.asarray(e, dtype=bool) for e in get_mask_edges(pred, ref, crop=False))
-    to_pred_surface = ndimage.distance_transform_edt(~pred_edges, sampling=spacing)
-    distance = np.where(pred[edges], 1.0, -1.0) * to_pred_surface[edges]
+    reached = pred[edges]
+    to_pred_surface = ndimage.distance_transform_edt(~pred_edges, sampling=spacing)[edges]
+    distance = np.where(reached, to_pred_surface, -to_pred_surface)
     side_of_edge = _facing(ref, spacing, edges)
-    # each voxel of the reference within RIM_MM of its surface counts for the side of its nearest surface voxel
-    depth, nearest = ndimage.distance_transform_edt(~edges, sampling=spacing, return_indices=True)
-    side_map = np.full(ref.shape, -1, dtype=np.int8)
-    side_map[edges] = side_of_edge
-    rim_side = np.where(ref & (depth <= RIM_MM), side_map[tuple(nearest)], -1)
     out = []
     for k, side in enumerate(SIDES):
         on_side = side_of_edge == k
-        if not on_side.any():
-            continue
-        near = rim_side == k
-        out.append(
-            SideOffset(
-                side=side,
-                surface_voxels=int(on_side.sum()),
-                mean_mm=float(distance[on_side].mean()),
-                median_mm=float(np.median(distance[on_side])),
-                missed_near=float(np.count_nonzero(near & ~pred) / max(np.count_nonzero(near), 1)),
+        if on_side.any():
+            out.append(
+                SideOffset(
+                    side=side,
+                    surface_voxels=int(on_side.sum()),
+                    mean_mm=float(distance[on_side].mean()),
+                    median_mm=float(np.median(distance[on_side])),
+                    unreached=float(1.0 - reached[on_side].mean()),
+                )
             )
-        )
     return out
 
 
@@ -117,11 +115,28 @@ def missed_by_quarter(pred: np.ndarray, ref: np.ndarray, image: np.ndarray) -> l
 
 def _facing(ref: np.ndarray, spacing: tuple[float, ...], where: np.ndarray) -> np.ndarray:
     """The index into SIDES of the side each voxel ``where`` faces: the axis of the reference's outward normal's
-    largest component (in mm), and its sign."""
-    smooth = ndimage.gaussian_filter(ref.astype(np.float32), [NORMAL_SMOOTHING_MM / s for s in spacing])
-    outward = -np.stack([g[where] / s for g, s in zip(np.gradient(smooth), spacing, strict=True)], axis=1)
+    largest component (in mm), and its sign. The gradient is taken at those voxels only (central
+    differences, one-sided at the array's edge, as numpy.gradient), not over the whole grid."""
+    # outside the grid counts as background, as for the edges
+    smooth = ndimage.gaussian_filter(
+        ref.astype(np.float32), [NORMAL_SMOOTHING_MM / s for s in spacing], mode="constant"
+    )
+    index = np.nonzero(where)
+    outward = np.empty((len(index[0]), 3), dtype=np.float64)
+    for axis, (size, step) in enumerate(zip(ref.shape, spacing, strict=True)):
+        low, high = list(index), list(index)
+        low[axis], high[axis] = np.maximum(index[axis] - 1, 0), np.minimum(index[axis] + 1, size - 1)
+        outward[:, axis] = -(smooth[tuple(high)] - smooth[tuple(low)]) / ((high[axis] - low[axis]) * step)
     axis = np.abs(outward).argmax(axis=1)
     return 2 * axis + (outward[np.arange(len(axis)), axis] > 0)
+
+
+def _padded_box(mask: np.ndarray, pad: Sequence[int]) -> tuple[slice, ...]:
+    """The box of a non-empty mask grown by ``pad`` voxels per axis, within the array."""
+    return tuple(
+        slice(max(b.start - margin, 0), min(b.stop + margin, size))
+        for b, margin, size in zip(bounding_box(mask), pad, mask.shape, strict=True)
+    )
 
 
 def _check(

@@ -70,7 +70,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
         raise ValueError("surface_distances needs two non-empty masks; the empty-mask policy lives in binary_metrics")
     # MONAI's crop=True, done here so that the masks stay aligned with their edges: the box of both masks and
     # a background margin of one voxel (outside the image counts as background)
-    box = _bounding_box(pred | ref)
+    box = bounding_box(pred | ref)
     pred, ref = np.pad(pred[box], 1), np.pad(ref[box], 1)
     edges_pred, edges_ref = get_mask_edges(pred, ref, crop=False)
     edges_pred, edges_ref = np.asarray(edges_pred, dtype=bool), np.asarray(edges_ref, dtype=bool)
@@ -85,7 +85,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
     )
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
     """The smallest box holding every voxel of a non-empty mask, from one projection per axis (no index
     arrays of all its voxels: a body mask on a CT has tens of millions)."""
     box = []
