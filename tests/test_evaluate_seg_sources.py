@@ -170,6 +170,16 @@ def test_two_sparse_segs_are_placed_on_their_source_series(folders, capsys):
     capsys.readouterr()
 
 
+def test_two_sparse_segs_have_sides_on_their_source_series(folders, capsys):
+    """--sides reads SEG pairs as the metrics do, on the full grid of their series (DICOM's LPS turned to RAS)."""
+    status, report = _evaluate(folders, folders["truth_seg"], "--source-series", str(folders["dicom"]), "--sides")
+    assert status == 0, capsys.readouterr().err
+    rows = (report / "sides.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,label,side,") and len(rows) > 1
+    assert {row.split(",")[0] for row in rows[1:]} == {"scan1"}
+    assert "by side of the patient" in capsys.readouterr().out
+
+
 def test_without_their_source_series_two_sparse_segs_are_refused_naming_it(folders, capsys):
     status, _ = _evaluate(folders, folders["truth_seg"])
     error = capsys.readouterr().err
