@@ -84,6 +84,7 @@ def test_a_systematic_shift_is_named_with_the_margin_that_moves_it(tmp_path, cap
     # 2.17 mm, not 2: the reference's edge and corner voxels are sqrt(8) and sqrt(12) mm from the inner cube
     assert "note: label_1: the masks lie on average 2.17 mm inside the references" in printed, printed
     assert "`attnseg dataset margin SOURCE OUT --mm 2.2` grows the training labels" in printed, printed
+    assert "`--sides` says on which sides of the patient" in printed  # where the shift is, for a 3D case
 
 
 def test_no_shift_note_for_scattered_errors(folders, tmp_path, capsys):

@@ -169,8 +169,11 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(report))
     several = sum(value != 0 for value in report.labels.values()) > 1
     means = report.mean()
-    for name, offset in report.systematic_shifts().items():
+    shifts = report.systematic_shifts()
+    for name, offset in shifts.items():
         print(shift_note(name, offset, means[name]["ASSD"], name_the_label=several))
+    if shifts and not args.sides and any(len(case.spacing) == 3 for case in report.cases):
+        print("(`--sides` says on which sides of the patient, and which pieces of the references are missed whole)")
     if args.sides:
         paths.update(report_sides(report, args, folder, labels, sources))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
