@@ -22,7 +22,9 @@ def add_parser(verbs: Verbs) -> None:
         description=(
             "Pair the masks in PRED and GT by case name, check that every case is on both sides with the same "
             "shape and geometry, then compute per case and per class: Dice, IoU, precision, recall, volume "
-            "similarity, HD95, ASSD and NSD (distances in mm, from the files' spacing). Writes summary.json "
+            "similarity, HD95, ASSD, NSD and the boundary offset (distances in mm, from the files' spacing; the offset "
+            "is + where the masks lie outside the references, - inside, and a class shifted all round gets a note "
+            "naming the margin that would move its training labels). Writes summary.json "
             "(nnU-Net's keys), cases.csv and summary.md, and prints the table (mean +- std per class). Empty masks: "
             "both empty gives Dice 1 and distances 0; one empty gives Dice 0 and NaN distances, flagged. Exit "
             "status 1, with the list of problems, when cases are missing or geometries disagree. Either side may "
