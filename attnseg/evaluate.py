@@ -378,13 +378,14 @@ def measure_sides(
             continue
         turn = reorientation(reference.geometry)
         pred, ref = turn.apply(prediction.array)[0], turn.apply(reference.array)[0]
-        spacing = tuple(reference.geometry.spacing[a] for a in turn.axes)
+        ras = turn.geometry(reference.geometry, reference.spatial_shape)
+        spacing, axes = ras.spacing, ras.ras_affine[:3, :3] / np.asarray(ras.spacing)  # unit voxel axes, RAS
         scan = images.get(case.case_id)
         picture = turn.apply(read_image(scan).array)[0] if scan is not None else None
         if picture is not None and picture.shape != ref.shape:
             raise DataError(f"{scan}: shape {picture.shape} differs from its reference {case.reference_file}")
         for name, value in foreground.items():
-            _measure_class(sides, case.case_id, name, pred == value, ref == value, spacing, picture)
+            _measure_class(sides, case.case_id, name, pred == value, ref == value, spacing, axes, picture)
     return sides
 
 
@@ -395,12 +396,13 @@ def _measure_class(
     pred: np.ndarray,
     ref: np.ndarray,
     spacing: tuple[float, ...],
+    axes: np.ndarray,
     picture: np.ndarray | None,
 ) -> None:
     if not ref.any():
         return
     if pred.any():
-        for offset in side_offsets(pred, ref, spacing):
+        for offset in side_offsets(pred, ref, spacing, axes):
             sides.rows.append({"case_id": case_id, "label": name, **vars(offset)})
     count, missed = missed_pieces(pred, ref, spacing)
     sides.piece_counts[name] = sides.piece_counts.get(name, 0) + count

@@ -199,6 +199,31 @@ def test_sides_say_where_in_the_patient_whatever_the_voxel_order(tmp_path, capsy
     assert (again / "pieces_missed.csv").read_text() == "mine"
 
 
+def test_sides_of_an_oblique_scan_are_the_patients(tmp_path, capsys):
+    """A grid tilted by 30 degrees about the anterior axis; the mask moved 3 mm towards the patient's top (in
+    the world, so partly along two voxel axes): beyond the reference at the top, short of it at the bottom,
+    and nothing on the left and right, which facing by voxel axes would give (about 1.5 mm there)."""
+    from scipy.spatial.transform import Rotation
+
+    from tests.fixtures import sphere_label
+
+    direction = Rotation.from_euler("y", 30, degrees=True).as_matrix()  # LPS world; columns are the voxel axes
+    geometry = Geometry.create([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], direction)
+    up = direction.T @ np.array([0.0, 0.0, 3.0])  # 3 mm towards superior, in voxels of this grid
+    ref = sphere_label((40, 40, 40), (20, 20, 20), 12.0)
+    pred = sphere_label((40, 40, 40), tuple(20 + up), 12.0)
+    for folder, array in (("pred", pred), ("ref", ref)):
+        write_image(tmp_path / folder / "a.nii.gz", array[None], geometry)
+    argv = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(tmp_path / "o"), "--sides"]
+    assert main([*argv, "--no-progress"]) == 0
+    row = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| label_1 | ") and "of " in line
+    )
+    by_side = dict(zip(SIDES, (float(cell) for cell in row.strip("|").split("|")[1:7]), strict=True))
+    assert 1.7 <= by_side["superior"] <= 3.0 and -3.0 <= by_side["inferior"] <= -1.7, by_side
+    assert abs(by_side["left"]) < 0.75 and abs(by_side["right"]) < 0.75, by_side
+
+
 def test_sides_skip_2d_cases(tmp_path, capsys):
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     mask = np.zeros((1, 12, 12), np.uint8)

@@ -18,8 +18,9 @@ of which the mask covers less than ``PIECE_MISSED_BELOW`` (a temporal lobe at th
 slice cuts apart from the rest of the brain), with the height of their slice above the reference's lowest.
 
 The arrays must be in RAS voxel order (axis 0 towards the patient's right, 1 anterior, 2 superior), which
-:func:`attnseg.data.orientation.reorientation` gives any scan without resampling; an oblique scan counts the
-world axes nearest its voxel axes. Worked example, and what it showed on two real heads: docs/generalisation.md
+:func:`attnseg.data.orientation.reorientation` gives any scan without resampling; for an oblique scan the
+direction of its voxel axes turns the normals into the patient's axes (the axial pieces are cut along its
+nearest voxel axis). Worked example, and what it showed on two real heads: docs/generalisation.md
 ("Side by side").
 """
 
@@ -56,9 +57,14 @@ class MissedPiece:
     covered: float  # the share of it inside the mask
 
 
-def side_offsets(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> list[SideOffset]:
+def side_offsets(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], axes: np.ndarray | None = None
+) -> list[SideOffset]:
     """The reference's surface split by the side of the patient it faces, with the mask's signed distance
-    on each side (only the sides it has). ``pred``, ``ref``: non-empty 3-D masks in RAS order."""
+    on each side (only the sides it has). ``pred``, ``ref``: non-empty 3-D masks in RAS order. ``axes``: the
+    unit direction of each voxel axis in RAS world coordinates, as columns (an oblique scan's direction
+    matrix, after reorientation; default: the identity), so that a tilted scan's normals are turned into the
+    patient's axes before a side is chosen."""
     pred, ref, spacing = _check(pred, ref, spacing)
     # the masks' box, with room for the smoothing of the normals: a whole-body CT costs what its masks need
     box = _padded_box(pred | ref, [int(np.ceil(4 * NORMAL_SMOOTHING_MM / s)) + 1 for s in spacing])
@@ -67,7 +73,7 @@ def side_offsets(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) ->
     reached = pred[edges]
     to_pred_surface = ndimage.distance_transform_edt(~pred_edges, sampling=spacing)[edges]
     distance = np.where(reached, to_pred_surface, -to_pred_surface)
-    side_of_edge = _facing(ref, spacing, edges)
+    side_of_edge = _facing(ref, spacing, edges, np.eye(3) if axes is None else np.asarray(axes, dtype=float))
     out = []
     for k, side in enumerate(SIDES):
         on_side = side_of_edge == k
@@ -113,10 +119,11 @@ def missed_by_quarter(pred: np.ndarray, ref: np.ndarray, image: np.ndarray) -> l
     return [float(np.mean(quarter == q)) if quarter.size else 0.0 for q in range(4)]
 
 
-def _facing(ref: np.ndarray, spacing: tuple[float, ...], where: np.ndarray) -> np.ndarray:
-    """The index into SIDES of the side each voxel ``where`` faces: the axis of the reference's outward normal's
-    largest component (in mm), and its sign. The gradient is taken at those voxels only (central
-    differences, one-sided at the array's edge, as numpy.gradient), not over the whole grid."""
+def _facing(ref: np.ndarray, spacing: tuple[float, ...], where: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """The index into SIDES of the side each voxel ``where`` faces: the RAS axis of the reference's outward
+    normal's largest component (in mm, turned into the patient's axes by ``axes``), and its sign. The
+    gradient is taken at those voxels only (central differences, one-sided at the array's edge, as
+    numpy.gradient), not over the whole grid."""
     # outside the grid counts as background, as for the edges
     smooth = ndimage.gaussian_filter(
         ref.astype(np.float32), [NORMAL_SMOOTHING_MM / s for s in spacing], mode="constant"
@@ -127,6 +134,7 @@ def _facing(ref: np.ndarray, spacing: tuple[float, ...], where: np.ndarray) -> n
         low, high = list(index), list(index)
         low[axis], high[axis] = np.maximum(index[axis] - 1, 0), np.minimum(index[axis] + 1, size - 1)
         outward[:, axis] = -(smooth[tuple(high)] - smooth[tuple(low)]) / ((high[axis] - low[axis]) * step)
+    outward = outward @ axes.T  # each row from voxel axes to RAS world axes
     axis = np.abs(outward).argmax(axis=1)
     return 2 * axis + (outward[np.arange(len(axis)), axis] > 0)
 

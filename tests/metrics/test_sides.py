@@ -79,3 +79,12 @@ def test_the_sides_do_not_depend_on_the_empty_grid_around_the_masks():
     at_edge = side_offsets(ball(14.0, up_voxels=2)[cut], ball(14.0)[cut], SPACING)
     padded = side_offsets(np.pad(ball(14.0, up_voxels=2)[cut], pad), np.pad(ball(14.0)[cut], pad), SPACING)
     assert at_edge == padded  # outside the grid counts as background, for the edges as for the normals
+
+
+def test_the_normals_are_turned_into_the_patients_axes():
+    """Voxel axis 2 running towards the patient's right (axis 0 towards inferior): a mask moved 4 mm along
+    voxel axis 2 reaches beyond the reference on the right, not at the top."""
+    axes = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # columns: I, A, R
+    moved = {s.side: s.mean_mm for s in side_offsets(ball(14.0, up_voxels=2), ball(14.0), SPACING, axes)}
+    assert 2.3 <= moved["right"] <= 4.0 and -4.0 <= moved["left"] <= -2.3
+    assert abs(moved["superior"]) < 1.0 and abs(moved["inferior"]) < 1.0
