@@ -23,8 +23,6 @@ back, in case order, so the report is the same as a serial run's.
 
 from __future__ import annotations
 
-import csv
-import io
 import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +45,7 @@ from attnseg.fileio import check_writable, read_json, write_json, write_text
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
 from attnseg.metrics.binary import check_labels
 from attnseg.metrics.qc_agreement import qc_agreement
-from attnseg.metrics.report import write_case_csv, write_markdown, write_summary_json
+from attnseg.metrics.report import csv_text, write_case_csv, write_markdown, write_summary_json
 from attnseg.metrics.sides import SIDES, missed_by_quarter, missed_pieces, side_offsets
 
 GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
@@ -417,9 +415,9 @@ def write_sides(sides: Sides, folder: str | Path, overwrite: bool = False) -> di
     for path in paths.values():
         check_writable(path, overwrite)
     columns = ["case_id", "label", "side", "surface_voxels", "mean_mm", "median_mm", "unreached"]
-    write_text(paths["sides"], _csv(sides.rows, columns), overwrite=overwrite)
+    write_text(paths["sides"], csv_text(sides.rows, columns), overwrite=overwrite)
     columns = ["case_id", "label", "height_mm", "area_mm2", "covered"]
-    write_text(paths["pieces"], _csv(sides.pieces, columns), overwrite=overwrite)
+    write_text(paths["pieces"], csv_text(sides.pieces, columns), overwrite=overwrite)
     return paths
 
 
@@ -458,11 +456,3 @@ def missed_heights(sides: Sides, cases: int = 10) -> list[str]:
         spans = [f"{r[0]:g}" if r[0] == r[-1] else f"{r[0]:g}-{r[-1]:g}" for r in runs]
         lines.append(f"{name}: {', '.join(spans)} mm")
     return lines
-
-
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

@@ -302,10 +302,15 @@ def case_rows(report: EvaluationReport) -> list[dict[str, Any]]:
 
 def case_csv(report: EvaluationReport) -> str:
     """The per-case CSV as text: a header of :data:`CSV_COLUMNS`, one row per (case, class); NaN as ``nan``."""
+    return csv_text(case_rows(report), CSV_COLUMNS)
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV text under a header of ``columns``, ``\\n`` line ends."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(case_rows(report))
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
