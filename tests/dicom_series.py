@@ -39,7 +39,8 @@ def _reversed() -> Geometry:
     return Geometry.create([0.8, 0.9, 2.5], [-10.0, 20.0, 30.0], direction)
 
 
-def _edit(folder: Path, change: Callable[[pydicom.Dataset, int], None]) -> None:
+def edit_slices(folder: Path, change: Callable[[pydicom.Dataset, int], None]) -> None:
+    """Apply ``change(dataset, index)`` to every file of ``folder`` in name order, as another tool would edit them."""
     for index, path in enumerate(sorted(folder.iterdir())):
         ds = pydicom.dcmread(path)
         change(ds, index)
@@ -67,7 +68,7 @@ def write_case(folder: Path, kind: str, series_uid: str | None = None) -> Path:
             path.rename(folder / f"{new * 7919 % 1000:04d}")  # names unrelated to position, no extension
     elif kind == "missing_tags":
         write_dicom_series(folder, volume, _axial(), series_uid=series_uid)
-        _edit(folder, lambda ds, _: [delattr(ds, k) for k in OPTIONAL if k in ds])
+        edit_slices(folder, lambda ds, _: [delattr(ds, k) for k in OPTIONAL if k in ds])
     else:
         raise ValueError(kind)
     return folder
@@ -90,5 +91,5 @@ def write_not_a_volume(folder: Path, kind: str) -> Path:
             ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
 
-    _edit(folder, change)
+    edit_slices(folder, change)
     return folder

@@ -66,8 +66,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_orthanc(folder: Path) -> Iterator[Orthanc]:
-    """Orthanc on a free port, storing in ``folder``; stopped (and waited for) on exit."""
+def running_orthanc(folder: Path, **settings: object) -> Iterator[Orthanc]:
+    """Orthanc on a free port, storing in ``folder``, with ``settings`` added to its configuration;
+    stopped (and waited for) on exit."""
     require(ORTHANC, "orthanc-dicomweb")
     port = free_port()
     storage = folder / "storage"
@@ -83,6 +84,7 @@ def running_orthanc(folder: Path) -> Iterator[Orthanc]:
         "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [ORTHANC_DICOMWEB],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        **settings,
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 (closed below, after the process)

@@ -1,8 +1,9 @@
 """A misbehaving HTTP relay for the PACS tests: a real HTTP server in the test process, on 127.0.0.1, that
 forwards every request to a real server (the test's Orthanc) and, for the requests a rule matches, answers
-503 a given number of times first, or cuts the response body short (the connection closed part-way, the
-headers having promised the whole body). It counts the requests each rule matched, so a test can assert how
-many attempts a client made."""
+503 a given number of times first, cuts the response body short (the connection closed part-way, the
+headers having promised the whole body), or adds ``limit=N`` to the query (a search answered a page of N
+results at a time, as archives that cap their answers do; Orthanc honours limit and offset). It counts the
+requests each rule matched, so a test can assert how many attempts a client made."""
 
 from __future__ import annotations
 
@@ -22,12 +23,14 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"
 
 @dataclass
 class Rule:
-    """Requests whose ``"METHOD /path"`` matches ``pattern``: the first ``fail`` get HTTP 503, and with
-    ``cut`` every forwarded response is cut to that fraction of its body. ``seen`` counts the matches."""
+    """Requests whose ``"METHOD /path"`` matches ``pattern``: the first ``fail`` get HTTP 503, with ``cut``
+    every forwarded response is cut to that fraction of its body, and with ``limit`` every one is forwarded
+    with ``limit=N`` in its query. ``seen`` counts the matches."""
 
     pattern: str
     fail: int = 0
     cut: float | None = None
+    limit: int | None = None
     seen: int = 0
 
 
@@ -71,8 +74,11 @@ def _handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                 self._send(503, {"Content-Type": "text/plain"}, b"relay: try again")
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            path = self.path
+            if rule is not None and rule.limit is not None:
+                path += f"{'&' if '?' in path else '?'}limit={rule.limit}"
             answer = requests.request(
-                self.command, relay.target + self.path, headers=headers, data=body, timeout=FORWARD_TIMEOUT_S
+                self.command, relay.target + path, headers=headers, data=body, timeout=FORWARD_TIMEOUT_S
             )
             out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
             if rule is not None and rule.cut is not None:

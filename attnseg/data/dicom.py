@@ -1,10 +1,14 @@
 """DICOM series: a folder of slices <-> one :class:`~attnseg.data.image.Image`.
 
 Reading: pydicom reads the headers (no pixels) to check that the folder holds one series of parallel
-slices, evenly spaced, none missing and none duplicated; SimpleITK (GDCM) then reads the pixels in slice
-order, applying the rescale slope and intercept, and computes the geometry from the slice positions.
-A missing slice would otherwise silently stretch the anatomy; a duplicated one shifts it. The patient,
-study and frame-of-reference identity of the series is kept in ``image.meta["dicom"]``.
+slices of one size and pixel spacing, evenly spaced, none missing and none duplicated; SimpleITK (GDCM)
+then reads the pixels in slice order, applying the rescale slope and intercept, and computes the geometry
+from the slice positions (and the first slice's pixel spacing). A missing slice would otherwise silently
+stretch the anatomy; a duplicated one shifts it; a slice of another pixel spacing would be drawn on the
+first one's. A file cut short (a copy or download that broke off) is named as damaged: pydicom reads
+what is there without complaint, so a slice whose header lost its position would otherwise be passed
+over as "not a slice", and the series read one slice short. The patient, study and frame-of-reference
+identity of the series is kept in ``image.meta["dicom"]``.
 
 Writing (:func:`write_dicom_series`): one Secondary Capture file per slice, with pydicom, carrying the
 image plane (ImagePositionPatient, ImageOrientationPatient, PixelSpacing, SliceThickness and
@@ -52,6 +56,9 @@ _STUDY_KEYWORDS = (
 # What a read keeps in ``meta["dicom"]``: the study, its frame of reference (the world coordinates the
 # geometry lives in) and the series itself.
 _IDENTITY_KEYWORDS = (*_STUDY_KEYWORDS, "FrameOfReferenceUID", "SeriesInstanceUID", "SeriesNumber", "Modality")
+# What every slice of one volume shares: ITK takes them from the first slice for all.
+_PLANE_KEYWORDS = ("Rows", "Columns", "PixelSpacing")
+_PIXEL_SPACING_RTOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,18 @@ class _Slice:
     series: str
     description: str
     identity: dict[str, str] = field(default_factory=dict)  # _IDENTITY_KEYWORDS present in the header
+    sop_class: str = ""
+    plane: dict[str, Any] = field(default_factory=dict)  # _PLANE_KEYWORDS present in the header
+    thickness: float | None = None  # SliceThickness, else SpacingBetweenSlices: a single slice's extent
+
+
+@dataclass(frozen=True)
+class _Unplaced:
+    """A DICOM file without ImagePositionPatient: not a slice (an SR, a SEG, a DICOMDIR) or a slice cut short."""
+
+    path: Path
+    sop_class: str  # SOPClassUID, else the file meta's MediaStorageSOPClassUID ('' when neither survived)
+    series: str  # '' when its SeriesInstanceUID did not survive
 
 
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
@@ -74,11 +93,12 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
     """
     import SimpleITK as sitk
 
-    slices = _read_headers(folder)
+    slices, unplaced = _read_headers(folder)
     if series_uid is not None:
         slices = [s for s in slices if s.series == series_uid]
         if not slices:
             raise DataError(f"{folder}: no slices of series {series_uid}")
+    _check_unplaced(slices, unplaced)
     ordered = _check_and_sort(folder, slices)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(s.path) for s in ordered])
@@ -86,10 +106,11 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> Image:
         itk_image = reader.Execute()
         data = sitk.GetArrayFromImage(itk_image)
     except RuntimeError as error:
-        raise DataError(
-            f"{folder}: cannot read the DICOM pixel data ({str(error).strip().splitlines()[-1]})"
-        ) from error
+        raise _pixel_error(folder, ordered, error) from error
     array, geometry = from_sitk(itk_image, data)
+    if len(ordered) == 1 and ordered[0].thickness is not None:
+        # ITK gives a lone slice 1 mm along its normal; its thickness is what the voxels span (volumes in ml).
+        geometry = geometry.with_spacing([*geometry.spacing[:2], ordered[0].thickness])
     meta = {
         "series_description": ordered[0].description,
         "files": [s.path.name for s in ordered],
@@ -119,14 +140,15 @@ def series_voxel_count(folder: Path) -> int:
     raise DataError(f"{folder}: no DICOM slice with Rows and Columns found among {len(files)} file(s)")
 
 
-def _read_headers(folder: Path) -> list[_Slice]:
+def _read_headers(folder: Path) -> tuple[list[_Slice], list[_Unplaced]]:
+    """The slices of ``folder`` (DICOM files with an ImagePositionPatient) and its other DICOM files."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DataError(f"{folder}: empty folder (expected the slices of one DICOM series)")
-    slices = []
+    slices, unplaced = [], []
     for path in files:
         try:
             header = pydicom.dcmread(path, stop_before_pixels=True)
@@ -135,12 +157,53 @@ def _read_headers(folder: Path) -> list[_Slice]:
         except Exception as error:  # a DICOM file (it has the preamble) that pydicom cannot parse
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise DataError(f"{path}: damaged DICOM file: {reason} (truncated or corrupt?)") from error
-        if "PixelData" not in header and "ImagePositionPatient" not in header:
+        if "ImagePositionPatient" not in header:  # stop_before_pixels: PixelData is never in the header
+            sop_class = header.get("SOPClassUID") or header.get("file_meta", {}).get("MediaStorageSOPClassUID", "")
+            unplaced.append(_Unplaced(path, str(sop_class), str(header.get("SeriesInstanceUID", ""))))
             continue
         slices.append(_slice(path, header))
     if not slices:
         raise DataError(f"{folder}: no DICOM slices found among {len(files)} file(s)")
-    return slices
+    return slices, unplaced
+
+
+def _check_unplaced(slices: list[_Slice], unplaced: list[_Unplaced]) -> None:
+    """A file of the slices' own SOP class (a CT image among CT slices) without a position is a slice cut
+    short, unless it names another series: reading on without it would give a volume a slice short
+    (silently so when it was the first or last)."""
+    classes = {s.sop_class for s in slices} - {""}
+    series = {s.series for s in slices}
+    for other in unplaced:
+        if other.sop_class in classes and (other.series in series or not other.series):
+            raise DataError(
+                f"{other.path}: damaged DICOM file: a {_class_name(other.sop_class)} without "
+                f"ImagePositionPatient, {other.path.stat().st_size} bytes long (truncated?); "
+                "replace it with a complete copy or remove it"
+            )
+
+
+def _class_name(sop_class: str) -> str:
+    """'CT Image Storage' for its UID; the UID itself when pydicom does not know it."""
+    from pydicom.uid import UID
+
+    name = UID(sop_class).name
+    return name if name != sop_class else f"SOP class {sop_class} file"
+
+
+def _pixel_error(folder: Path, ordered: list[_Slice], error: RuntimeError) -> DataError:
+    """The error for pixels ITK could not read, naming the first slice that cannot be read on its own (a
+    file cut short in its pixels reads as a whole header): worth the second pass only on failure."""
+    import SimpleITK as sitk
+
+    for s in ordered:
+        try:
+            sitk.ReadImage(str(s.path))
+        except RuntimeError:  # ITK's message only repeats the path ("Unable to determine ImageIO reader")
+            return DataError(
+                f"{s.path}: damaged DICOM file: its pixel data cannot be read (truncated or corrupt?); "
+                "replace it with a complete copy or remove it"
+            )
+    return DataError(f"{folder}: cannot read the DICOM pixel data ({str(error).strip().splitlines()[-1]})")
 
 
 def _slice(path: Path, header: Any) -> _Slice:
@@ -162,7 +225,26 @@ def _slice(path: Path, header: Any) -> _Slice:
         series=str(header.get("SeriesInstanceUID", "")),
         description=str(header.get("SeriesDescription", "")),
         identity=_identity(header),
+        sop_class=str(header.get("SOPClassUID", "")),
+        plane={k: _plain(header.get(k)) for k in _PLANE_KEYWORDS if header.get(k) not in (None, "")},
+        thickness=_positive(header.get("SliceThickness")) or _positive(header.get("SpacingBetweenSlices")),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A header value as Python numbers (multi-valued ones as a list), for comparing and showing."""
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        return float(value) if not isinstance(value, int) else value
+    return [float(v) for v in value]
+
+
+def _positive(value: Any) -> float | None:
+    """A decimal string as a positive number; None when absent, empty, zero or not a number."""
+    try:
+        number = float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and np.isfinite(number) else None
 
 
 def _identity(header: Any) -> dict[str, str]:
@@ -184,6 +266,7 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
     for s in slices[1:]:
         if not np.allclose(s.orientation, orientation, atol=1e-4):
             raise DataError(f"{s.path}: slice orientation differs from {slices[0].path.name}; not one volume")
+        _check_plane(s, slices[0])
     normal = np.cross(orientation[:3], orientation[3:])
     distance = np.array([float(s.position @ normal) for s in slices])
     order = np.argsort(distance, kind="stable")
@@ -214,6 +297,29 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
             "resample the series to even spacing first"
         )
     return ordered
+
+
+def _check_plane(s: _Slice, first: _Slice) -> None:
+    """``s`` has the size and pixel spacing of ``first``: ITK would draw every slice on the first's grid."""
+    for keyword in _PLANE_KEYWORDS:
+        mine, theirs = s.plane.get(keyword), first.plane.get(keyword)
+        same = mine == theirs or (
+            isinstance(mine, list)
+            and isinstance(theirs, list)
+            and len(mine) == len(theirs)
+            and np.allclose(mine, theirs, rtol=_PIXEL_SPACING_RTOL, atol=0.0)
+        )
+        if not same:
+            raise DataError(
+                f"{s.path}: {keyword} {_shown(mine)} differs from {first.path.name}'s {_shown(theirs)}; "
+                "the slices of one volume share their size and pixel spacing"
+            )
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(absent)"
+    return f"[{', '.join(f'{v:g}' for v in value)}]" if isinstance(value, list) else f"{value:g}"
 
 
 def _check_stacking(folder: Path, ordered: list[_Slice], normal: np.ndarray) -> None:

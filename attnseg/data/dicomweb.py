@@ -10,6 +10,9 @@ Transient failures (connection refused or reset, timeouts, HTTP 429, 500, 502, 5
 with exponential backoff (``backoff_s``, doubled each time) up to ``retries`` times; then the error says
 what failed, on which server. A study that does not exist, a series that is not an image, and a
 retrieval that did not bring every instance the archive lists are errors of their own.
+
+Searches (QIDO-RS) are read page after page (``offset``), since archives cap the results of one answer;
+the instances listed must add up to the series' NumberOfSeriesRelatedInstances when the archive gives it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from attnseg.errors import ConfigError, DataError
 
 CREDENTIALS_ENV = "ATTNSEG_DICOMWEB_CREDENTIALS"
+_INSTANCE_COUNT = "00201209"  # NumberOfSeriesRelatedInstances, asked for with each series found
 _TRANSIENT = (429, 500, 502, 503, 504)
 # SOP classes whose instances are not image slices (structured reports, SEG and other derived objects,
 # presentation states, RT objects, encapsulated documents, key object selection...).
@@ -143,7 +147,13 @@ class DicomWeb:
             DataError: the server is unreachable; the study (or the series) is not there; the series
                 asked for is not an image series, or the study has none.
         """
-        found = self._call(lambda: self.client.search_for_series(study_instance_uid=study_uid), "searching the study")
+        found = self._search_all(
+            lambda offset: self.client.search_for_series(
+                study_instance_uid=study_uid, fields=[_INSTANCE_COUNT], offset=offset
+            ),
+            "0020000E",
+            "searching the study",
+        )
         if not found:
             raise DataError(f"{self.url}: study {study_uid} not found (no series)")
         uids = [_value(item, "0020000E") for item in found]
@@ -154,10 +164,14 @@ class DicomWeb:
         chosen, skipped = [], []
         for item in found:
             uid, modality = _value(item, "0020000E"), _value(item, "00080060")
-            instances = self._call(
-                lambda uid=uid: self.client.search_for_instances(study_instance_uid=study_uid, series_instance_uid=uid),
+            instances = self._search_all(
+                lambda offset, uid=uid: self.client.search_for_instances(
+                    study_instance_uid=study_uid, series_instance_uid=uid, offset=offset
+                ),
+                "00080018",
                 f"listing the instances of series {uid}",
             )
+            self._check_listed(uid, len(instances), _value(item, _INSTANCE_COUNT))
             classes = {_value(i, "00080016") for i in instances}
             if not instances or any(c.startswith(_NOT_IMAGE_PREFIXES) for c in classes):
                 skipped.append(f"{uid} ({modality or 'no modality'})")
@@ -229,6 +243,31 @@ class DicomWeb:
         if failed:
             uids = ", ".join(str(item.get("ReferencedSOPInstanceUID", "?")) for item in failed)
             raise DataError(f"{self.url}: the server refused to store {len(failed)} instance(s): {uids}")
+
+    def _search_all(self, search: Any, key: str, what: str) -> list[dict[str, Any]]:
+        """Every result of a QIDO-RS search, page after page (``search(offset)``): archives cap how many
+        results one answer holds (a cloud store's page of 100 or 5000), so a first answer may be only the
+        first page. Stops at an empty page, or at one that brings no new ``key`` (a server that ignores
+        the offset and answers the first page again, which would otherwise be asked for forever)."""
+        results: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while True:
+            page = self._call(lambda: search(len(results)), what) or []
+            new = [item for item in page if _value(item, key) not in seen]
+            if not new:
+                return results
+            seen.update(_value(item, key) for item in new)
+            results.extend(new)
+
+    def _check_listed(self, series_uid: str, listed: int, count: str) -> None:
+        """The instances listed are all the series has (its NumberOfSeriesRelatedInstances, when the archive
+        gives it): an archive whose pages do not add up (Orthanc with LimitFindInstances set) lists only
+        some, and the retrieval, bringing all, would be taken for a broken one."""
+        if count.isdigit() and int(count) != listed:
+            raise DataError(
+                f"{self.url}: series {series_uid} has {count} instance(s) but the archive's search lists {listed} "
+                "(does it cap search results, e.g. Orthanc's LimitFindInstances?); nothing was retrieved"
+            )
 
     def _call(self, action: Any, what: str) -> Any:
         """Run ``action``; network and HTTP failures become one :class:`DataError` naming the server."""
