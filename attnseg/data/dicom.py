@@ -267,6 +267,7 @@ def _check_and_sort(folder: Path, slices: list[_Slice]) -> list[_Slice]:
         if not np.allclose(s.orientation, orientation, atol=1e-4):
             raise DataError(f"{s.path}: slice orientation differs from {slices[0].path.name}; not one volume")
         _check_plane(s, slices[0])
+    _check_pixel_spacing(slices[0])
     normal = np.cross(orientation[:3], orientation[3:])
     distance = np.array([float(s.position @ normal) for s in slices])
     order = np.argsort(distance, kind="stable")
@@ -314,6 +315,19 @@ def _check_plane(s: _Slice, first: _Slice) -> None:
                 f"{s.path}: {keyword} {_shown(mine)} differs from {first.path.name}'s {_shown(theirs)}; "
                 "the slices of one volume share their size and pixel spacing"
             )
+
+
+def _check_pixel_spacing(first: _Slice) -> None:
+    """The slices say how large a pixel is. Without PixelSpacing ITK takes 1 x 1 mm, while the slice positions
+    are in mm: the volume would be stretched against the patient, its volumes in ml and distances wrong, and
+    a DICOM SEG drawn on it misplaced in a viewer. (ImagerPixelSpacing, a radiograph's detector pixel, is not
+    the patient's.) All slices agree by then (:func:`_check_plane`), so the first speaks for them."""
+    if "PixelSpacing" not in first.plane:
+        raise DataError(
+            f"{first.path}: no PixelSpacing (0028,0030), so the size of a pixel in the patient is unknown and "
+            "the volume cannot be placed in mm; add it from the scanner's export or convert the series with "
+            "its known spacing (e.g. to NIfTI)"
+        )
 
 
 def _shown(value: Any) -> str:

@@ -94,3 +94,17 @@ def test_a_single_slice_without_thickness_is_one_millimetre(tmp_path):
     write_dicom_series(tmp_path / "one", scan()[:, :, :1], Geometry.create([0.8, 0.9, 2.5], [0.0, 0.0, 0.0]))
     edit_slices(tmp_path / "one", lambda ds, _: delattr(ds, "SliceThickness"))
     np.testing.assert_allclose(read_dicom_series(tmp_path / "one").geometry.spacing, (0.8, 0.9, 1.0))
+
+
+@pytest.mark.parametrize("imager_spacing", [None, ["0.5", "0.6"]])
+def test_a_series_without_pixel_spacing_is_refused_by_name(tmp_path, imager_spacing):
+    folder = write_case(tmp_path / "series", "axial")
+
+    def change(ds: pydicom.Dataset, _: int) -> None:
+        del ds.PixelSpacing  # ITK would read 1 x 1 mm, against slice positions in mm
+        if imager_spacing is not None:
+            ds.ImagerPixelSpacing = imager_spacing  # a detector's pixel, not the patient's
+
+    edit_slices(folder, change)
+    with pytest.raises(DataError, match=r"IM000_0.dcm: no PixelSpacing .* cannot be placed in mm"):
+        read_dicom_series(folder)
