@@ -77,6 +77,12 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def global_rank() -> int:
+    """This process's index among all of ``torchrun``'s processes (RANK; 0 without it), known before the
+    process group is joined: what a rank may do before then (take a lock) is decided from it."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def world_size() -> int:
     """How many processes ``torchrun`` started (1 without it)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

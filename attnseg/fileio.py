@@ -3,12 +3,15 @@ JSON reader, which turns any damaged file into an error that names it.
 
 Every writer goes through ``atomic_path``: the data goes to a temporary file in the destination's
 folder (same file system, so the final rename is atomic) and replaces the destination only once it
-is complete. An existing destination is kept unless the caller asks to overwrite it.
+is complete. An existing destination is kept unless the caller asks to overwrite it. A folder that one
+run writes for a long time (a training's model directory) is held with ``exclusive_use`` so that a
+second run pointed at it stops at once instead of interleaving its files with the first one's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -70,6 +73,38 @@ def staged_folder(folder: Path) -> Iterator[Path]:
         staging.rename(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_use(folder: Path, lock_name: str, what: str) -> Iterator[None]:
+    """Hold ``folder`` (created if needed) for this process until the block ends; a second holder is refused
+    with :class:`OutputExistsError` naming the folder and the process that holds it.
+
+    The hold is a ``flock`` on ``folder/lock_name``: the kernel drops it when the process ends however it
+    ends (SIGKILL, a crash), so a killed run never leaves a stale lock behind for ``--resume`` to trip on.
+    The lock file stays; removing it would let a third process lock a new file while a second one still
+    waits on the old one. It holds the holder's process id, for the message.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / lock_name
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputExistsError(
+                f"{folder} is in use by another {what} (process {holder}, see {path}); wait for it to end, "
+                "or choose another output"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = False) -> Path:

@@ -13,6 +13,7 @@
       fingerprint.json      what the model saw: spacings, sizes, intensities, label volumes (quality control)
       checkpoint/last.pt    the resume state (model, optimizer, scheduler, scaler, epoch, RNG)
       log.csv, progress.png, tensorboard/
+      .train.lock           held while a training writes here: a second one is refused, not interleaved
 
 Training writes it and inference reads it; neither imports the other. Weights are never unpickled:
 safetensors for the weights, ``torch.load(weights_only=True)`` for the resume state.
@@ -79,6 +80,7 @@ class ModelDir:
     LOG = "log.csv"
     PROGRESS = "progress.png"
     TENSORBOARD = "tensorboard"
+    TRAIN_LOCK = ".train.lock"  # held by the training that writes this directory (fileio.exclusive_use)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
+import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -454,6 +456,52 @@ def _verify_geometry(written: Path, geometry: Geometry, target: Path, ending: st
             f"{target}: {EXTENSIONS[ending]} cannot store this image's geometry (stored {diffs}); "
             "write .nii.gz, .nrrd or .mha instead"
         )
+
+
+def missing_voxel_data(path: str | Path) -> str | None:
+    """Why an image file whose header reads holds less voxel data than that header needs, or None.
+
+    A header-only look (:func:`read_grid`) takes a copy cut short for a finished file; this is the check
+    that a file is whole without decoding it where the format allows: a NIfTI's size (``.nii``) or its
+    gzip trailer's length (``.nii.gz``), a MetaImage's data (:func:`attnseg.data.metaimage.missing_data`).
+    Other formats: None (their readers fail on short data when the file is read).
+    """
+    path = Path(path)
+    kind = EXTENSIONS[file_ending(path)]
+    if kind == "MetaImage":
+        return missing_data(path)
+    if kind != "NIfTI":
+        return None
+    import nibabel as nib
+
+    with reading(path, "NIfTI"), _quiet_nibabel():
+        nifti = nib.load(str(path))  # the proxy's offset: where the voxels start (the header's may say 0)
+        voxels = math.prod(nifti.header.get_data_shape()) * nifti.header.get_data_dtype().itemsize
+        needed = int(nifti.dataobj.offset) + voxels
+    found = _gzip_length(path, needed) if path.name.lower().endswith(".gz") else path.stat().st_size
+    if isinstance(found, str):
+        return found
+    if found < needed:
+        return f"holds {found:,} bytes of NIfTI header and voxels where its header needs {needed:,}; is it truncated?"
+    return None
+
+
+def _gzip_length(path: Path, expected: int) -> int | str:
+    """The decompressed length of a gzip file, or why its stream is broken. The trailer's ISIZE (the length
+    mod 2**32) answers in constant time when it is what ``expected`` predicts, the common case; otherwise
+    (a cut stream, whose last bytes are no trailer, or several gzip members) the file is decompressed."""
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+            return expected
+    length = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read1(1 << 16):
+                length += len(chunk)
+    except (EOFError, OSError, zlib.error) as error:  # cut or damaged: reading it would fail the same way
+        return f"its gzip stream is cut short or damaged after {length:,} bytes ({error})"
+    return length
 
 
 def read_geometry(path: str | Path) -> Geometry:

@@ -17,7 +17,7 @@ from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
-from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, read_grid, strip_ending
+from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, missing_voxel_data, read_grid, strip_ending
 from attnseg.errors import AttnsegError, ConfigError, DataError
 from attnseg.fileio import check_writable
 
@@ -251,7 +251,8 @@ def incomplete_reason(path: Path, dicom: bool, grid: tuple[tuple[int, ...], Geom
     Outputs are written under a hidden temporary name and renamed into place once complete, so a killed
     run leaves nothing half-written under an output's name. What can still be there: a file from
     elsewhere (another tool, a copy cut short, a crash of the storage): its header must read, and give
-    the scan's shape and grid (``grid``, when the scan's header gave one).
+    the scan's shape and grid (``grid``, when the scan's header gave one), and hold all the voxel data that
+    its header promises (:func:`attnseg.data.io.missing_voxel_data`).
     """
     if dicom:
         return None if path.is_dir() and any(path.iterdir()) else "is not a DICOM series folder"
@@ -265,8 +266,11 @@ def incomplete_reason(path: Path, dicom: bool, grid: tuple[tuple[int, ...], Geom
         return None
     try:
         shape, geometry = read_grid(path)
+        missing = missing_voxel_data(path)  # a header that reads can head a copy cut short
     except Exception as error:  # whatever a damaged file makes a reader raise, it is not complete
         return f"cannot be read ({str(error).removeprefix(f'{path}: ')})"
+    if missing:
+        return missing
     if grid is None:
         return None
     expected_shape, expected_geometry = grid

@@ -7,6 +7,7 @@ Plan the preprocessing from the dataset's fingerprint, preprocess the fold's cas
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -38,8 +39,9 @@ from attnseg.data.dataset import Dataset
 from attnseg.data.plan import PATCH_MULTIPLE
 from attnseg.data.training_fingerprint import fingerprint_training_cases, save_fingerprint
 from attnseg.device import resolve_device
-from attnseg.distributed import DistContext, barrier, broadcast_number, local_rank, process_group
+from attnseg.distributed import DistContext, barrier, broadcast_number, global_rank, local_rank, process_group
 from attnseg.errors import ConfigError, OutputExistsError
+from attnseg.fileio import exclusive_use
 from attnseg.inference.postprocess import LARGEST_COMPONENT, decide, keep_largest_components, single_component_classes
 from attnseg.inference.volume import predict_preprocessed
 from attnseg.losses import DeepSupervisedLoss, GuidedAttentionLoss, SegmentationLoss
@@ -113,17 +115,28 @@ def train(
         raise ConfigError("output is not set: pass --output DIR or set it in the config")
     check_seed(config.training.seed)
     model_dir = ModelDir(config.output)
-    _check_output(model_dir, resume, overwrite)
+    with _holding(model_dir):
+        _check_output(model_dir, resume, overwrite)  # under the hold: a run that ended meanwhile is seen
 
-    set_deterministic(config.training.deterministic)
-    seed_everything(config.training.seed)
-    device = resolve_device(config.training.device, local_rank())
-    training = config.training
-    with (
-        process_group(device, training.dist_timeout) as context,
-        run_threads(training.threads, training.deterministic) as threads,
-    ):
-        return _train_in_group(config, model_dir, resume, device, context, show_progress, budget, threads)
+        set_deterministic(config.training.deterministic)
+        seed_everything(config.training.seed)
+        device = resolve_device(config.training.device, local_rank())
+        training = config.training
+        with (
+            process_group(device, training.dist_timeout) as context,
+            run_threads(training.threads, training.deterministic) as threads,
+        ):
+            return _train_in_group(config, model_dir, resume, device, context, show_progress, budget, threads)
+
+
+def _holding(model_dir: ModelDir) -> contextlib.AbstractContextManager[None]:
+    """The model directory held for this run: a second ``attnseg train`` on the same --output (each of
+    whose checks passes while nothing is written yet) would otherwise interleave its config, weights,
+    checkpoint and logs with this one's. Only rank 0 writes the directory, so only rank 0 holds it; it
+    takes the hold before joining the process group, where refusing ends the run before any collective."""
+    if global_rank() != 0:
+        return contextlib.nullcontext()
+    return exclusive_use(model_dir.path, ModelDir.TRAIN_LOCK, "`attnseg train`")
 
 
 def _train_in_group(

@@ -6,7 +6,15 @@ import pytest
 import SimpleITK as sitk
 
 from attnseg.data.geometry import Geometry
-from attnseg.data.io import file_ending, read_case, read_geometry, read_grid, read_image, write_image
+from attnseg.data.io import (
+    file_ending,
+    missing_voxel_data,
+    read_case,
+    read_geometry,
+    read_grid,
+    read_image,
+    write_image,
+)
 from attnseg.errors import DataError, OutputExistsError
 from tests.fixtures import rotation, write_dicom_series
 
@@ -162,6 +170,31 @@ def test_truncated_and_corrupt_gzip(tmp_path, oblique):
     with pytest.raises(DataError, match=r"truncated.nrrd: cannot read NRRD file"):
         read_image(tmp_path / "truncated.nrrd")
     assert gzip.decompress(data)  # the good file itself was fine
+
+
+def test_missing_voxel_data_tells_a_file_cut_after_its_header_from_a_whole_one(tmp_path, oblique):
+    """The header of each of these reads (read_grid); only the voxels tell them apart. 40 x 40 x 20 uint8
+    voxels after NIfTI-1's 352-byte header: 32,352 bytes (enough that a cut gzip still yields its header)."""
+    labels = np.random.default_rng(0).integers(0, 3, (1, 40, 40, 20)).astype(np.uint8)
+    whole = write_image(tmp_path / "whole.nii", labels, oblique)
+    assert whole.stat().st_size == 32352 and missing_voxel_data(whole) is None
+    (tmp_path / "cut.nii").write_bytes(whole.read_bytes()[:32342])
+    assert read_grid(tmp_path / "cut.nii")[0] == (40, 40, 20)
+    assert missing_voxel_data(tmp_path / "cut.nii") == (
+        "holds 32,342 bytes of NIfTI header and voxels where its header needs 32,352; is it truncated?"
+    )
+    packed = write_image(tmp_path / "whole.nii.gz", labels, oblique)
+    assert missing_voxel_data(packed) is None  # its trailer says 32,352
+    data = gzip.decompress(packed.read_bytes())
+    (tmp_path / "members.nii.gz").write_bytes(gzip.compress(data[:400]) + gzip.compress(data[400:]))
+    assert missing_voxel_data(tmp_path / "members.nii.gz") is None  # whole, though its last trailer says 31,952
+    (tmp_path / "short.nii.gz").write_bytes(gzip.compress(data[:32342]))  # a whole stream of a cut file
+    assert missing_voxel_data(tmp_path / "short.nii.gz").startswith("holds 32,342 bytes")
+    (tmp_path / "cut.nii.gz").write_bytes(packed.read_bytes()[:-4])  # every voxel, no trailer
+    assert read_grid(tmp_path / "cut.nii.gz")[0] == (40, 40, 20)
+    cut = missing_voxel_data(tmp_path / "cut.nii.gz")
+    assert cut.startswith("its gzip stream is cut short or damaged after 32,352 bytes")
+    assert missing_voxel_data(write_image(tmp_path / "x.nrrd", labels, oblique)) is None  # not checked here
 
 
 def test_unsupported_extension_and_missing_file(tmp_path):

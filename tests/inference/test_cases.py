@@ -70,6 +70,7 @@ def test_leftovers_of_a_killed_write_are_not_outputs(scan):
     [
         ("empty", "cannot be read"),
         ("truncated", "cannot be read"),
+        ("cut after its header", "its gzip stream is cut short or damaged after 3,232 bytes"),  # 352 + 9*8*5*8
         ("other shape", r"has shape \(9, 8, 4\), not its scan's \(9, 8, 5\)"),
         ("other grid", "is not on its scan's grid"),
     ],
@@ -82,6 +83,10 @@ def test_a_damaged_or_foreign_output_is_never_taken_as_complete(scan, oblique, d
     elif damage == "truncated":
         _mask(outputs.mask, oblique)
         outputs.mask.write_bytes(outputs.mask.read_bytes()[:60])
+    elif damage == "cut after its header":  # a copy cut short: every voxel there, the gzip trailer not
+        noise = np.random.default_rng(0).integers(0, 3, (1, 9, 8, 5)).astype(np.float64)  # 422 bytes packed:
+        write_image(outputs.mask, noise, oblique)  # a cut gzip of a few hundred bytes still yields its header
+        outputs.mask.write_bytes(outputs.mask.read_bytes()[:-4])
     elif damage == "other shape":
         _mask(outputs.mask, oblique, shape=(9, 8, 4))
     else:

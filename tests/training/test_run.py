@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,7 @@ from attnseg.errors import ConfigError
 from attnseg.model_dir import ModelDir
 from attnseg.training.config import load_config
 from attnseg.training.run import patch_multiple
-from tests.processes import run_watched, torchrun_command
+from tests.processes import child_env, run_watched, torchrun_command
 
 TINY = [
     "--set", "network.features=[4,8,16]",
@@ -77,6 +82,56 @@ def test_train_2d_then_resume_and_refuse_to_clobber(make_nnunet, tmp_path, capsy
     assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["runtime"] == planted
     assert _train(dataset, output, "--epochs", "1", "--overwrite") == 0
     assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == 1
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Until ``path`` exists; fails with the process's output if it ends first or the wait runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate(timeout=30)
+            pytest.fail(f"{path} did not appear (process ended with {process.returncode}): {err[-3000:]}")
+        time.sleep(0.05)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_training_on_a_running_output_is_refused_and_a_killed_one_resumes(make_nnunet, tmp_path, capsys):
+    """A second `attnseg train` on the --output of a running one, even with --overwrite or --resume (what
+    the "already holds a training run" message suggests), trained alongside it: two tensorboard event
+    files, and config, weights, checkpoint and log.csv from whichever wrote last. Now it stops at once,
+    names the running process and writes nothing. The first run runs in its own process, frozen with
+    SIGSTOP once its first checkpoint is written (so it surely holds the directory, wherever the clock
+    is); SIGKILLed, it leaves no stale hold: --resume continues it."""
+    dataset = make_nnunet(cases=3)
+    output = tmp_path / "run"
+    fast = ["--set", "training.amp=off", "--set", "training.layout=contiguous"]
+    command = [sys.executable, "-m", "attnseg", "train", "--dataset", str(dataset), "--output", str(output),
+               "--epochs", "1000", "--no-progress", *TINY, *fast]  # fmt: skip
+    first = subprocess.Popen(
+        command, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _wait_for(output / ModelDir.CHECKPOINT, first)
+        os.kill(first.pid, signal.SIGSTOP)
+        before = _files(output)
+        for flag in ("--overwrite", "--resume"):
+            assert _train(dataset, output, "--epochs", "2", *fast, flag) == 2
+            err = capsys.readouterr().err
+            assert f"{output} is in use by another `attnseg train` (process {first.pid}," in err, err
+        assert _files(output) == before
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    assert first.returncode == -signal.SIGKILL
+    epoch = torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"]
+    assert _train(dataset, output, "--epochs", str(epoch + 1), *fast, "--resume") == 0
+    assert torch.load(output / ModelDir.CHECKPOINT, weights_only=True)["state"]["epoch"] == epoch + 1
+    rows = (output / ModelDir.LOG).read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, epoch + 2))  # the killed run's epochs kept
 
 
 def test_train_3d_on_patches(make_nnunet, tmp_path):
