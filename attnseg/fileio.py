@@ -11,7 +11,6 @@ second run pointed at it stops at once instead of interleaving its files with th
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attnseg.errors import AttnsegError, DataError, OutputExistsError
+from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -85,9 +84,19 @@ def exclusive_use(folder: Path, lock_name: str, what: str) -> Iterator[None]:
     The lock file stays; removing it would let a third process lock a new file while a second one still
     waits on the old one. It holds the holder's process id, for the message.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / lock_name
-    with open(path, "a+", encoding="utf-8") as handle:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole block)
+    except OSError as error:
+        raise ConfigError(f"{folder}: cannot write there ({error.strerror or error}); choose another output") from error
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock: the run goes on unheld, as before the hold existed
+        with handle:
+            yield
+        return
+    with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
