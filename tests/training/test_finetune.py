@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,18 @@ def test_freeze_needs_a_source(two_class_data: Path, tmp_path: Path) -> None:
     args = ["train", "--dataset", str(two_class_data), "--output", str(tmp_path / "frozen"), "--epochs", "1"]
     assert main([*args, "--freeze", "encoder", *TINY]) != 0
     assert not (tmp_path / "frozen" / "weights.safetensors").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "weights.safetensors"])
+def test_fine_tuning_into_its_own_source_is_refused(
+    source_model: Path, two_class_data: Path, tmp_path: Path, inside: str
+) -> None:
+    """--init-from X --output X --overwrite replaced the source by its fine-tuned copy, whose card then
+    named itself as the source: refused, and the source is left as it was."""
+    source = tmp_path / "source"
+    shutil.copytree(source_model, source)
+    before = (source / "weights.safetensors").read_bytes()
+    args = ["train", "--dataset", str(two_class_data), "--output", str(source), "--epochs", "1", "--overwrite"]
+    assert main([*args, "--init-from", str(source / inside), *TINY]) != 0
+    assert (source / "weights.safetensors").read_bytes() == before
+    assert not (source / "init.json").exists()
