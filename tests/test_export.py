@@ -25,6 +25,7 @@ from attnseg.export import (
     write_sidecar,
 )
 from attnseg.networks import AttentionUNet, UNet
+from attnseg.networks.registry import build_network
 
 SMALL = (4, 8, 16, 32, 64)
 
@@ -68,6 +69,18 @@ def test_parity_at_other_batch_and_spatial_sizes(network: type, example_shape: t
     ts_check = torchscript_parity(model, ts_result.path, inputs)
     assert ts_check.passed and ts_check.max_abs_diff <= PARITY_TOLERANCE
     assert ts_check.input_shapes == [tuple(x.shape) for x in inputs]
+
+
+def test_guided_network_with_its_memory_check_exports_to_torchscript(tmp_path: Path) -> None:
+    """The registered guided network checks its memory before a pass (``memory_limit_gib="auto"``), by a
+    functional call that torch.jit cannot trace: the export, and so the MONAI Bundle, failed with "The
+    stateless API can't be used with Jitted modules". Traced, the check is skipped and the file agrees."""
+    model = build_network("ms_guided_cpu", spatial_dims=2, in_channels=1, out_channels=2)
+    assert model.memory_limit_gib == "auto"
+    example = torch.randn(1, 1, 36, 28)
+    result = export_torchscript(model, example, tmp_path / "model.pt")
+    check = torchscript_parity(model, result.path, parity_inputs(example, dynamic_spatial=True))
+    assert check.passed, check
 
 
 def test_fixed_spatial_size_exports_refuse_other_sizes(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 ECE_BINS = 15
-# The temperature is searched in [1/20, 20] (log scale, golden section on the negative log-likelihood).
+# The temperature is searched in [e^-3, e^3] = [0.050, 20.09] (log scale, golden section on the negative
+# log-likelihood).
 LOG_T_RANGE = (-3.0, 3.0)
 MAX_VOXELS = 2_000_000  # voxels a fit or an ECE uses at most (a strided sample of the cases')
 EPS = 1e-7

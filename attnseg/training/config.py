@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from attnseg.data.augment import AugmentConfig
 from attnseg.data.plan import Scheme
@@ -184,6 +193,16 @@ class FinetuneConfig(_Section):
     keep_source_plan: bool = Field(
         False, description="take spacing and normalisation from init_from's plan.json instead of the new dataset"
     )
+
+    @model_validator(mode="after")
+    def _freeze_needs_a_source(self) -> FinetuneConfig:
+        # a frozen encoder that was never loaded stays random for the run: nothing a user wants
+        if self.freeze is not None and self.init_from is None:
+            raise ValueError(
+                f"freeze={self.freeze!r} keeps the source model's {self.freeze} fixed, "
+                "so it needs init_from (--init-from)"
+            )
+        return self
 
 
 class Config(_Section):

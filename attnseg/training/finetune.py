@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from attnseg.fileio import write_json
+from attnseg.errors import ConfigError
+from attnseg.fileio import read_json, write_json
 from attnseg.model_dir import ModelDir
 from attnseg.training.config import Config
 from attnseg.training.freeze import Freezer
@@ -27,13 +28,19 @@ def start_finetune(
         record = loaded.to_dict()
         if is_main:
             print(loaded.summary(), flush=True)
-    freezer = Freezer(model, section.freeze, section.freeze_epochs) if section.freeze else None
+    elif section.init_from is not None and model_dir.file(INIT_FILE).is_file():
+        record = read_json(model_dir.file(INIT_FILE), error=ConfigError)  # resumed: what the start loaded
+    fresh = list(record.get("fresh", {}))  # random, not the source's: frozen, they would stay random
+    freezer = Freezer(model, section.freeze, section.freeze_epochs, keep=fresh) if section.freeze else None
     if freezer is not None:
         record["frozen"] = freezer.names(model)
         record["frozen_epochs"] = section.freeze_epochs or "all"
         if is_main:
             span = f"the first {section.freeze_epochs} epoch(s)" if section.freeze_epochs else "the whole run"
             print(f"finetune: {len(record['frozen'])} encoder tensor(s) frozen for {span}", flush=True)
+            kept = freezer.kept_names(model)
+            if kept:
+                print(f"finetune: left trainable, initialised fresh: {', '.join(kept)}", flush=True)
     if record and is_main and not resume:
         model_dir.path.mkdir(parents=True, exist_ok=True)
         write_json(model_dir.file(INIT_FILE), record, overwrite=True)

@@ -98,8 +98,26 @@ def load_matching(model: nn.Module, source: Path) -> InitRecord:
     record.unused = [name for name in state if name not in own]
     if not matched:
         raise ConfigError(f"finetune.init_from: no tensor of {path} fits this network (names or shapes differ)")
+    if not any(tensor.dim() > 1 for tensor in matched.values()):
+        # biases and normalisation vectors alone are no start: the run would be a fresh one in disguise
+        raise ConfigError(
+            f"finetune.init_from: no weight of {path} fits this network, only {len(matched)} bias and "
+            f"normalisation vector(s){_dims_hint(state, own)}; train from scratch or start from a model like this one"
+        )
     model.load_state_dict(matched, strict=False)
     return record
+
+
+def _dims_hint(source: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
+    """``: the source is a 2D network, this one 3D`` when their convolution kernels say so, else ''."""
+
+    def dims(state: dict[str, torch.Tensor]) -> set[int]:
+        return {t.dim() - 2 for name, t in state.items() if name.endswith("weight") and t.dim() in (4, 5)}
+
+    theirs, ours = dims(source), dims(own)
+    if len(theirs) == len(ours) == 1 and theirs != ours:
+        return f": the source is a {theirs.pop()}D network, this one {ours.pop()}D"
+    return ""
 
 
 def with_source_plan(plan: Plan, source: Path) -> Plan:

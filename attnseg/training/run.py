@@ -115,6 +115,7 @@ def train(
         raise ConfigError("output is not set: pass --output DIR or set it in the config")
     check_seed(config.training.seed)
     model_dir = ModelDir(config.output)
+    _check_source_apart(config.finetune.init_from, model_dir, resume)  # before the hold writes in --output
     with _holding(model_dir):
         _check_output(model_dir, resume, overwrite)  # under the hold: a run that ended meanwhile is seen
 
@@ -235,6 +236,19 @@ def _check_output(model_dir: ModelDir, resume: bool, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{model_dir.path} already holds a training run; pass --resume to continue it, "
             "--overwrite to start again, or choose another --output"
+        )
+
+
+def _check_source_apart(source: Path | None, model_dir: ModelDir, resume: bool) -> None:
+    """A fine-tuning may not write into the model it starts from: with --overwrite the source would be
+    replaced by its own fine-tuned copy, and the model card would name the run itself as its source."""
+    if source is None or resume:
+        return
+    here = model_dir.path.resolve()
+    if Path(source).resolve() == here or Path(source).resolve().is_relative_to(here):
+        raise ConfigError(
+            f"finetune.init_from: {source} lies in --output {model_dir.path}, which this run writes: the source "
+            "model would be replaced by the fine-tuned one; choose another --output"
         )
 
 

@@ -193,6 +193,13 @@ def _check_settings(
         raise ValueError(f"memory_limit_gib must be positive or 'auto', got {memory_limit_gib!r}")
 
 
+def _tracing() -> bool:
+    """Whether this pass is being recorded (torch.compile or torch.export, torch.jit.trace for a TorchScript
+    export or a MONAI Bundle) rather than run: the memory check's functional call on the meta device cannot
+    be traced by torch.jit, and a recorded check would not run again for the file's inputs anyway."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 class MultiScaleGuidedAttentionNet(nn.Module):
     """Multi-scale self-guided attention network ("MS-Dual-Guided"), 2D or 3D.
 
@@ -323,7 +330,7 @@ class MultiScaleGuidedAttentionNet(nn.Module):
         check_input(x, self.spatial_dims, self.in_channels, type(self).__name__)
         size = list(x.shape[2:])
         x = pad_to_multiple(x, self.size_multiple)
-        if self.memory_limit_gib is not None and not self._estimating and not torch.compiler.is_compiling():
+        if self.memory_limit_gib is not None and not self._estimating and not _tracing():
             self.check_memory(tuple(x.shape), x.dtype)  # before anything large is allocated
         padded = list(x.shape[2:])
 
