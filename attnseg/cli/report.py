@@ -11,11 +11,14 @@ EPILOG = """RUN_DIR is one of:
   a folder holding one in model/              the demo's output: also metrics/ (summary.json) and
                                               pictures/ (overlays, attention panels)
   an evaluation folder from `attnseg evaluate`  metrics per class and per case, overlays/
+  a predictions folder from `attnseg predict`   its quality control (qc.json): verdicts and flags per
+                                              case, worst first, for scans without references
 Beside a model directory the report also reads RUN_DIR/metrics/ (attnseg evaluate -o RUN_DIR/metrics
 --overlays) and RUN_DIR/attention/ (attnseg visualize -o RUN_DIR/attention).
 examples:
   attnseg report demo_output                      # demo_output/report.html
   attnseg report runs/mni -o mni_report.html --overwrite
+  attnseg report masks/                           # which of the new scans' masks to check first
 """
 
 
@@ -32,7 +35,9 @@ def add_parser(verbs: Verbs) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a model directory, the demo's output, or an evaluation folder"
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a model directory, the demo's output, an evaluation folder or a predictions folder",
     )
     report.add_argument("-o", "--output", help="the HTML file to write (default: RUN_DIR/report.html)")
     report.add_argument("--overwrite", action="store_true", help="replace an existing report")

@@ -5,7 +5,9 @@ A run folder is any of:
 * a model directory written by ``attnseg train`` (``network.json``, ``plan.json``, ``config.yaml``,
   ``log.csv``...);
 * a folder that holds one in ``model/``, as the demo's output does;
-* an evaluation folder written by ``attnseg evaluate`` (``summary.json``).
+* an evaluation folder written by ``attnseg evaluate`` (``summary.json``);
+* a predictions folder written by ``attnseg predict`` on scans without references (``qc.json``): the
+  quality-control page a reader opens before trusting the masks.
 
 Around the model directory the report also takes what lies in the run folder's conventional places:
 ``metrics/`` (``summary.json`` from ``attnseg evaluate -o RUN_DIR/metrics``; and its ``overlays/`` with
@@ -87,10 +89,11 @@ def find_run(path: str | Path) -> RunFolder:
         pictures += sorted((run.summary.parent / "overlays").glob("*.png"))
     run.overlays = _unique(p for p in pictures if p.name.endswith("_overlay.png"))
     run.attention = _unique(p for p in pictures if "_attention" in p.name)
-    if run.model is None and run.summary is None:
+    if run.model is None and run.summary is None and run.qc is None:
         raise DataError(
-            f"{root}: not a run folder: no model directory (network.json and plan.json, here or in model/) "
-            f"and no evaluation ({SUMMARY}, here or in metrics/)"
+            f"{root}: not a run folder: no model directory (network.json and plan.json, here or in model/), "
+            f"no evaluation ({SUMMARY}, here or in metrics/) and no quality control ({QC_FILE} of attnseg "
+            "predict, here or in predictions/)"
         )
     return run
 
@@ -114,15 +117,16 @@ def render_report(run: RunFolder) -> str:
     model = _ModelFiles(run.model) if run.model is not None else None
     summary = _read_json(run.summary) if run.summary is not None else None
     history = read_log(run.model / "log.csv") if run.model is not None and (run.model / "log.csv").is_file() else []
-    sections = [("summary", "Summary", _summary_section(run, model, summary, history))]
+    qc = _read_json(run.qc) if run.qc is not None else None
+    sections = [("summary", "Summary", _summary_section(run, model, summary, history, qc))]
     if history:
         sections.append(("training", "Training curves", _training_section(history)))
     if summary is not None:
         sections.append(("metrics-class", "Metrics per class", _class_section(summary)))
         sections.append(("metrics-case", "Metrics per case", _case_section(summary)))
-    if run.qc is not None:
+    if qc is not None:
         evaluation = _read_json(run.qc_evaluation) if run.qc_evaluation is not None else None
-        sections.append(("quality-control", "Quality control", qc_section(_read_json(run.qc), evaluation)))
+        sections.append(("quality-control", "Quality control", qc_section(qc, evaluation)))
     if run.overlays:
         sections.append(("overlays", "Overlays", _pictures(run.overlays, _OVERLAY_NOTE)))
     if run.attention:
@@ -206,7 +210,7 @@ _ATTENTION_NOTE = (
 )
 
 
-def _summary_section(run: RunFolder, model, summary, history) -> str:
+def _summary_section(run: RunFolder, model, summary, history, qc: dict[str, Any] | None = None) -> str:
     items = []
     if model is not None:
         items.append(("network", str(model.network.get("name"))))
@@ -223,8 +227,15 @@ def _summary_section(run: RunFolder, model, summary, history) -> str:
         items.append(("cases evaluated", str(summary.get("n_cases", len(summary.get("metric_per_case", []))))))
         items.append(("foreground mean Dice", html.number(foreground.get("Dice"))))
         items.append(("foreground mean HD95 (mm)", html.number(foreground.get("HD95"), 2)))
+    if summary is None and qc is not None:  # predictions without references: the verdicts are the news
+        counts = qc.get("summary", {})
+        verdicts = counts.get("verdicts", {})
+        items.append(("cases predicted", str(counts.get("cases", len(qc.get("cases", []))))))
+        items.extend((f"verdict {verdict}", str(verdicts.get(verdict, 0))) for verdict in ("fail", "check", "ok"))
     sources = [f"model directory: {run.model}" if run.model else "no model directory"]
     sources.append(f"evaluation: {run.summary}" if run.summary else "no evaluation (summary.json) found")
+    if run.qc is not None:
+        sources.append(f"quality control: {run.qc}")
     note = f'<p class="note">{html.escape("; ".join(sources))}.</p>'
     if run.model is not None and (run.model / MODEL_CARD).is_file():
         note += f'<p class="note">The model\'s card: <a href="#model-card">{MODEL_CARD}</a> (below).</p>'

@@ -94,3 +94,27 @@ def test_a_model_of_a_former_preset_is_counted_as_it_was_trained(tmp_path):
     directory.file(ModelDir.PLAN).write_text("{}")
     directory.save_weights(former)
     assert _ModelFiles(tmp_path).parameters() == count_parameters(former) != count_parameters(current)
+
+
+def test_a_predictions_folder_without_references_reports_its_quality_control(tmp_path, capsys):
+    """New scans have no references: the report of `attnseg predict`'s folder is its qc.json, worst first."""
+    from attnseg.inference.qc import CaseQC, Flag
+    from attnseg.inference.qc_report import write_qc
+
+    cases = [
+        CaseQC("fine", [], 0.91, (0.85, 0.95)),
+        CaseQC("tilted", [Flag("orientation", "check", "orientation PRS; training scans were LPS")], 0.8, (0.6, 0.9)),
+        CaseQC("<noise>", [Flag("empty", "fail", "no foreground")], 0.0, (0.0, 0.5)),
+    ]
+    write_qc(tmp_path, cases)
+    run = find_run(tmp_path)
+    assert run.model is None and run.summary is None and run.qc == tmp_path / "qc.json"
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    summary = page[page.index('<section id="summary">') : page.index("</section>")]
+    for label, count in (("cases predicted", 3), ("verdict fail", 1), ("verdict check", 1), ("verdict ok", 1)):
+        assert f'<div class="value">{count}</div><div class="label">{label}</div>' in summary, label
+    table = page[page.index('id="quality-control"') :]
+    assert table.index("&lt;noise&gt;") < table.index("tilted") < table.index("fine")  # fail, check, ok
+    assert "orientation PRS; training scans were LPS" in table
+    assert "<noise>" not in page
