@@ -32,6 +32,7 @@ _EXPORTS = {
     "read_geometry": "io",
     "read_grid": "io",
     "read_image": "io",
+    "read_label": "io",
     "write_image": "io",
     "ChannelNormalization": "plan",
     "Plan": "plan",

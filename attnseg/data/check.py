@@ -24,7 +24,7 @@ import numpy as np
 
 from attnseg.data.arrays import nonzero_bbox
 from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
-from attnseg.data.io import Image, read_image
+from attnseg.data.io import Image, read_label
 from attnseg.data.orientation import CANONICAL, reorientation
 from attnseg.errors import DataError
 
@@ -164,11 +164,12 @@ class CheckReport:
             lines.append(_spread_line(f"spacing (mm{order})", s["spacing"], "{:.4g}"))
             lines.append(_spread_line(f"size (voxels{order})", s["size"], "{:.0f}"))
             lines.append(_spread_line("size after crop to non-zero", s["size_after_crop"], "{:.0f}"))
-            lines.append(
-                "orientation as stored: "
-                + ", ".join(f"{k} ({n} case(s))" for k, n in s["orientations"].items())
-                + f"; every volume is reoriented to {CANONICAL} for planning, training and prediction"
-            )
+            if s["orientations"]:  # volumes only: a 2-D image has no orientation in the world
+                lines.append(
+                    "orientation as stored: "
+                    + ", ".join(f"{k} ({n} case(s))" for k, n in s["orientations"].items())
+                    + f"; every volume is reoriented to {CANONICAL} for planning, training and prediction"
+                )
             for entry in s["intensity"]:
                 fg, everything = entry["foreground"], entry["all"]
                 text = f"intensity {entry['channel']}: all voxels {everything['min']:.4g}..{everything['max']:.4g}"
@@ -264,7 +265,7 @@ def _check_case(
         problems.append(Problem("error", str(case.images[0]), f"no label for this image (expected {expected})"))
         return None
     try:
-        label = read_image(case.label, multichannel=False)
+        label = read_label(case.label)
     except DataError as error:
         problems.append(_problem_from(error, case.label))
         return None
@@ -345,15 +346,24 @@ def _check_label(
     if declared is not None:
         unknown = sorted(set(found) - declared)
         if unknown:
-            problems.append(
-                Problem(
-                    "error",
-                    path,
-                    f"label values {_some(unknown)} are not among the declared labels {_some(sorted(declared))}",
-                )
-            )
+            message = f"label values {_some(unknown)} are not among the declared labels {_some(sorted(declared))}"
+            problems.append(Problem("error", path, message + _full_scale_hint(unknown, declared)))
             return None
     return found
+
+
+def _full_scale_hint(unknown: list[int], declared: set[int]) -> str:
+    """What to do about a binary mask saved as 0/255 (or 0/65535), the commonest way image editors and
+    exports store masks. The values are not mapped silently: 255 may just as well be a stray class, and
+    the user's own convention is what predictions should be written back in."""
+    if len(unknown) != 1 or unknown[0] not in (255, 65535) or len(declared) != 2 or 0 not in declared:
+        return ""
+    value, target = unknown[0], max(declared)
+    return (
+        f'; a binary mask saved as 0/{value}? declare the class as {value} in dataset.json\'s "labels" '
+        f'(e.g. "lesion": {value} instead of {target}): training learns it as class 1 and predictions are '
+        f"written back as 0/{value}"
+    )
 
 
 def _some(values: list[int], shown: int = 10) -> str:

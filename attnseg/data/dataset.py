@@ -31,7 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from attnseg.data.io import Image, file_ending, is_image_file, read_case, read_image, strip_ending
+from attnseg.data.io import (
+    COLOUR_HELP,
+    EXTENSIONS,
+    PICTURE_KINDS,
+    Image,
+    file_ending,
+    is_image_file,
+    read_case,
+    read_image,
+    read_label,
+    strip_ending,
+)
 from attnseg.errors import DataError
 from attnseg.fileio import read_json
 
@@ -111,7 +122,7 @@ class Dataset:
         """Read a case's image (channels stacked) and its label (None when the case has none)."""
         if isinstance(case, str):
             case = self.case(case)
-        label = read_image(case.label, multichannel=False) if case.label is not None else None
+        label = read_label(case.label) if case.label is not None else None
         return self.read_image(case), label
 
 
@@ -263,11 +274,14 @@ def _channel_cases(
             continue
         grouped[match["case"]][int(match["channel"])] = path
     cases = []
+    # nnU-Net's natural-image reader takes one RGB file as channels 0-2; attnseg wants one file per channel
+    picture = EXTENSIONS[file_ending(f"x{ending}")] in PICTURE_KINDS
     for case_id, files in sorted(grouped.items()):
         missing = [c for c in range(num_channels) if c not in files]
         extra = sorted(c for c in files if c >= num_channels)
+        why = f" ({COLOUR_HELP})" if picture and list(files) == [0] else ""
         for c in missing:
-            problems.append(Problem("error", str(folder / f"{case_id}_{c:04d}{ending}"), "missing channel file"))
+            problems.append(Problem("error", str(folder / f"{case_id}_{c:04d}{ending}"), "missing channel file" + why))
         for c in extra:
             problems.append(
                 Problem("error", str(files[c]), f"channel {c} is not declared in dataset.json (has {num_channels})")

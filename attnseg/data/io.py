@@ -12,7 +12,8 @@ format              extensions                        library
 NIfTI-1             ``.nii``, ``.nii.gz``             nibabel (the header affine, read as stored)
 NRRD                ``.nrrd``, ``.seg.nrrd``          SimpleITK (segment names kept in ``meta``)
 MetaImage           ``.mha``, ``.mhd`` (+ raw file)   SimpleITK
-PNG / TIFF (2D)     ``.png``, ``.tif``, ``.tiff``     SimpleITK (spacing only: no origin/direction)
+PNG / TIFF (2D)     ``.png``, ``.tif``, ``.tiff``     SimpleITK (spacing only: no origin/direction;
+                                                      palette PNG masks: :mod:`.png_palette`)
 DICOM series        a folder of slices                pydicom (slice checks, writing) + SimpleITK/GDCM
 ==================  ===============================  ==============================================
 
@@ -48,6 +49,7 @@ from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
 from attnseg.data.metaimage import missing_data
+from attnseg.data.png_palette import palette_indices, png_palette
 from attnseg.errors import DataError, OutputExistsError
 
 # Longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz".
@@ -62,6 +64,14 @@ EXTENSIONS: dict[str, str] = {
     ".tiff": "TIFF",
     ".tif": "TIFF",
 }
+# 2-D picture formats: one plane, spacing at most (no origin or direction), grey or colour pixels.
+PICTURE_KINDS = ("PNG", "TIFF")
+# How attnseg wants a colour picture stored, for the errors that meet one where one channel is expected.
+COLOUR_HELP = (
+    "attnseg reads one grey channel per image file: save an RGB picture's channels as three greyscale files "
+    "CASE_0000 (R), CASE_0001 (G), CASE_0002 (B) and declare them in dataset.json's channel_names "
+    "(a grey picture saved in colour: convert it to greyscale)"
+)
 SUPPORTED_HELP = (
     "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, "
     "or a DICOM series folder (to write one, end the path with '/')"
@@ -129,6 +139,34 @@ def read_image(path: str | Path, *, spatial_dims: int | None = None, multichanne
     return image
 
 
+def read_label(path: str | Path, *, spatial_dims: int | None = None) -> Image:
+    """Read a label (mask) file: one channel of class values.
+
+    A palette PNG gives its palette indices (the classes drawn), not the colours its palette shows them in
+    (:mod:`attnseg.data.png_palette`). A file with several channels (an RGB mask) is refused saying how to
+    save a mask: its colours are not class values, and guessing a colour -> class mapping would be silent.
+
+    Raises:
+        DataError: as :func:`read_image`, or the file holds several channels; the message names the file.
+    """
+    path = Path(path)
+    image = read_image(path, spatial_dims=spatial_dims)
+    if image.channels > 1 and path.is_file() and EXTENSIONS[file_ending(path)] == "PNG":
+        palette = png_palette(path)
+        if palette is not None:
+            return Image(palette_indices(image.array, palette, path), image.geometry, path, {"palette": palette})
+    if image.channels > 1:
+        shape = " x ".join(str(s) for s in image.spatial_shape)
+        flat = image.spatial_dims == 2
+        colour = " (a mask saved in colour?)" if flat and image.channels in (3, 4) else ""
+        how = "a greyscale PNG or TIFF, or a palette PNG whose indices are the classes" if flat else "one file"
+        raise DataError(
+            f"{path}: a label holds one class value per voxel, but this {shape} image has {image.channels} "
+            f"channels{colour}; save it as one channel of values 0, 1, 2, ... ({how})"
+        )
+    return image
+
+
 @contextlib.contextmanager
 def reading(path: Path, kind: str) -> Iterator[None]:
     """Turn any failure while a library reads ``path`` into one :class:`DataError` that names the file.
@@ -193,6 +231,12 @@ def read_case(
 
 def _check_dims(image: Image, spatial_dims: int | None, multichannel: bool) -> None:
     if not multichannel and image.channels > 1:
+        if image.spatial_dims == 2:  # a colour picture (RGB, RGBA, a palette expanded to RGB), not a 3-D image
+            shape = " x ".join(str(s) for s in image.spatial_shape)
+            raise DataError(
+                f"{image.name}: 2-D image of {shape} with {image.channels} channels (colour?) where one channel "
+                f"was expected; {COLOUR_HELP}"
+            )
         shape = " x ".join(str(s) for s in (*image.spatial_shape, image.channels))
         raise DataError(
             f"{image.name}: {image.spatial_dims + 1}-D image ({shape}) where a {image.spatial_dims}-D image "
@@ -408,7 +452,7 @@ def _write_sitk(
     import SimpleITK as sitk
 
     kind = EXTENSIONS[ending]
-    if kind in ("PNG", "TIFF") and geometry.ndim != 2:
+    if kind in PICTURE_KINDS and geometry.ndim != 2:
         raise DataError(f"{path.name}: {kind} holds 2-D images, got a {geometry.ndim}-D array; use .nii.gz or .nrrd")
     if kind == "PNG" and array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path.name}: PNG holds 8- or 16-bit unsigned integers, got {array.dtype}; use .tif or .nrrd")

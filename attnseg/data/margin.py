@@ -42,7 +42,7 @@ from scipy.ndimage import distance_transform_edt
 from tqdm.auto import tqdm
 
 from attnseg.data.dataset import Dataset, load_dataset
-from attnseg.data.io import read_image, write_image
+from attnseg.data.io import read_label, write_image
 from attnseg.errors import DataError, OutputExistsError
 from attnseg.fileio import staged_folder, write_json
 
@@ -182,7 +182,7 @@ def _inside(path: Path, root: Path) -> Path:
 
 def _rewrite_label(original: Path, target: Path, mm: float, values: Sequence[int] | None, into: Sequence[int]) -> int:
     """Write ``original`` with the margin applied to ``target``; the number of voxels that changed."""
-    label = read_image(original, multichannel=False)
+    label = read_label(original)
     array = np.asarray(label.array[0])
     moved = apply_margin(array, label.geometry.spacing, mm, values, into)
     write_image(target, moved[None], label.geometry, overwrite=True)

@@ -27,7 +27,7 @@ from attnseg.data.dicom import read_dicom_series
 from attnseg.data.dicom_seg import is_seg_file, read_seg, seg_case_id, seg_grid, seg_sources
 from attnseg.data.dicom_tree import series_folders
 from attnseg.data.geometry import Geometry
-from attnseg.data.io import is_image_file, read_grid, read_image, strip_ending
+from attnseg.data.io import is_image_file, read_grid, read_label, strip_ending
 from attnseg.errors import DataError
 
 Grid = tuple[tuple[int, ...], Geometry]
@@ -152,7 +152,7 @@ def read_mask(path: Path, grid: Grid | None = None, seg_labels: Mapping[str, int
     """
     if path.name.lower().endswith(".dcm"):
         return read_seg(path, labels=seg_labels, grid=grid)
-    return read_image(path)
+    return read_label(path)
 
 
 def union_grid(first: Grid, second: Grid, path: Path) -> Grid:

@@ -1,0 +1,104 @@
+"""2-D pictures as users save them (PNG, TIFF written with Pillow, not with attnseg): palette masks, masks
+saved as 0/255, colour masks and colour images where one channel is expected."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as Picture
+
+from attnseg.data.check import check_dataset
+from attnseg.data.io import read_image, read_label
+from attnseg.errors import DataError
+
+# Palette index -> colour, as an annotation tool writes it: 0 black, 1 red, 2 green, then unused black entries.
+PALETTE = [0, 0, 0, 255, 0, 0, 0, 255, 0] + [0, 0, 0] * 253
+
+
+def _mask(height: int = 6, width: int = 8) -> np.ndarray:
+    """Rows x columns (as Pillow stores them) of indices 0, 1 and 2."""
+    mask = np.zeros((height, width), np.uint8)
+    mask[1:4, 2:6] = 1
+    mask[4, 0:3] = 2
+    return mask
+
+
+def _palette_png(path, mask: np.ndarray) -> None:
+    picture = Picture.fromarray(mask).convert("P")
+    picture.putpalette(PALETTE)
+    picture.save(path)
+
+
+def _dataset(root, label_writer, labels=None, image_mode: str = "L", channels=None, ending=".png"):
+    """A 2-case nnU-Net dataset of Pillow-written pictures; ``label_writer(path, mask)`` saves each label."""
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    for i in range(2):
+        mask = _mask()
+        grey = (40 + 100 * (mask > 0)).astype(np.uint8)
+        image = Picture.fromarray(grey).convert(image_mode)
+        image.save(root / "imagesTr" / f"case_{i}_0000{ending}")
+        label_writer(root / "labelsTr" / f"case_{i}{ending}", mask)
+    spec = {
+        "channel_names": channels or {"0": "US"},
+        "labels": labels or {"background": 0, "lesion": 1, "cyst": 2},
+        "numTraining": 2,
+        "file_ending": ending,
+    }
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def test_a_palette_png_mask_reads_as_its_indices_not_its_colours(tmp_path):
+    _palette_png(tmp_path / "mask.png", _mask())
+    label = read_label(tmp_path / "mask.png")
+    assert label.array.shape == (1, 8, 6)  # (C, X, Y): x runs along a row
+    np.testing.assert_array_equal(label.array[0], _mask().T)
+    report = check_dataset(_dataset(tmp_path / "ds", _palette_png))
+    assert report.errors == []
+    classes = {c["value"]: c["voxel_fraction"] for c in report.summary()["classes"]}
+    assert classes == pytest.approx({0: 33 / 48, 1: 12 / 48, 2: 3 / 48})  # counted by hand from _mask()
+
+
+def test_a_colour_mask_is_refused_saying_how_to_save_a_mask(tmp_path):
+    def red(path, mask):
+        Picture.fromarray(np.stack([mask * 255, mask * 0, mask * 0], -1)).save(path)
+
+    report = check_dataset(_dataset(tmp_path, red))
+    message = str(report.errors[0])
+    assert "labelsTr/case_0.png: a label holds one class value per voxel" in message
+    assert "8 x 6 image has 3 channels (a mask saved in colour?)" in message
+    assert "a greyscale PNG or TIFF, or a palette PNG whose indices are the classes" in message
+
+
+@pytest.mark.parametrize(("ending", "full"), [(".png", 255), (".tif", 65535)])
+def test_a_mask_saved_as_0_and_full_scale_says_how_to_declare_it(tmp_path, ending, full):
+    def full_scale(path, mask):
+        Picture.fromarray(((mask > 0) * full).astype(np.uint16 if full > 255 else np.uint8)).save(path)
+
+    root = _dataset(tmp_path / "ds", full_scale, labels={"background": 0, "lesion": 1}, ending=ending)
+    errors = [str(p) for p in check_dataset(root).errors]
+    assert len(errors) == 2 and f"label values [{full}] are not among the declared labels [0, 1]" in errors[0]
+    assert f'declare the class as {full} in dataset.json\'s "labels" (e.g. "lesion": {full} instead of 1)' in errors[0]
+    (root / "dataset.json").write_text((root / "dataset.json").read_text().replace('"lesion": 1', f'"lesion": {full}'))
+    assert check_dataset(root).errors == []
+
+
+def test_a_colour_picture_where_one_channel_is_expected_says_how_to_store_it(tmp_path):
+    Picture.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "rgb_0000.png")
+    with pytest.raises(DataError, match=r"rgb_0000.png: 2-D image of 8 x 6 with 3 channels \(colour\?\)") as caught:
+        read_image(tmp_path / "rgb_0000.png", multichannel=False)
+    assert "CASE_0000 (R), CASE_0001 (G), CASE_0002 (B)" in str(caught.value)
+    assert "convert it to greyscale" in str(caught.value)
+
+
+def test_one_rgb_file_in_a_three_channel_dataset_says_attnseg_wants_three_files(tmp_path):
+    root = _dataset(tmp_path, _palette_png, image_mode="RGB", channels={"0": "R", "1": "G", "2": "B"})
+    errors = [str(p) for p in check_dataset(root).errors]
+    assert f"error: {root / 'imagesTr' / 'case_0_0001.png'}: missing channel file (attnseg reads one grey" in errors[0]
+    assert "save an RGB picture's channels as three greyscale files" in errors[0]
+
+
+def test_the_check_of_a_2d_dataset_claims_no_orientation(tmp_path):
+    text = check_dataset(_dataset(tmp_path, _palette_png)).format()
+    assert "problems: 0 error(s)" in text and "orientation" not in text
