@@ -49,7 +49,7 @@ from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
 from attnseg.data.metaimage import missing_data
-from attnseg.data.png_palette import palette_indices, png_palette
+from attnseg.data.png_palette import palette_indices
 from attnseg.errors import DataError, OutputExistsError
 
 # Longest first, so that ".seg.nrrd" wins over ".nrrd" and ".nii.gz" over ".gz".
@@ -152,9 +152,9 @@ def read_label(path: str | Path, *, spatial_dims: int | None = None) -> Image:
     path = Path(path)
     image = read_image(path, spatial_dims=spatial_dims)
     if image.channels > 1 and path.is_file() and EXTENSIONS[file_ending(path)] == "PNG":
-        palette = png_palette(path)
-        if palette is not None:
-            return Image(palette_indices(image.array, palette, path), image.geometry, path, {"palette": palette})
+        indices = palette_indices(path)
+        if indices is not None and indices.shape == image.spatial_shape:
+            return Image(indices[None], image.geometry, path, image.meta)
     if image.channels > 1:
         shape = " x ".join(str(s) for s in image.spatial_shape)
         flat = image.spatial_dims == 2

@@ -60,6 +60,16 @@ def test_a_palette_png_mask_reads_as_its_indices_not_its_colours(tmp_path):
     assert classes == pytest.approx({0: 33 / 48, 1: 12 / 48, 2: 3 / 48})  # counted by hand from _mask()
 
 
+def test_palette_indices_that_share_a_colour_stay_apart(tmp_path):
+    """Index 3 is drawn in black, as background is: the stored index is the class, whatever the colour."""
+    mask = _mask()
+    mask[0, 7] = 3
+    _palette_png(tmp_path / "mask.png", mask)
+    label = read_label(tmp_path / "mask.png")
+    assert label.array[0, 7, 0] == 3 and np.count_nonzero(label.array == 3) == 1
+    np.testing.assert_array_equal(label.array[0], mask.T)
+
+
 def test_a_colour_mask_is_refused_saying_how_to_save_a_mask(tmp_path):
     def red(path, mask):
         Picture.fromarray(np.stack([mask * 255, mask * 0, mask * 0], -1)).save(path)
