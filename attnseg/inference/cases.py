@@ -18,7 +18,7 @@ from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, missing_voxel_data, read_grid, strip_ending
-from attnseg.errors import AttnsegError, ConfigError, DataError
+from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.fileio import check_writable
 
 CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
@@ -201,22 +201,45 @@ def survey_case(case: InputCase, outputs: CaseOutputs, overwrite: bool, skip_exi
     option an existing output is a problem too (the caller refuses the whole run before any work).
     """
     voxels, grid = _size(case)
+    to_write, problem = outputs_to_write(outputs, overwrite, skip_existing, grid)
+    return CaseSurvey(voxels, to_write, problem)
+
+
+def outputs_to_write(
+    outputs: CaseOutputs,
+    overwrite: bool,
+    skip_existing: bool,
+    grid: tuple[tuple[int, ...], Geometry] | None = None,
+) -> tuple[tuple[Path, ...], str | None]:
+    """(the outputs a run writes, why the case cannot run or None), by :func:`survey_case`'s rules, from the
+    output names alone (and the scan's ``grid``, when known): the PACS round trip asks this before it
+    retrieves a series, so that a refused or complete output costs no download."""
     to_write: list[Path] = []
     for path, dicom in outputs:
-        replace = overwrite
         if skip_existing and _exists(path, dicom):
             reason = incomplete_reason(path, dicom, grid)
             if reason is None:
                 continue  # complete: kept
             if not overwrite:
-                problem = f"{path} exists but {reason}; delete it, or pass --overwrite to replace it"
-                return CaseSurvey(voxels, (), problem)
+                return (), f"{path} exists but {reason}; delete it, or pass --overwrite to replace it"
         try:
-            (check_series_target if dicom else check_writable)(path, replace)
+            (check_series_target if dicom else check_writable)(path, overwrite)
         except AttnsegError as error:
-            return CaseSurvey(voxels, (), str(error))
+            return (), str(error)
         to_write.append(path)
-    return CaseSurvey(voxels, tuple(to_write))
+    return tuple(to_write), None
+
+
+def existing_outputs_error(problems: Sequence[str], skip_existing: bool = False) -> OutputExistsError:
+    """The refusal of a run whose outputs are in the way (``problems``: one line per case, the first shown);
+    the way out through ``skip_existing`` is offered unless it was taken already."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    hint = (
+        ""
+        if skip_existing
+        else "; or pass skip_existing=True (--skip-existing) to keep complete outputs and predict only the missing ones"
+    )
+    return OutputExistsError(f"{problems[0]}{more}{hint}")
 
 
 def _size(case: InputCase) -> tuple[int, tuple[tuple[int, ...], Geometry] | None]:
