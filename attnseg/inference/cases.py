@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnseg.data.dataset import MISSING_CHANNEL_FILE, channel_file
 from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
@@ -133,15 +134,41 @@ def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]
         if channel in groups[case_id]:
             raise DataError(f"{path}: channel {channel} of case '{case_id}' given twice")
         groups[case_id][channel] = path
-    cases = []
+    cases, problems = [], []
     for case_id, channels in sorted(groups.items()):
-        if sorted(channels) != list(range(num_channels)):
-            raise DataError(
-                f"case '{case_id}': channel files {sorted(channels)} found, the model needs 0..{num_channels - 1}"
-            )
-        ordered = tuple(channels[c] for c in range(num_channels))
-        cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
+        gaps = _channel_gaps(case_id, channels, num_channels)
+        problems += gaps
+        if not gaps:
+            ordered = tuple(channels[c] for c in range(num_channels))
+            cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
+    if problems:
+        # Every case named at once, before any runs: found from file names in seconds, whereas a run
+        # that went on would report them only after predicting the rest (hours, on a large batch).
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise DataError(
+            f"{'; '.join(problems[:5])}{more} (the model takes {num_channels} channel files per case, "
+            f"CASE_0000 to CASE_{num_channels - 1:04d}); nothing was predicted"
+        )
     return cases
+
+
+def _channel_gaps(case_id: str, channels: dict[int, Path], num_channels: int) -> list[str]:
+    """What is wrong with one case's channel files, one line per file: each missing one named where it
+    belongs (beside the case's other channels, as ``dataset check`` names it), each one beyond the model's
+    channels named as found."""
+    found = next(iter(channels.values()))
+    folder, ending = found.parent, file_ending(found)
+    missing = [
+        f"{channel_file(folder, case_id, c, ending)}: {MISSING_CHANNEL_FILE}"
+        for c in range(num_channels)
+        if c not in channels
+    ]
+    extra = [
+        f"{channels[c]}: channel {c} is not an input of the model (it takes {num_channels})"
+        for c in sorted(channels)
+        if c >= num_channels
+    ]
+    return missing + extra
 
 
 def output_paths(case: InputCase, output: Path, ending: str | None, save_probabilities: bool) -> CaseOutputs:
