@@ -20,7 +20,9 @@ multi-channel case), a DICOM series folder or a tree of them (each series' mask 
 DICOM series folder OUTPUT/<series> in the scan's study: Secondary Capture slices of label values).
 
 PACS: --dicomweb URL --study UID (instead of -i) retrieves the study's image series over DICOMweb, writes
-a SEG per series and with --store sends them back (STOW-RS) once every series is predicted. Credentials:
+a SEG per series and with --store sends them back (STOW-RS) once every series is predicted. SEGs already in
+OUTPUT are found after the search, before any retrieval: refused, or with --overwrite replaced, or with
+--skip-existing kept (their series not retrieved). Credentials:
 $ATTNSEG_DICOMWEB_CREDENTIALS or --dicomweb-credentials FILE, never echoed. See docs/dicom.md.
 
 many scans, many processes: under torchrun the cases are shared out over every process (largest first,
@@ -168,6 +170,7 @@ def _run_pacs(args: argparse.Namespace, predictor: Predictor) -> int:
         store=args.store,
         credentials=load_credentials(args.dicomweb_credentials),
         overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
         progress=not args.no_progress,
     )
     print(result.summary(args.dicomweb), flush=True)

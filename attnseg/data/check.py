@@ -3,8 +3,9 @@
 Errors (the command exits non-zero): an image without a label, a file that cannot be read, a label whose
 shape or geometry differs from its image, label values outside the declared labels, NaN or infinite
 intensities, a wrong number of channels, a 4-D file where nnU-Net expects one 3-D file per channel, a
-mix of 2-D and 3-D cases. Warnings: a label with no foreground, files the layout ignores. Orientations
-are reported, not judged: every volume is reoriented to RAS before planning (attnseg.data.orientation).
+mix of 2-D and 3-D cases. Warnings: a label with no foreground, an image channel whose every voxel holds
+one value (a failed export, a blank series), files the layout ignores. Orientations are reported, not
+judged: every volume is reoriented to RAS before planning (attnseg.data.orientation).
 
 The same pass gathers the dataset *fingerprint* (per-case spacing, size, size after cropping to the
 non-zero region, in RAS axis order for volumes; class voxel counts, and a sample of foreground
@@ -310,17 +311,27 @@ def _check_image(image: Image, case: Case, num_channels: int | None, problems: l
             )
         )
         ok = False
-    if image.array.dtype.kind == "f":
-        for channel, values in enumerate(image.array):
-            bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-            if bad:
-                where = case.images[channel] if len(case.images) == image.channels else case.images[0]
-                nan = int(np.count_nonzero(np.isnan(values)))
-                problems.append(
-                    Problem("error", str(where), f"{bad} non-finite intensities ({nan} NaN, {bad - nan} inf)")
-                )
-                ok = False
+    for channel, values in enumerate(image.array):
+        one_file = len(case.images) == image.channels  # a file per channel, or one file holding them all
+        where = str(case.images[channel] if one_file else case.images[0])
+        bad = int(values.size - np.count_nonzero(np.isfinite(values))) if values.dtype.kind == "f" else 0
+        if bad:
+            nan = int(np.count_nonzero(np.isnan(values)))
+            problems.append(Problem("error", where, f"{bad} non-finite intensities ({nan} NaN, {bad - nan} inf)"))
+            ok = False
+        elif _is_constant(values):
+            # A warning, not an error: training runs (normalisation clamps the zero spread to a channel of
+            # zeros) but learns nothing from it, and a channel zero-filled on purpose (a modality missing for
+            # some cases) cannot be told apart from a failed export or a blank series.
+            which = "" if one_file or image.channels == 1 else f" (channel {channel})"
+            problems.append(Problem("warning", where, f"constant image{which}: every voxel is {values.flat[0]:g}"))
     return ok
+
+
+def _is_constant(values: np.ndarray) -> bool:
+    """Every voxel of the channel holds one value: the whole channel, not a region, so that a scan whose
+    background is uniform around the body (most are) is not taken for a blank one."""
+    return values.size > 0 and bool(values.min() == values.max())
 
 
 def _check_label(

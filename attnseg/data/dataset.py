@@ -49,6 +49,8 @@ from attnseg.fileio import read_json
 Layout = Literal["nnunet", "msd", "paired"]
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 LABEL_SUFFIXES = ("_seg", "_label", "_labels", "_mask", "_gt")
+# What a case lacking one of its channel files is told, by `dataset check` and by `predict` alike.
+MISSING_CHANNEL_FILE = "missing channel file"
 LAYOUT_HELP = (
     "expected an nnU-Net dataset (dataset.json, imagesTr/, labelsTr/), a Decathlon dataset (dataset.json with "
     "'training') or paired folders (images/ and labels/)"
@@ -281,7 +283,7 @@ def _channel_cases(
         extra = sorted(c for c in files if c >= num_channels)
         why = f" ({COLOUR_HELP})" if picture and list(files) == [0] else ""
         for c in missing:
-            problems.append(Problem("error", str(folder / f"{case_id}_{c:04d}{ending}"), "missing channel file" + why))
+            problems.append(Problem("error", str(channel_file(folder, case_id, c, ending)), MISSING_CHANNEL_FILE + why))
         for c in extra:
             problems.append(
                 Problem("error", str(files[c]), f"channel {c} is not declared in dataset.json (has {num_channels})")
@@ -292,6 +294,11 @@ def _channel_cases(
             continue
         cases.append(Case(case_id, tuple(files[c] for c in range(num_channels))))
     return cases
+
+
+def channel_file(folder: Path, case_id: str, channel: int, ending: str) -> Path:
+    """``FOLDER/CASE_XXXX<ending>``: nnU-Net's name for one channel of a case (named even when it is missing)."""
+    return folder / f"{case_id}_{channel:04d}{ending}"
 
 
 def _label_files(folder: Path, ending: str, problems: list[Problem]) -> dict[str, Path]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,14 @@ class DicomWeb:
         self.client.set_http_retry_params(retry=False)  # the session's Retry does it, connection errors too
 
     # finding -------------------------------------------------------------------------------------
-    def image_series(self, study_uid: str, series_uid: str | None = None) -> list[RemoteSeries]:
+    def image_series(
+        self, study_uid: str, series_uid: str | None = None, on_found: Callable[[list[str]], None] | None = None
+    ) -> list[RemoteSeries]:
         """The image series of ``study_uid`` (only ``series_uid`` when given), with their instances.
+
+        ``on_found`` is called with the UIDs of the series found, after the one search for them and before
+        their instances are listed: a caller that can refuse the run from the UIDs alone (its outputs in
+        the way) raises there, having cost the archive one search.
 
         Raises:
             DataError: the server is unreachable; the study (or the series) is not there; the series
@@ -161,6 +168,8 @@ class DicomWeb:
             if series_uid not in uids:
                 raise DataError(f"{self.url}: series {series_uid} not found in study {study_uid}")
             found = [found[uids.index(series_uid)]]
+        if on_found is not None:
+            on_found([_value(item, "0020000E") for item in found])
         chosen, skipped = [], []
         for item in found:
             uid, modality = _value(item, "0020000E"), _value(item, "00080060")

@@ -56,8 +56,16 @@ from attnseg.distributed import (
     broadcast_object,
     process_group,
 )
-from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
-from attnseg.inference.cases import CaseOutputs, CaseSurvey, InputCase, find_cases, output_paths, survey_case
+from attnseg.errors import AttnsegError, ConfigError, DataError
+from attnseg.inference.cases import (
+    CaseOutputs,
+    CaseSurvey,
+    InputCase,
+    existing_outputs_error,
+    find_cases,
+    output_paths,
+    survey_case,
+)
 from attnseg.inference.prefetch import prefetch
 from attnseg.inference.qc import CaseQC
 from attnseg.inference.qc_report import qc_summary, write_qc
@@ -269,11 +277,7 @@ def _plan(
     surveys = _survey(cases, outputs, overwrite, skip_existing, context)
     problems = [(i, CaseFailure(cases[i].case_id, s.problem)) for i, s in enumerate(surveys) if s.problem]
     if problems and not skip_existing:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise OutputExistsError(
-            f"{problems[0][1].message}{more}; or pass skip_existing=True (--skip-existing) to keep complete "
-            "outputs and predict only the missing ones"
-        )
+        raise existing_outputs_error([failure.message for _, failure in problems])
     order = largest_first([s.voxels for s in surveys], [i for i, s in enumerate(surveys) if s.to_write])
     return _Plan(cases, outputs, surveys, order, problems, run_id)
 

@@ -13,12 +13,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnseg.data.dataset import MISSING_CHANNEL_FILE, channel_file
 from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, missing_voxel_data, read_grid, strip_ending
-from attnseg.errors import AttnsegError, ConfigError, DataError
+from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.fileio import check_writable
 
 CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
@@ -133,15 +134,41 @@ def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]
         if channel in groups[case_id]:
             raise DataError(f"{path}: channel {channel} of case '{case_id}' given twice")
         groups[case_id][channel] = path
-    cases = []
+    cases, problems = [], []
     for case_id, channels in sorted(groups.items()):
-        if sorted(channels) != list(range(num_channels)):
-            raise DataError(
-                f"case '{case_id}': channel files {sorted(channels)} found, the model needs 0..{num_channels - 1}"
-            )
-        ordered = tuple(channels[c] for c in range(num_channels))
-        cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
+        gaps = _channel_gaps(case_id, channels, num_channels)
+        problems += gaps
+        if not gaps:
+            ordered = tuple(channels[c] for c in range(num_channels))
+            cases.append(InputCase(case_id, ordered, file_ending(ordered[0])))
+    if problems:
+        # Every case named at once, before any runs: found from file names in seconds, whereas a run
+        # that went on would report them only after predicting the rest (hours, on a large batch).
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise DataError(
+            f"{'; '.join(problems[:5])}{more} (the model takes {num_channels} channel files per case, "
+            f"CASE_0000 to CASE_{num_channels - 1:04d}); nothing was predicted"
+        )
     return cases
+
+
+def _channel_gaps(case_id: str, channels: dict[int, Path], num_channels: int) -> list[str]:
+    """What is wrong with one case's channel files, one line per file: each missing one named where it
+    belongs (beside the case's other channels, as ``dataset check`` names it), each one beyond the model's
+    channels named as found."""
+    found = next(iter(channels.values()))
+    folder, ending = found.parent, file_ending(found)
+    missing = [
+        f"{channel_file(folder, case_id, c, ending)}: {MISSING_CHANNEL_FILE}"
+        for c in range(num_channels)
+        if c not in channels
+    ]
+    extra = [
+        f"{channels[c]}: channel {c} is not an input of the model (it takes {num_channels})"
+        for c in sorted(channels)
+        if c >= num_channels
+    ]
+    return missing + extra
 
 
 def output_paths(case: InputCase, output: Path, ending: str | None, save_probabilities: bool) -> CaseOutputs:
@@ -201,22 +228,45 @@ def survey_case(case: InputCase, outputs: CaseOutputs, overwrite: bool, skip_exi
     option an existing output is a problem too (the caller refuses the whole run before any work).
     """
     voxels, grid = _size(case)
+    to_write, problem = outputs_to_write(outputs, overwrite, skip_existing, grid)
+    return CaseSurvey(voxels, to_write, problem)
+
+
+def outputs_to_write(
+    outputs: CaseOutputs,
+    overwrite: bool,
+    skip_existing: bool,
+    grid: tuple[tuple[int, ...], Geometry] | None = None,
+) -> tuple[tuple[Path, ...], str | None]:
+    """(the outputs a run writes, why the case cannot run or None), by :func:`survey_case`'s rules, from the
+    output names alone (and the scan's ``grid``, when known): the PACS round trip asks this before it
+    retrieves a series, so that a refused or complete output costs no download."""
     to_write: list[Path] = []
     for path, dicom in outputs:
-        replace = overwrite
         if skip_existing and _exists(path, dicom):
             reason = incomplete_reason(path, dicom, grid)
             if reason is None:
                 continue  # complete: kept
             if not overwrite:
-                problem = f"{path} exists but {reason}; delete it, or pass --overwrite to replace it"
-                return CaseSurvey(voxels, (), problem)
+                return (), f"{path} exists but {reason}; delete it, or pass --overwrite to replace it"
         try:
-            (check_series_target if dicom else check_writable)(path, replace)
+            (check_series_target if dicom else check_writable)(path, overwrite)
         except AttnsegError as error:
-            return CaseSurvey(voxels, (), str(error))
+            return (), str(error)
         to_write.append(path)
-    return CaseSurvey(voxels, tuple(to_write))
+    return tuple(to_write), None
+
+
+def existing_outputs_error(problems: Sequence[str], skip_existing: bool = False) -> OutputExistsError:
+    """The refusal of a run whose outputs are in the way (``problems``: one line per case, the first shown);
+    the way out through ``skip_existing`` is offered unless it was taken already."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    hint = (
+        ""
+        if skip_existing
+        else "; or pass skip_existing=True (--skip-existing) to keep complete outputs and predict only the missing ones"
+    )
+    return OutputExistsError(f"{problems[0]}{more}{hint}")
 
 
 def _size(case: InputCase) -> tuple[int, tuple[tuple[int, ...], Geometry] | None]:

@@ -92,6 +92,35 @@ def test_non_finite_intensities(make_nnunet, bad, what):
     assert errors == [f"error: {root / 'imagesTr' / 'case_001_0000.nii.gz'}: 1 non-finite intensities ({what})"]
 
 
+def test_a_constant_image_is_a_warning_naming_the_file_and_value_per_channel(make_nnunet, tmp_path):
+    """A blank channel file (case_000_0001: every voxel 0) and a constant one (case_001_0000: 7.5) are
+    named with their value; a label of one value (case_002: all organ), and images uniform only outside the
+    body (the fixture's zero margin), are not flagged. In a Decathlon 4-D file the channel is named."""
+    root = make_nnunet(cases=3, channels=2)
+    for name, value in (("case_000_0001.nii.gz", 0.0), ("case_001_0000.nii.gz", 7.5)):
+        image = read_image(root / "imagesTr" / name)
+        write_image(root / "imagesTr" / name, np.full_like(image.array, value), image.geometry, overwrite=True)
+    label = read_image(root / "labelsTr" / "case_002.nii.gz")
+    write_image(root / "labelsTr" / "case_002.nii.gz", np.ones_like(label.array), label.geometry, overwrite=True)
+    report = check_dataset(root)
+    assert report.ok and [str(p) for p in report.warnings] == [
+        f"warning: {root / 'imagesTr' / 'case_000_0001.nii.gz'}: constant image: every voxel is 0",
+        f"warning: {root / 'imagesTr' / 'case_001_0000.nii.gz'}: constant image: every voxel is 7.5",
+    ]
+
+    decathlon = tmp_path / "Task01_Blank"
+    g = Geometry.create([1.0, 1.0, 1.5])
+    image, label = synthetic_case((8, 8, 6), np.random.default_rng(0))
+    write_image(decathlon / "imagesTr" / "t_0.nii.gz", np.stack([image, np.full_like(image, -3)]), g)
+    write_image(decathlon / "labelsTr" / "t_0.nii.gz", label[None], g)
+    spec = {"modality": {"0": "T1", "1": "T2"}, "labels": {"0": "background", "1": "tumour"}}
+    spec["training"] = [{"image": "./imagesTr/t_0.nii.gz", "label": "./labelsTr/t_0.nii.gz"}]
+    (decathlon / "dataset.json").write_text(json.dumps(spec))
+    assert [str(p) for p in check_dataset(decathlon).warnings] == [
+        f"warning: {decathlon / 'imagesTr' / 't_0.nii.gz'}: constant image (channel 1): every voxel is -3"
+    ]
+
+
 def test_truncated_gzip_in_dataset(make_nnunet):
     root = make_nnunet(cases=2)
     path = root / "labelsTr" / "case_000.nii.gz"

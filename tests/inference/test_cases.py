@@ -1,9 +1,12 @@
+import json
 import re
+import shutil
 
 import numpy as np
 import pytest
 
 from attnseg.data import write_image
+from attnseg.data.dataset import MISSING_CHANNEL_FILE, load_dataset
 from attnseg.data.geometry import Geometry
 from attnseg.errors import DataError
 from attnseg.inference.cases import find_cases, output_paths, survey_case
@@ -18,11 +21,40 @@ def test_find_cases_groups_channels_and_reports_gaps(tmp_path):
         ("a", ["a_0000.nii.gz", "a_0001.nii.gz"]),
         ("b", ["b_0000.nii.gz", "b_0001.nii.gz"]),
     ]
-    (tmp_path / "b_0001.nii.gz").unlink()
-    with pytest.raises(DataError, match=r"case 'b': channel files \[0\] found, the model needs 0..1"):
-        find_cases(tmp_path, num_channels=2)
     with pytest.raises(DataError, match="no such file"):
         find_cases(tmp_path / "missing.nii.gz", 1)
+
+
+def test_a_missing_channel_file_is_named_in_its_folder_as_dataset_check_names_it(tmp_path):
+    """A 4-channel model, case_001 without its _0002 and case_002 without _0000 and _0003: every missing file
+    is named by its full path, in dataset check's words, and no case runs (the listing refuses them all)."""
+    scans = tmp_path / "scans"
+    present = {"case_001": (0, 1, 3), "case_002": (1, 2), "case_003": (0, 1, 2, 3)}
+    for case_id, channels in present.items():
+        for c in channels:
+            write_image(scans / f"{case_id}_{c:04d}.nii.gz", np.zeros((1, 4, 4, 4), np.float32), Geometry.identity(3))
+    with pytest.raises(DataError) as caught:
+        find_cases(scans, num_channels=4)
+    message = str(caught.value)
+    missing = [scans / name for name in ("case_001_0002.nii.gz", "case_002_0000.nii.gz", "case_002_0003.nii.gz")]
+    assert all(f"{path}: {MISSING_CHANNEL_FILE}" in message for path in missing), message
+    assert "case_003" not in message and message.endswith("CASE_0000 to CASE_0003); nothing was predicted")
+    dataset = _nnunet(tmp_path / "Dataset001_Four", scans, 4)
+    listed = {str(problem) for problem in load_dataset(dataset).problems}  # the dataset layer's words, the same
+    assert listed == {f"error: {dataset / 'imagesTr' / path.name}: {MISSING_CHANNEL_FILE}" for path in missing}
+
+
+def _nnunet(root, scans, channels):
+    """The scans as an nnU-Net dataset's imagesTr/ (each case labelled), for `dataset check`'s listing."""
+    (root / "labelsTr").mkdir(parents=True)
+    shutil.copytree(scans, root / "imagesTr")
+    for case_id in ("case_001", "case_002", "case_003"):
+        write_image(root / "labelsTr" / f"{case_id}.nii.gz", np.zeros((1, 4, 4, 4), np.uint8), Geometry.identity(3))
+    names = {str(c): "MR" for c in range(channels)}
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": names, "labels": {"background": 0}, "numTraining": 3, "file_ending": ".nii.gz"})
+    )
+    return root
 
 
 @pytest.fixture
