@@ -14,8 +14,16 @@ from torch import nn
 from attnseg.data import Plan, PreprocessedCase
 from attnseg.fileio import write_json
 from attnseg.inference.volume import predict_preprocessed
-from attnseg.metrics.calibration import expected_calibration_error, fit_temperature, pooled_sample, scaled
+from attnseg.metrics.calibration import (
+    LOG_T_RANGE,
+    expected_calibration_error,
+    fit_temperature,
+    pooled_sample,
+    scaled,
+)
 from attnseg.model_dir import ModelDir
+
+RANGE_LIMIT_TOLERANCE = 0.01  # of the log-temperature range: how close to an end counts as at it
 
 
 def calibrate(
@@ -36,11 +44,42 @@ def calibrate(
     temperature = fit_temperature(p, y)
     return {
         "temperature": temperature,
+        "at_range_limit": range_limit(temperature),
         "ece_before": expected_calibration_error(p, y),
         "ece_after": expected_calibration_error(scaled(p, temperature), y),
         "fitted_on": [case.id for case in cases],
         "voxels": len(y),
     }
+
+
+def range_limit(temperature: float) -> str | None:
+    """``"high"`` or ``"low"`` when the fit ended at that end of the search range, else None. At the top the
+    likelihood was still falling as the probabilities flattened: the model is barely trained (or its
+    validation cases unlike its training ones), not merely overconfident, and its predicted Dice is low."""
+    log_t = float(np.log(temperature))
+    low, high = LOG_T_RANGE
+    tolerance = RANGE_LIMIT_TOLERANCE * (high - low)
+    if log_t >= high - tolerance:
+        return "high"
+    if log_t <= low + tolerance:
+        return "low"
+    return None
+
+
+def calibration_line(result: dict[str, Any]) -> str:
+    """What training prints of its calibration: the temperature, the ECE before and after, and a fit at the
+    range's end named for what it means."""
+    line = (
+        f"calibration: temperature {result['temperature']:.3g} on {len(result['fitted_on'])} validation case(s); "
+        f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f}"
+    )
+    if result.get("at_range_limit") == "high":
+        line += (
+            " (at the top of its range: the model is barely trained, or its validation cases unlike its training ones)"
+        )
+    elif result.get("at_range_limit") == "low":
+        line += " (at the bottom of its range: the probabilities are sharpened as far as allowed)"
+    return line
 
 
 def keep_calibration(

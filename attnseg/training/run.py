@@ -66,7 +66,7 @@ from attnseg.training.budget import (
     time_within_budget,
     training_seconds,
 )
-from attnseg.training.calibration import keep_calibration
+from attnseg.training.calibration import calibration_line, keep_calibration
 from attnseg.training.config import Config, augment_config
 from attnseg.training.finetune import start_finetune
 from attnseg.training.init_from import with_source_plan
@@ -185,7 +185,9 @@ def _train_in_group(
         trainer.close()
     if context.is_main:
         model_dir.write_postprocessing(choose_postprocessing(data, state))
-        keep_calibration(model_dir, model, data.plan, data.val_cases, config.data.batch_size, device)
+        calibration = keep_calibration(model_dir, model, data.plan, data.val_cases, config.data.batch_size, device)
+        if calibration is not None:
+            print(calibration_line(calibration), flush=True)
         write_model_card(model_dir, card_inputs(config, data, state, time.perf_counter() - started, device))
     return state
 
