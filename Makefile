@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-torchrun test-bundle test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e
+.PHONY: demo test test-torchrun test-bundle test-slow lint format clean bench bench-speed bench-attention bench-accuracy bench-e2e bench-ct
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 # Benchmarks: each part prints Markdown tables (date, machine, versions, medians, same-run ratios);
 # docs/benchmarks.md holds the latest. `make bench` runs the parts one after the other (never in
 # parallel: they time things). A new part is a target below, appended to BENCH_PARTS.
-BENCH_PARTS := bench-speed bench-attention bench-accuracy bench-e2e
+BENCH_PARTS := bench-speed bench-attention bench-accuracy bench-e2e bench-ct
 
 bench:
 	@for part in $(BENCH_PARTS); do $(MAKE) --no-print-directory $$part || exit 1; done
@@ -50,6 +50,11 @@ bench-accuracy: $(VENV)/.installed
 bench-e2e: $(VENV)/.installed
 	$(BIN)/python -m benchmarks.end_to_end
 	$(BIN)/python -m benchmarks.predict_speed
+
+# (e) a CT of clinical size (512 x 512 x 300): predict (and --tta) and evaluate --sides, time and peak memory
+# against the code of BASELINE (default e62135e, before the CT memory work), outputs compared bit for bit
+bench-ct: $(VENV)/.installed
+	$(BIN)/python -m benchmarks.ct_scale --baseline-ref $(or $(BASELINE),e62135e)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

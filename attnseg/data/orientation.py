@@ -48,10 +48,16 @@ class Reorientation:
 
     def apply(self, array: np.ndarray, leading: int = 1) -> np.ndarray:
         """Reorient ``array`` whose spatial axes follow ``leading`` others (channels: 1; a bare volume: 0)."""
+        return np.ascontiguousarray(self.view(array, leading))
+
+    def view(self, array: np.ndarray, leading: int = 1) -> np.ndarray:
+        """:meth:`apply` without the copy: a view of ``array`` in the target order. Writing into it fills
+        ``array`` in its stored order, so a result can be assembled in the stored order directly instead of
+        being copied there afterwards (:meth:`undo`)."""
         order = (*range(leading), *(leading + a for a in self.axes))
         out = np.transpose(array, order)
         flipped = tuple(leading + k for k, flip in enumerate(self.flips) if flip)
-        return np.ascontiguousarray(np.flip(out, flipped) if flipped else out)
+        return np.flip(out, flipped) if flipped else out
 
     def undo(self, array: np.ndarray, leading: int = 1) -> np.ndarray:
         """The inverse of :meth:`apply`: back to the stored voxel order."""

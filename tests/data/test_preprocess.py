@@ -7,6 +7,7 @@ import torch
 from attnseg.data.dataset import load_dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image, read_image, write_image
+from attnseg.data.orientation import Reorientation
 from attnseg.data.plan import ChannelNormalization, Plan, plan_dataset
 from attnseg.data.preprocess import (
     CaseProperties,
@@ -15,6 +16,7 @@ from attnseg.data.preprocess import (
     otsu_threshold,
     preprocess_case,
     preprocess_dataset,
+    resample,
     restore_prediction,
     restore_probabilities,
 )
@@ -92,6 +94,30 @@ def test_restore_probabilities_fills_background_outside_the_crop():
     np.testing.assert_array_equal(probs[:, 0, 0, 0], [1.0, 0.0, 0.0])
 
 
+@pytest.mark.parametrize(
+    "turn",
+    [None, Reorientation((0, 1, 2), (True, True, False)), Reorientation((2, 0, 1), (False, True, True))],
+    ids=["stored-as-planned", "LPS-to-RAS", "transposed-and-flipped"],
+)
+@pytest.mark.parametrize("bbox", [((0, 6), (0, 5), (0, 4)), ((1, 5), (2, 5), (0, 3))], ids=["whole", "cropped"])
+def test_restore_probabilities_in_the_stored_order_as_the_reordered_copy(turn, bbox):
+    """Written straight into the stored order through a view, the probabilities are, bit for bit, those of
+    the way it was done before: a background grid, the crop pasted in, then a reordered copy."""
+    shape, resampled = (6, 5, 4), (3, 2, 5)
+    properties = CaseProperties(
+        Geometry.create([1.0, 1.0, 1.0]), shape, bbox, resampled, (2.0, 2.0, 1.0), (0, 1, 2), turn
+    )
+    scores = np.random.default_rng(1).random((3, *resampled), dtype=np.float32)
+    pasted = np.zeros((3, *shape), dtype=np.float32)
+    pasted[0] = 1.0
+    pasted[(slice(None), *(slice(a, b) for a, b in bbox))] = resample(scores, properties.cropped_shape)
+    expected = turn.undo(pasted) if turn is not None else pasted
+    restored = restore_probabilities(scores, properties)
+    assert restored.dtype == np.float32 and restored.flags.c_contiguous
+    assert restored.shape == (3, *properties.stored_shape) == expected.shape
+    np.testing.assert_array_equal(restored, expected)
+
+
 def test_tiny_lesion_survives_resampling():
     """A lesion of a few voxels (well below 0.1% of the volume) is not lost by label resampling."""
     shape = (60, 60, 20)
@@ -113,6 +139,18 @@ def test_normalisation_formulas():
     masked = normalize(x, [ChannelNormalization("zscore", use_nonzero_mask=True)])
     np.testing.assert_allclose(masked[0], [[0, 0], [-1, 1]], atol=1e-6)  # statistics of the non-zero voxels only
     np.testing.assert_allclose(normalize(x, [ChannelNormalization("rescale")])[0], x[0] / 200)
+
+
+@pytest.mark.parametrize("number", [float, np.float64], ids=["plan.json", "plan in memory"])
+def test_ct_normalisation_in_place_is_the_formula_to_the_bit(number):
+    """Clipped, shifted and scaled in place, the CT window gives exactly what the expression gave, in the
+    precision the statistics imply: float32 for Python floats, float64 (then float32) for numpy's."""
+    x = np.random.default_rng(2).normal(40, 300, (1, 30, 20, 10)).astype(np.float32)
+    norm = ChannelNormalization(
+        "ct", mean=number(112.756975), std=number(29.3092), lower=number(-52.3), upper=number(191.0)
+    )
+    expected = ((np.clip(x[0], norm.lower, norm.upper) - norm.mean) / float(norm.std)).astype(np.float32)
+    np.testing.assert_array_equal(normalize(x, [norm])[0], expected)
 
 
 def test_otsu_threshold_splits_two_populations():
