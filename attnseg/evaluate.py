@@ -5,10 +5,10 @@ Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps
 ``case.dcm``, e.g. references downloaded from an archive): a SEG is placed by its frames' positions onto
 the grid of its source series (found by SeriesInstanceUID, :class:`~attnseg.data.mask_files.SourceSeries`),
 or of the image file it is compared with (:mod:`attnseg.data.mask_files`), so the comparison is in physical
-space on the scan's full grid, however few frames the SEG stores. Before anything is
-computed every pair is checked: a case missing on either side, a pair whose shape or geometry (spacing,
-origin, direction) disagree, a SEG whose frames do not lie on the grid, or two SEGs with frames missing and
-no source series to place them on, is a problem;
+space on the scan's full grid, however few frames the SEG stores. Before anything is computed every pair
+is checked (image files from their headers alone): a case missing on either side, a pair whose shape or
+geometry (spacing, origin, direction) disagree, a SEG whose frames do not lie on the grid, or two SEGs with
+frames missing and no source series to place them on, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
 (attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
 on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
@@ -34,10 +34,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attnseg.data import read_geometry, read_image
+from attnseg.data import read_image
 from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.image import Image
-from attnseg.data.io import is_image_file, strip_ending
+from attnseg.data.io import is_image_file, read_grid, strip_ending
 from attnseg.data.mask_files import Grid, SourceSeries, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.data.orientation import reorientation
 from attnseg.errors import ConfigError, DataError
@@ -107,8 +107,8 @@ def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, i
 
 
 def pair_cases(predictions: Path, reference: Path, sources: SourceSeries | None = None) -> Pairing:
-    """Pair masks by case name and check that shapes and geometries agree (a SEG: that it lies on the grid
-    it is compared on, its source series' when ``sources`` or its folder holds it)."""
+    """Pair masks by case name and check, from the headers, that shapes and geometries agree (a SEG: that
+    it lies on the grid it is compared on, its source series' when ``sources`` or its folder holds it)."""
     predicted, expected = _mask_files(predictions), _mask_files(reference)
     sources = sources or SourceSeries()  # one for all pairs: each folder is indexed once
     pairing = Pairing()
@@ -123,28 +123,32 @@ def pair_cases(predictions: Path, reference: Path, sources: SourceSeries | None 
             if grid is not None:
                 pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))
                 continue
-            pred_geometry, ref_geometry = read_geometry(pred_path), read_geometry(ref_path)
+            problem = _grid_problem(pred_path, read_grid(pred_path), ref_path, read_grid(ref_path))
         except DataError as error:
-            pairing.problems.append(str(error))
-            continue
-        differences = pred_geometry.differences(ref_geometry, atol=GEOMETRY_ATOL)
-        if differences:
-            pairing.problems.append(f"{pred_path}: geometry differs from {ref_path} ({'; '.join(differences)})")
-            continue
-        pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
+            problem = str(error)
+        if problem:
+            pairing.problems.append(problem)
+        else:
+            pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
     return pairing
+
+
+def _grid_problem(prediction: Path, pred_grid: Grid, reference: Path, ref_grid: Grid) -> str | None:
+    """Why two image files' grids (from their headers) cannot be compared voxel by voxel, or None."""
+    (pred_shape, pred_geometry), (ref_shape, ref_geometry) = pred_grid, ref_grid
+    if pred_shape != ref_shape:
+        return f"{prediction}: shape {pred_shape} differs from {reference} {ref_shape}"
+    differences = pred_geometry.differences(ref_geometry, atol=GEOMETRY_ATOL)
+    if differences:
+        return f"{prediction}: geometry differs from {reference} ({'; '.join(differences)})"
+    return None
 
 
 def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> EvaluationCase:
     """Read both masks of ``pair`` on one grid; a SEG's segments get ``seg_labels``' values by name (else
     their numbers)."""
-    prediction = read_mask(pair.prediction, pair.grid, seg_labels)
+    prediction = read_mask(pair.prediction, pair.grid, seg_labels)  # shapes agree: pair_cases checked
     reference = read_mask(pair.reference, pair.grid, seg_labels)
-    if prediction.spatial_shape != reference.spatial_shape:
-        raise DataError(
-            f"{pair.prediction}: shape {prediction.spatial_shape} differs from {pair.reference} "
-            f"{reference.spatial_shape}"
-        )
     return EvaluationCase(
         pair.case_id,
         np.asarray(prediction.array[0]),
