@@ -5,13 +5,18 @@ Cases are paired by name (``case.nii.gz`` with ``case.nii.gz``; probability maps
 ``case.dcm``, e.g. references downloaded from an archive): a SEG is placed by its frames' positions onto
 the grid of its source series (found by SeriesInstanceUID, :class:`~attnseg.data.mask_files.SourceSeries`),
 or of the image file it is compared with (:mod:`attnseg.data.mask_files`), so the comparison is in physical
-space on the scan's full grid, however few frames the SEG stores. Before anything is
-computed every pair is checked: a case missing on either side, a pair whose shape or geometry (spacing,
-origin, direction) disagree, a SEG whose frames do not lie on the grid, or two SEGs with frames missing and
-no source series to place them on, is a problem;
+space on the scan's full grid, however few frames the SEG stores. Before anything is computed every pair
+is checked (image files from their headers alone): a case missing on either side, a pair whose shape or
+geometry (spacing, origin, direction) disagree, a SEG whose frames do not lie on the grid or whose
+segments are not classes, or two SEGs with frames missing and no source series to place them on, is a problem;
 all problems are listed together and nothing is evaluated. Metrics are then computed one case at a time
-(attnseg.metrics) and written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown table;
-on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
+(attnseg.metrics), each mask read once. A mask holding values that are not classes
+(:mod:`attnseg.data.label_values`) is a problem too, found as its pair is read: reading every mask
+beforehand would double the time on large CT, where reading is most of it; the problems are then listed as
+the others are and nothing is reported. The classes are the labels given (a dataset.json's, or --labels');
+without them, the values the references hold, all cases together, so that a class absent from some cases
+is never a problem. Metrics are written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown
+table; on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
 disagree, over the scan when it can be found, and :func:`measure_sides` says on which sides of the patient
 the masks fall short or reach beyond, and which pieces of the references they miss whole
 (:mod:`attnseg.metrics.sides`).
@@ -33,11 +38,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from attnseg.data import read_geometry, read_image
+from attnseg.data import read_image
 from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.image import Image
-from attnseg.data.io import is_image_file, strip_ending
+from attnseg.data.io import is_image_file, read_grid, strip_ending
+from attnseg.data.label_values import describe_stray, stray_values, value_counts
 from attnseg.data.mask_files import Grid, SourceSeries, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.data.orientation import reorientation
 from attnseg.errors import ConfigError, DataError
@@ -106,9 +113,15 @@ def find_labels(reference: Path, labels_file: Path | None = None) -> dict[str, i
     return None
 
 
-def pair_cases(predictions: Path, reference: Path, sources: SourceSeries | None = None) -> Pairing:
-    """Pair masks by case name and check that shapes and geometries agree (a SEG: that it lies on the grid
-    it is compared on, its source series' when ``sources`` or its folder holds it)."""
+def pair_cases(
+    predictions: Path,
+    reference: Path,
+    sources: SourceSeries | None = None,
+    seg_labels: dict[str, int] | None = None,
+) -> Pairing:
+    """Pair masks by case name and check, from the headers, that shapes and geometries agree (a SEG: that
+    it lies on the grid it is compared on, its source series' when ``sources`` or its folder holds it, and
+    that its segments are classes of ``seg_labels`` when given)."""
     predicted, expected = _mask_files(predictions), _mask_files(reference)
     sources = sources or SourceSeries()  # one for all pairs: each folder is indexed once
     pairing = Pairing()
@@ -119,32 +132,36 @@ def pair_cases(predictions: Path, reference: Path, sources: SourceSeries | None 
     for case_id in sorted(set(predicted) & set(expected)):
         pred_path, ref_path = predicted[case_id], expected[case_id]
         try:
-            grid = pair_grid(pred_path, ref_path, sources)
+            grid = pair_grid(pred_path, ref_path, sources, seg_labels)
             if grid is not None:
                 pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))
                 continue
-            pred_geometry, ref_geometry = read_geometry(pred_path), read_geometry(ref_path)
+            problem = _grid_problem(pred_path, read_grid(pred_path), ref_path, read_grid(ref_path))
         except DataError as error:
-            pairing.problems.append(str(error))
-            continue
-        differences = pred_geometry.differences(ref_geometry, atol=GEOMETRY_ATOL)
-        if differences:
-            pairing.problems.append(f"{pred_path}: geometry differs from {ref_path} ({'; '.join(differences)})")
-            continue
-        pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
+            problem = str(error)
+        if problem:
+            pairing.problems.append(problem)
+        else:
+            pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
     return pairing
+
+
+def _grid_problem(prediction: Path, pred_grid: Grid, reference: Path, ref_grid: Grid) -> str | None:
+    """Why two image files' grids (from their headers) cannot be compared voxel by voxel, or None."""
+    (pred_shape, pred_geometry), (ref_shape, ref_geometry) = pred_grid, ref_grid
+    if pred_shape != ref_shape:
+        return f"{prediction}: shape {pred_shape} differs from {reference} {ref_shape}"
+    differences = pred_geometry.differences(ref_geometry, atol=GEOMETRY_ATOL)
+    if differences:
+        return f"{prediction}: geometry differs from {reference} ({'; '.join(differences)})"
+    return None
 
 
 def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> EvaluationCase:
     """Read both masks of ``pair`` on one grid; a SEG's segments get ``seg_labels``' values by name (else
     their numbers)."""
-    prediction = read_mask(pair.prediction, pair.grid, seg_labels)
+    prediction = read_mask(pair.prediction, pair.grid, seg_labels)  # shapes agree: pair_cases checked
     reference = read_mask(pair.reference, pair.grid, seg_labels)
-    if prediction.spatial_shape != reference.spatial_shape:
-        raise DataError(
-            f"{pair.prediction}: shape {prediction.spatial_shape} differs from {pair.reference} "
-            f"{reference.spatial_shape}"
-        )
     return EvaluationCase(
         pair.case_id,
         np.asarray(prediction.array[0]),
@@ -155,15 +172,44 @@ def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> Eval
     )
 
 
+@dataclass(frozen=True)
+class Classes:
+    """The values masks may hold: those of the ``labels`` given (a dataset.json's), or, ``inferred`` when there
+    were none, the values the references hold (a problem then says so, and how to name a class that no
+    reference holds)."""
+
+    labels: dict[str, int]
+    inferred: bool = False
+
+    def stray(self, path: str | None, mask: np.ndarray) -> str | None:
+        """The problem with ``mask`` (read from ``path``) when it holds values that are not classes, else None."""
+        stray = stray_values(mask, self.labels.values())
+        if not stray:
+            return None
+        named = {0: "background", **{value: name for name, value in self.labels.items()}}
+        where = (
+            f"no class list: the values the references hold, {', '.join(map(str, sorted(named)))}; if it is a "
+            "class that no reference holds, name the classes with --labels"
+            if self.inferred
+            else ", ".join(f"{value} {name}" for value, name in sorted(named.items()))
+        )
+        plural = len(stray) > 1
+        return f"{path}: {describe_stray(stray)} not {'classes' if plural else 'a class'} ({where})"
+
+
 def _evaluate_pair(
-    pair: MaskPair, classes: dict[str, int], nsd_tolerance_mm: float, seg_labels: dict[str, int] | None
-) -> CaseResult:
-    """Read one pair and compute its metrics (in a worker process)."""
-    return evaluate_case(_load_pair(pair, seg_labels), classes, nsd_tolerance_mm)
+    pair: MaskPair, classes: Classes, nsd_tolerance_mm: float, seg_labels: dict[str, int] | None
+) -> CaseResult | list[str]:
+    """Read one pair (in a worker process or this one) and compute its metrics; the problems instead when a
+    mask holds values that are not classes (metrics would count those voxels as background)."""
+    case = _load_pair(pair, seg_labels)
+    sides = ((case.prediction_file, case.prediction), (case.reference_file, case.reference))
+    problems = [problem for problem in (classes.stray(path, mask) for path, mask in sides) if problem]
+    return problems or evaluate_case(case, check_labels(classes.labels), nsd_tolerance_mm)
 
 
 def _reference_values(pair: MaskPair) -> set[int]:
-    return {int(v) for v in np.unique(read_mask(pair.reference, pair.grid).array)}
+    return {int(v) for v in value_counts(read_mask(pair.reference, pair.grid).array)}
 
 
 def _labels_from_values(values: Iterable[set[int]]) -> dict[str, int]:
@@ -202,28 +248,31 @@ def evaluate_folders(
     ``num_workers``: processes that read and evaluate the pairs in parallel (0: all in this process);
     the report is the same either way. SEG files get the values of ``labels`` by their segments' labels;
     without ``labels``, their segment numbers. ``sources``: where the SEGs' source series are looked for
-    (default: the SEGs' own folders).
+    (default: the SEGs' own folders). A mask holding a value that is not among ``labels`` (without
+    ``labels``: among the values the references hold) is a problem (:class:`Classes`).
     """
     if num_workers < 0:
         raise ConfigError(f"num_workers must be 0 or more, got {num_workers}")
     reference = reference_folder(Path(reference))
-    pairing = pair_cases(Path(predictions), reference, sources)
+    pairing = pair_cases(Path(predictions), reference, sources, labels)
     if pairing.problems:
         return None, pairing.problems
     if not pairing.pairs:
         return None, [f"{predictions}: no masks to evaluate"]
-    seg_labels = labels
-    labels = labels or _labels_from_values(_map(_reference_values, pairing.pairs, num_workers))
-    items: Iterable[Any]
-    if num_workers > 0:
-        evaluate = partial(
-            _evaluate_pair, classes=check_labels(labels), nsd_tolerance_mm=nsd_tolerance_mm, seg_labels=seg_labels
-        )
-        items = _map(evaluate, pairing.pairs, num_workers)
-    else:  # read lazily, one pair in memory at a time
-        items = map(partial(_load_pair, seg_labels=seg_labels), pairing.pairs)
-    report = evaluate_cases(items, labels, nsd_tolerance_mm=nsd_tolerance_mm, progress=progress)
-    return report, []
+    if labels:
+        classes = Classes(labels)
+    else:  # the references' values, all cases together: a class absent from some cases is still one
+        classes = Classes(_labels_from_values(_map(_reference_values, pairing.pairs, num_workers)), inferred=True)
+    check_labels(classes.labels)  # a bad label list is refused before any mask is read
+    evaluate = partial(_evaluate_pair, classes=classes, nsd_tolerance_mm=nsd_tolerance_mm, seg_labels=labels)
+    # lazily, in this process (one pair in memory at a time) or in workers; only the small results are kept
+    results = _map(evaluate, pairing.pairs, num_workers)
+    results = list(tqdm(results, "evaluate", len(pairing.pairs), unit="case", disable=not progress))
+    problems = [problem for result in results if isinstance(result, list) for problem in result]
+    if problems:
+        return None, problems
+    cases = [result for result in results if isinstance(result, CaseResult)]
+    return evaluate_cases(cases, classes.labels, nsd_tolerance_mm=nsd_tolerance_mm), []
 
 
 def write_reports(report: EvaluationReport, folder: str | Path, overwrite: bool = False) -> dict[str, Path]:

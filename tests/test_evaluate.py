@@ -52,6 +52,23 @@ def test_missing_cases_and_geometry_mismatch_are_listed(folders):
     assert any("a.nii.gz: geometry differs" in p and "spacing" in p for p in problems)
 
 
+def test_a_shape_mismatch_is_listed_before_anything_is_evaluated(folders, tmp_path, capsys):
+    """A prediction one slice short, on the same spacing, origin and direction: found from the headers with the
+    other problems (exit 1), not after evaluating the other cases (exit 2)."""
+    pred, ref, _ = folders
+    geometry = Geometry.create([1.0, 1.0, 2.0], [5.0, -3.0, 1.0])
+    write_image(pred / "a.nii.gz", np.zeros((1, 10, 10, 9), np.uint8), geometry, overwrite=True)
+    (pred / "b.nii.gz").unlink()
+    out = tmp_path / "reports"
+    assert main(["evaluate", str(pred), str(ref), "-o", str(out), "--no-progress"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "attnseg: error: 2 problem(s); nothing was evaluated:",
+        f"  {ref / 'b.nii.gz'}: no prediction for case 'b' in {pred}",
+        f"  {pred / 'a.nii.gz'}: shape (10, 10, 9) differs from {ref / 'a.nii.gz'} (10, 10, 10)",
+    ]
+    assert not out.exists()
+
+
 def test_evaluate_cli_writes_reports_and_fails_on_problems(folders, tmp_path, capsys):
     pred, ref, labels_file = folders
     out = tmp_path / "reports"

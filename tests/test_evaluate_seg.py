@@ -115,3 +115,18 @@ def test_a_seg_from_another_series_is_refused_naming_it(folders, tmp_path):
     report, problems = evaluate_folders(swapped, folders["nifti_ref"], LABELS, progress=False)
     assert report is None and len(problems) == 2
     assert all("seg.dcm: the SEG's frames do not lie on the scan's grid" in p for p in problems), problems
+
+
+def test_a_segment_that_is_not_a_class_is_listed_before_anything_is_evaluated(folders, tmp_path, capsys):
+    """The model's labels (the SEGs' segments: liver, lesion) against classes that call the lesion tumour: each
+    SEG is named in the up-front list (exit 1), not one failure mid-run."""
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"background": 0, "liver": 1, "tumour": 2}))
+    argv = ["evaluate", str(folders["seg_pred"]), str(folders["nifti_ref"]), "--labels", str(labels)]
+    assert main([*argv, "-o", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "2 problem(s); nothing was evaluated" in err
+    for kind in KINDS:
+        seg = folders["seg_pred"] / f"{kind}.seg.dcm"
+        assert f"{seg}: segment 2 'lesion' is not a class of the labels (background, liver, tumour)" in err, err
+    assert not (tmp_path / "out").exists()

@@ -92,15 +92,21 @@ class SourceSeries:
         return None
 
 
-def pair_grid(prediction: Path, reference: Path, sources: SourceSeries | None = None) -> Grid | None:
+def pair_grid(
+    prediction: Path,
+    reference: Path,
+    sources: SourceSeries | None = None,
+    seg_labels: Mapping[str, int] | None = None,
+) -> Grid | None:
     """The grid to compare ``prediction`` and ``reference`` on (see the module docstring); None for two
     image files (each on its own grid, which must be the same). ``sources``: where SEGs' source series are
-    looked for (default: the SEGs' own folders).
+    looked for (default: the SEGs' own folders). ``seg_labels``: the classes a SEG's segments must be
+    among, by label (as :func:`read_mask` will give them their values), checked here with the rest.
 
     Raises:
         DataError: a SEG's frames do not lie on the grid (or have voxels outside it); an image file's grid
-            is not its SEG's source series'; two SEGs whose frames miss slices, without their source series.
-            The message names the file.
+            is not its SEG's source series'; two SEGs whose frames miss slices, without their source series;
+            a segment that is not a class of ``seg_labels``. The message names the file.
     """
     segs = [path for path in (prediction, reference) if path.name.lower().endswith(".dcm")]
     if not segs:
@@ -118,7 +124,7 @@ def pair_grid(prediction: Path, reference: Path, sources: SourceSeries | None = 
     else:
         grid = source or _seg_pair_grid(prediction, reference, sources)
     for seg in segs:
-        read_seg(seg, grid=grid)  # its frames must lie on the grid: a clear error now, not mid-run
+        read_seg(seg, seg_labels, grid)  # frames on the grid, segments classes: a clear error now, not mid-run
     return grid
 
 
