@@ -311,6 +311,9 @@ def _check_image(image: Image, case: Case, num_channels: int | None, problems: l
             )
         )
         ok = False
+    if image.meta.get("alpha_dropped"):  # nothing lost, but a user who meant the alpha as a channel should know
+        note = "RGBA picture: its alpha, opaque everywhere, is dropped"
+        problems.append(Problem("warning", str(case.images[0]), note))
     for channel, values in enumerate(image.array):
         one_file = len(case.images) == image.channels  # a file per channel, or one file holding them all
         where = str(case.images[channel] if one_file else case.images[0])

@@ -6,6 +6,7 @@ nnU-Net v2 raw (``attnseg dataset prepare`` writes this)::
       dataset.json        {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
                            "numTraining": 12, "file_ending": ".nii.gz"}
       imagesTr/case_001_0000.nii.gz   one file per channel: _0000, _0001, ...
+                          (pictures: or one colour file _0000 holding them all, see attnseg.data.colour)
       labelsTr/case_001.nii.gz
       imagesTs/case_101_0000.nii.gz   optional, unlabelled
       splits.json         optional: [{"train": [...], "val": [...]}, ...] (nnU-Net's splits_final.json format)
@@ -32,12 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from attnseg.data.io import (
-    COLOUR_HELP,
-    EXTENSIONS,
-    PICTURE_KINDS,
     Image,
     file_ending,
     is_image_file,
+    is_picture,
     read_case,
     read_image,
     read_label,
@@ -117,8 +116,9 @@ class Dataset:
             case = self.case(case)
         if self.layout == "msd":  # the Decathlon stores modalities along a 4th axis of one file
             return read_image(case.images[0])
-        # nnU-Net: one 3-D file per channel; paired folders may hold a multi-channel file (RGB, 4-D)
-        return read_case(case.images, one_channel_per_file=self.layout == "nnunet")
+        # nnU-Net: one 3-D file per channel, or one colour picture; paired folders may hold a multi-channel
+        # file (RGB, 4-D)
+        return read_case(case.images, one_channel_per_file=self.layout == "nnunet", channels=self.num_channels)
 
     def read_case(self, case: Case | str) -> tuple[Image, Image | None]:
         """Read a case's image (channels stacked) and its label (None when the case has none)."""
@@ -257,7 +257,8 @@ def _load_nnunet(root: Path, spec: dict[str, Any]) -> Dataset:
 def _channel_cases(
     folder: Path, ending: str, num_channels: int, problems: list[Problem], incomplete: set[str] | None = None
 ) -> list[Case]:
-    """Group ``CASE_XXXX<ending>`` files by case; every case needs channels 0..num_channels-1."""
+    """Group ``CASE_XXXX<ending>`` files by case; every case needs channels 0..num_channels-1, or, for
+    pictures, one colour file ``_0000`` holding them all (its pixels are checked when it is read)."""
     if not folder.is_dir():
         raise DataError(f"{folder}: missing (nnU-Net keeps training images in imagesTr/)")
     grouped: dict[str, dict[int, Path]] = defaultdict(dict)
@@ -276,14 +277,15 @@ def _channel_cases(
             continue
         grouped[match["case"]][int(match["channel"])] = path
     cases = []
-    # nnU-Net's natural-image reader takes one RGB file as channels 0-2; attnseg wants one file per channel
-    picture = EXTENSIONS[file_ending(f"x{ending}")] in PICTURE_KINDS
+    picture = is_picture(ending)
     for case_id, files in sorted(grouped.items()):
+        if picture and list(files) == [0] and num_channels > 1:  # one colour picture holding every channel
+            cases.append(Case(case_id, (files[0],)))
+            continue
         missing = [c for c in range(num_channels) if c not in files]
         extra = sorted(c for c in files if c >= num_channels)
-        why = f" ({COLOUR_HELP})" if picture and list(files) == [0] else ""
         for c in missing:
-            problems.append(Problem("error", str(channel_file(folder, case_id, c, ending)), MISSING_CHANNEL_FILE + why))
+            problems.append(Problem("error", str(channel_file(folder, case_id, c, ending)), MISSING_CHANNEL_FILE))
         for c in extra:
             problems.append(
                 Problem("error", str(files[c]), f"channel {c} is not declared in dataset.json (has {num_channels})")

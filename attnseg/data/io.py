@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from attnseg import hooks
+from attnseg.data.colour import colour_channels
 from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_series
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
@@ -68,9 +69,9 @@ EXTENSIONS: dict[str, str] = {
 PICTURE_KINDS = ("PNG", "TIFF")
 # How attnseg wants a colour picture stored, for the errors that meet one where one channel is expected.
 COLOUR_HELP = (
-    "attnseg reads one grey channel per image file: save an RGB picture's channels as three greyscale files "
-    "CASE_0000 (R), CASE_0001 (G), CASE_0002 (B) and declare them in dataset.json's channel_names "
-    "(a grey picture saved in colour: convert it to greyscale)"
+    "a colour picture is one case of three channels: declare them in dataset.json's channel_names "
+    '({"0": "R", "1": "G", "2": "B"}) and keep one RGB file CASE_0000, or save its channels as three greyscale '
+    "files CASE_0000 (R), CASE_0001 (G), CASE_0002 (B) (a grey picture saved in colour: convert it to greyscale)"
 )
 SUPPORTED_HELP = (
     "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd), MetaImage (.mha, .mhd), PNG, TIFF, "
@@ -92,6 +93,11 @@ def strip_ending(path: str | Path) -> str:
     """The file name without its recognised extension: ``case_0000.nii.gz`` -> ``case_0000``."""
     name = Path(path).name
     return name[: len(name) - len(file_ending(path))]
+
+
+def is_picture(path: str | Path) -> bool:
+    """A 2-D picture file (PNG, TIFF), by its name: ``path`` may be a bare ending such as ``'.png'``."""
+    return EXTENSIONS[file_ending(path)] in PICTURE_KINDS
 
 
 def is_image_file(path: Path) -> bool:
@@ -202,14 +208,19 @@ def read_case(
     spatial_dims: int | None = None,
     one_channel_per_file: bool = True,
     atol: float = 1e-4,
+    channels: int | None = None,
 ) -> Image:
     """Read the channel files of one case (nnU-Net ``_0000``, ``_0001``...) into one ``(C, ...)`` image.
 
     Each file must hold one channel (unless ``one_channel_per_file`` is False and there is one file); all
     must share shape and geometry (to ``atol`` mm), else :class:`DataError` naming the file that differs.
+    One picture file (PNG, TIFF) for a case of ``channels`` > 1 is one colour picture holding them all
+    (nnU-Net's natural-image layout, :mod:`attnseg.data.colour`).
     """
     if not paths:
         raise DataError("a case needs at least one image file")
+    if len(paths) == 1 and channels is not None and channels > 1 and is_picture(paths[0]):
+        return colour_channels(read_image(paths[0], spatial_dims=spatial_dims), channels)
     if len(paths) == 1 and not one_channel_per_file:
         return read_image(paths[0], spatial_dims=spatial_dims)
     images = [read_image(p, spatial_dims=spatial_dims, multichannel=False) for p in paths]

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attnseg.data import read_case, read_image, write_image
+from attnseg.data import read_case, write_image
 from attnseg.data.dicom import read_dicom_series
 from attnseg.data.io import reading
 from attnseg.distributed import (
@@ -370,7 +370,7 @@ class _RunOnRank:
             with reading(paths[0], "DICOM series"):
                 image = read_dicom_series(paths[0], case.series_uid)
         else:
-            image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
+            image = read_case(paths, one_channel_per_file=False, channels=self.predictor.num_channels)
         return self.predictor.prepare(image)
 
     def _finish(self, index: int, prepared: PreparedImage, means: list[torch.Tensor]) -> Path | None:

@@ -18,7 +18,15 @@ from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
-from attnseg.data.io import EXTENSIONS, file_ending, is_image_file, missing_voxel_data, read_grid, strip_ending
+from attnseg.data.io import (
+    EXTENSIONS,
+    file_ending,
+    is_image_file,
+    is_picture,
+    missing_voxel_data,
+    read_grid,
+    strip_ending,
+)
 from attnseg.errors import AttnsegError, ConfigError, DataError, OutputExistsError
 from attnseg.fileio import check_writable
 
@@ -84,8 +92,10 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
     """The cases in ``inputs``: image files, folders of image files, or DICOM series folders.
 
     Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
-    with as many channels; a DICOM series becomes one case named after its folder (masks as ``.nrrd``
-    unless the output format is ``dicom`` or ``dicom-seg``). A folder without image files may be a tree
+    with as many channels; a picture alone (``photo.png``, ``case_0000.png``) is one case, for a model of
+    several channels one colour file holding them all (:mod:`attnseg.data.colour` checks its pixels);
+    a DICOM series becomes one case named after its folder (masks as ``.nrrd`` unless the output format
+    is ``dicom`` or ``dicom-seg``). A folder without image files may be a tree
     of series folders, or hold several series side by side: each image series is one case
     (:func:`~attnseg.data.dicom_tree.find_dicom_series`).
     """
@@ -126,7 +136,7 @@ def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]
         stem = strip_ending(path)
         match = CHANNEL_SUFFIX.search(stem)
         case_id, channel = (stem[: match.start()], int(match.group(1))) if match else (stem, 0)
-        if match is None and num_channels > 1:
+        if match is None and num_channels > 1 and not is_picture(path):  # a picture may be one colour file
             raise DataError(
                 f"{path}: the model needs {num_channels} channels; name the files CASE_0000, CASE_0001, ..."
             )
@@ -136,6 +146,9 @@ def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]
         groups[case_id][channel] = path
     cases, problems = [], []
     for case_id, channels in sorted(groups.items()):
+        if list(channels) == [0] and is_picture(channels[0]):  # one picture: grey, or colour holding every channel
+            cases.append(InputCase(case_id, (channels[0],), file_ending(channels[0])))
+            continue
         gaps = _channel_gaps(case_id, channels, num_channels)
         problems += gaps
         if not gaps:

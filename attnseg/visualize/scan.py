@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnseg.data import CaseProperties, Image, preprocess_case, read_case, read_image, write_image
+from attnseg.data import CaseProperties, Image, preprocess_case, read_case, write_image
 from attnseg.errors import ConfigError
 from attnseg.fileio import check_writable
 from attnseg.inference.cases import find_cases
@@ -128,7 +128,7 @@ def _run_on_scan(predictor: Predictor, inputs: str | Path | Sequence[str | Path]
     if len(cases) != 1:
         raise ConfigError(f"give one scan (its channel files, or one DICOM folder); found {len(cases)} cases")
     case_id, paths = cases[0].case_id, cases[0].paths
-    image = read_image(paths[0]) if len(paths) == 1 else read_case(paths)
+    image = read_case(paths, one_channel_per_file=False, channels=predictor.num_channels)
     case = preprocess_case(image, loaded.plan)
 
     channels = MapChannels(loaded.network)
