@@ -32,7 +32,7 @@ import multiprocessing
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from attnseg.data import read_image
 from attnseg.data.dataset import load_dataset, parse_labels
 from attnseg.data.image import Image
-from attnseg.data.io import is_image_file, read_grid, strip_ending
+from attnseg.data.io import is_image_file, pixel_size_stored, read_grid, strip_ending
 from attnseg.data.label_values import describe_stray, stray_values, value_counts
 from attnseg.data.mask_files import Grid, SourceSeries, is_mask_file, mask_case_id, pair_grid, read_mask
 from attnseg.data.orientation import reorientation
@@ -52,7 +52,7 @@ from attnseg.fileio import check_writable, read_json, write_json, write_text
 from attnseg.metrics import CaseResult, EvaluationCase, EvaluationReport, evaluate_case, evaluate_cases
 from attnseg.metrics.binary import check_labels
 from attnseg.metrics.qc_agreement import qc_agreement
-from attnseg.metrics.report import csv_text, write_case_csv, write_markdown, write_summary_json
+from attnseg.metrics.report import MM, PIXELS, common_unit, csv_text, write_case_csv, write_markdown, write_summary_json
 from attnseg.metrics.sides import SIDES, missed_by_quarter, missed_pieces, side_offsets
 
 GEOMETRY_ATOL = 1e-4  # mm: NIfTI stores its affine as float32
@@ -69,12 +69,25 @@ _FIRST_CHANNEL = re.compile(r"_0000$")
 @dataclass(frozen=True)
 class MaskPair:
     """One case's prediction and reference files, and the grid to compare them on (None: their own,
-    which agree; a grid when a SEG is involved)."""
+    which agree; a grid when a SEG is involved). ``pixel_size``: the mm per pixel the user stated for
+    pictures that store none (None: the files' spacing, in pixels for such pictures)."""
 
     case_id: str
     prediction: Path
     reference: Path
     grid: Grid | None = None
+    pixel_size: tuple[float, ...] | None = None
+
+    @property
+    def stored(self) -> bool:
+        """Both files state their pixel size (a SEG, on a scan's grid, does): a predicted PNG that attnseg
+        wrote from a picture carries the picture's 1 x 1 as if it were mm, so one side is not enough."""
+        return self.grid is not None or (pixel_size_stored(self.prediction) and pixel_size_stored(self.reference))
+
+    @property
+    def unit(self) -> str:
+        """Of the distances measured on this pair: mm, or pixels (attnseg.data.pixel_size)."""
+        return MM if self.stored or self.pixel_size is not None else PIXELS
 
 
 @dataclass
@@ -162,13 +175,17 @@ def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> Eval
     their numbers)."""
     prediction = read_mask(pair.prediction, pair.grid, seg_labels)  # shapes agree: pair_cases checked
     reference = read_mask(pair.reference, pair.grid, seg_labels)
+    spacing = reference.geometry.spacing
+    if pair.pixel_size is not None and not pair.stored:
+        spacing = pair.pixel_size * (len(spacing) // len(pair.pixel_size))  # one value: square pixels
     return EvaluationCase(
         pair.case_id,
         np.asarray(prediction.array[0]),
         np.asarray(reference.array[0]),
-        reference.geometry.spacing,
+        spacing,
         str(pair.prediction),
         str(pair.reference),
+        pair.unit,
     )
 
 
@@ -242,8 +259,14 @@ def evaluate_folders(
     progress: bool = True,
     num_workers: int = 0,
     sources: SourceSeries | None = None,
+    pixel_size: tuple[float, ...] | None = None,
 ) -> tuple[EvaluationReport | None, list[str]]:
     """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match.
+
+    Distances are in mm; pairs of pictures that store no pixel size (:mod:`attnseg.data.pixel_size`) are
+    measured in pixels, the NSD tolerance then in pixels too, and the report says so, unless ``pixel_size``
+    (mm per pixel: one value, or one per axis) states it. Pairs in mm and in pixels are never averaged
+    together: a mix is a problem naming the cases of each.
 
     ``num_workers``: processes that read and evaluate the pairs in parallel (0: all in this process);
     the report is the same either way. SEG files get the values of ``labels`` by their segments' labels;
@@ -259,6 +282,12 @@ def evaluate_folders(
         return None, pairing.problems
     if not pairing.pairs:
         return None, [f"{predictions}: no masks to evaluate"]
+    if pixel_size is not None:
+        pairing.pairs = [replace(pair, pixel_size=tuple(pixel_size)) for pair in pairing.pairs]
+    try:
+        common_unit(pairing.pairs)
+    except DataError as error:
+        return None, [str(error)]
     if labels:
         classes = Classes(labels)
     else:  # the references' values, all cases together: a class absent from some cases is still one

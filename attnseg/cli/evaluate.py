@@ -4,11 +4,13 @@ writes the reports (and, with ``--overlays``, pictures)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attnseg.cli.options import Verbs
+from attnseg.errors import ConfigError
 
 if TYPE_CHECKING:
     from attnseg.data.mask_files import SourceSeries
@@ -22,7 +24,9 @@ def add_parser(verbs: Verbs) -> None:
         description=(
             "Pair the masks in PRED and GT by case name, check that every case is on both sides with the same "
             "shape and geometry, then compute per case and per class: Dice, IoU, precision, recall, volume "
-            "similarity, HD95, ASSD, NSD and the boundary offset (distances in mm, from the files' spacing; the offset "
+            "similarity, HD95, ASSD, NSD and the boundary offset (distances in mm, from the files' spacing; in "
+            "pixels, labelled px everywhere, for PNG/TIFF pictures that store no pixel size unless --pixel-size "
+            "states it; a mix of cases in mm and in pixels is refused, naming them; the offset "
             "is + where the masks lie outside the references, - inside, and a class shifted all round gets a note "
             "naming the margin that would move its training labels). Writes summary.json "
             "(nnU-Net's keys), cases.csv and summary.md, and prints the table (mean +- std per class). Empty masks: "
@@ -56,7 +60,20 @@ def add_parser(verbs: Verbs) -> None:
         "reference", metavar="GT", help="folder of reference masks (image files or SEGs), or a dataset folder"
     )
     evaluate.add_argument("--labels", help="dataset.json or labels.json naming the classes (default: GT's)")
-    evaluate.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1)")
+    evaluate.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=1.0,
+        help="NSD tolerance in mm (default 1); in pixels for pictures that store no pixel size (without --pixel-size)",
+    )
+    evaluate.add_argument(
+        "--pixel-size",
+        type=float,
+        nargs="+",
+        metavar="MM",
+        help="mm per pixel of PNG/TIFF pictures that store no pixel size (one value, or X Y): their distances and "
+        "the NSD tolerance are then in mm (default: in pixels, labelled px); files that store theirs keep it",
+    )
     evaluate.add_argument("-o", "--output", help="folder for the reports (default: PRED)")
     evaluate.add_argument("--overwrite", action="store_true", help="replace existing reports")
     evaluate.add_argument(
@@ -99,15 +116,16 @@ def add_parser(verbs: Verbs) -> None:
     evaluate.set_defaults(func=run)
 
 
-def shift_note(name: str, offset: float, assd: float, name_the_label: bool = False) -> str:
+def shift_note(name: str, offset: float, assd: float, name_the_label: bool = False, unit: str = "mm") -> str:
     """What a systematic boundary shift of class ``name`` means, and the command that moves training labels
-    (``--labels name`` when other classes are not to move)."""
+    (``--labels name`` when other classes are not to move); distances in ``unit`` (a picture's ``--mm`` margin
+    is in pixels too, its spacing being 1 x 1)."""
     where = "inside" if offset < 0 else "outside"
     verb = "grows" if offset < 0 else "shrinks"
     which = f" --labels {name}" if name_the_label else ""
     return (
-        f"note: {name}: the masks lie on average {abs(offset):.2f} mm {where} the references (boundary offset "
-        f"{offset:+.2f} mm, ASSD {assd:.2f} mm): one systematic shift, as two label conventions give. If the "
+        f"note: {name}: the masks lie on average {abs(offset):.2f} {unit} {where} the references (boundary offset "
+        f"{offset:+.2f} {unit}, ASSD {assd:.2f} {unit}): one systematic shift, as two label conventions give. If the "
         f"references draw the edge where you want it, `attnseg dataset margin SOURCE OUT --mm {-offset:.1f}{which}` "
         f"{verb} the training labels to match (docs/generalisation.md)."
     )
@@ -133,6 +151,15 @@ def report_sides(
     if sides.skipped:
         print(f"({len(sides.skipped)} 2D case(s) have no sides: {', '.join(sides.skipped[:5])})")
     return write_sides(sides, folder, overwrite=args.overwrite)
+
+
+def pixel_size(values: list[float] | None) -> tuple[float, ...] | None:
+    """``--pixel-size``: one or two positive mm values (a picture is 2-D), else a usage error."""
+    if values is None:
+        return None
+    if len(values) > 2 or not all(value > 0 and math.isfinite(value) for value in values):
+        raise ConfigError(f"--pixel-size takes one or two positive mm values (X Y), got {values}")
+    return tuple(values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         num_workers=args.num_workers,
         sources=sources,
+        pixel_size=pixel_size(args.pixel_size),
     )
     if report is None:
         print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
@@ -177,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     means = report.mean()
     shifts = report.systematic_shifts()
     for name, offset in shifts.items():
-        print(shift_note(name, offset, means[name]["ASSD"], name_the_label=several))
+        print(shift_note(name, offset, means[name]["ASSD"], name_the_label=several, unit=report.unit))
     if shifts and not args.sides and any(len(case.spacing) == 3 for case in report.cases):
         print("(`--sides` says on which sides of the patient, and which pieces of the references are missed whole)")
     if args.sides:

@@ -25,7 +25,7 @@ import numpy as np
 
 from attnseg.data.arrays import nonzero_bbox
 from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
-from attnseg.data.io import Image, read_label
+from attnseg.data.io import Image, pixel_size_stored, read_label
 from attnseg.data.orientation import CANONICAL, reorientation
 from attnseg.errors import DataError
 
@@ -47,6 +47,7 @@ class CaseStats:
     orientation: str
     class_voxels: dict[int, int]
     channel_stats: list[dict[str, float]]  # per channel over all voxels: min, max, mean, std
+    pixel_size_stored: bool = True  # False: a picture read as 1 x 1 (attnseg.data.pixel_size)
 
 
 @dataclass
@@ -125,6 +126,7 @@ class CheckReport:
             return out
         out["cases_read"] = len(fp.cases)
         out["spacing"] = _spread(fp.spacings())
+        out["spacing_stored"] = _spacing_stored(fp)
         out["size"] = _spread(fp.shapes())
         out["size_after_crop"] = _spread(fp.cropped_shapes())
         out["orientations"] = dict(Counter(c.orientation for c in fp.cases if c.orientation))
@@ -162,7 +164,10 @@ class CheckReport:
         if "spacing" in s:
             lines.append(f"cases read: {s['cases_read']}")
             order = f" in {CANONICAL} axis order" if s["orientations"] else ""
-            lines.append(_spread_line(f"spacing (mm{order})", s["spacing"], "{:.4g}"))
+            if s["spacing_stored"] == "none":  # pictures: a 1 x 1 spacing would read as mm
+                lines.append("spacing: not stored (pixels): distances measured on these cases are in pixels")
+            else:
+                lines.append(_spread_line(f"spacing (mm{order})", s["spacing"], "{:.4g}"))
             lines.append(_spread_line(f"size (voxels{order})", s["size"], "{:.0f}"))
             lines.append(_spread_line("size after crop to non-zero", s["size_after_crop"], "{:.0f}"))
             if s["orientations"]:  # volumes only: a 2-D image has no orientation in the world
@@ -221,6 +226,9 @@ def check_dataset(dataset: Dataset | str | Path, *, max_cases: int | None = None
             dims[spatial_dims] += 1
     for case in dataset.test_cases:
         _check_test_case(dataset, case, num_channels, report.problems)
+    unstated = [s.id for s in stats if not s.pixel_size_stored]
+    if unstated and len(unstated) < len(stats):
+        report.problems.append(_mixed_units_problem(dataset, unstated, len(stats)))
     if len(dims) > 1:
         report.problems.append(
             Problem("error", str(dataset.root), f"cases mix spatial dimensions: {dict(dims)} (dims: number of cases)")
@@ -289,6 +297,7 @@ def _check_case(
         orientation=image.geometry.orientation(),
         class_voxels=values,
         channel_stats=[_channel_stats(channel) for channel in image.array],
+        pixel_size_stored=pixel_size_stored(case.images[0]),
     )
     return stats, case_samples, image.spatial_dims
 
@@ -380,7 +389,7 @@ def _full_scale_hint(unknown: list[int], declared: set[int]) -> str:
     )
 
 
-def _some(values: list[int], shown: int = 10) -> str:
+def _some(values: list[Any], shown: int = 10) -> str:
     """A list for a message: at most ``shown`` values, and how many there are in all."""
     if len(values) <= shown:
         return str(values)
@@ -432,6 +441,24 @@ def _pooled_channel(fp: Fingerprint, channel: int) -> dict[str, float]:
         "mean": pooled_mean,
         "std": pooled_var**0.5,
     }
+
+
+def _spacing_stored(fp: Fingerprint) -> str:
+    """``'all'``, ``'none'`` or ``'some'``: how many cases state their pixel size in mm."""
+    stored = sum(c.pixel_size_stored for c in fp.cases)
+    return "all" if stored == len(fp.cases) else "none" if stored == 0 else "some"
+
+
+def _mixed_units_problem(dataset: Dataset, unstated: list[str], read: int) -> Problem:
+    """A warning: some cases' spacing is in mm and others' in pixels, so the spacing summary, planning and
+    any distance pooled over cases would mix the two."""
+    return Problem(
+        "warning",
+        str(dataset.root),
+        f"{len(unstated)} of {read} case(s) store no pixel size (pictures read in pixels, 1 x 1): "
+        f"{_some(unstated, 5)}; the others are in mm. The spacing above and distances over all cases mix the "
+        "two units (attnseg evaluate refuses to average them)",
+    )
 
 
 def _spread(values: np.ndarray) -> dict[str, list[float]]:

@@ -13,7 +13,8 @@ NIfTI-1             ``.nii``, ``.nii.gz``             nibabel (the header affine
 NRRD                ``.nrrd``, ``.seg.nrrd``          SimpleITK (segment names kept in ``meta``)
 MetaImage           ``.mha``, ``.mhd`` (+ raw file)   SimpleITK
 PNG / TIFF (2D)     ``.png``, ``.tif``, ``.tiff``     SimpleITK (spacing only: no origin/direction;
-                                                      palette PNG masks: :mod:`.png_palette`)
+                                                      palette PNG masks: :mod:`.png_palette`; a pixel
+                                                      size only where :mod:`.pixel_size` trusts it)
 DICOM series        a folder of slices                pydicom (slice checks, writing) + SimpleITK/GDCM
 ==================  ===============================  ==============================================
 
@@ -50,6 +51,7 @@ from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
 from attnseg.data.metaimage import missing_data
+from attnseg.data.pixel_size import stores_pixel_size
 from attnseg.data.png_palette import palette_indices
 from attnseg.errors import DataError, OutputExistsError
 
@@ -98,6 +100,19 @@ def strip_ending(path: str | Path) -> str:
 def is_picture(path: str | Path) -> bool:
     """A 2-D picture file (PNG, TIFF), by its name: ``path`` may be a bare ending such as ``'.png'``."""
     return EXTENSIONS[file_ending(path)] in PICTURE_KINDS
+
+
+def pixel_size_stored(path: str | Path) -> bool:
+    """Whether an image file (or a DICOM folder) states its pixel size in the world; a picture that does not
+    is read with a spacing of 1 x 1 and measured in pixels (:mod:`attnseg.data.pixel_size`)."""
+    path = Path(path)
+    return path.is_dir() or stores_pixel_size(path, EXTENSIONS[file_ending(path)])
+
+
+def _in_pixels_if_unstated(path: Path, geometry: Geometry) -> Geometry:
+    """``geometry`` with a spacing of 1 per axis when ``path`` states no pixel size: a TIFF's print resolution
+    (dpi) is not the size of the object's pixels, and must not pass for mm."""
+    return geometry if pixel_size_stored(path) else geometry.with_spacing([1.0] * geometry.ndim)
 
 
 def is_image_file(path: Path) -> bool:
@@ -340,6 +355,7 @@ def _read_sitk(path: Path, ending: str) -> Image:
     itk_image = reader.Execute()
     data = sitk.GetArrayFromImage(itk_image)  # (Z, Y, X[, C]): reversed axes, components last
     array, geometry = from_sitk(itk_image, data)
+    geometry = _in_pixels_if_unstated(path, geometry)
     meta: dict[str, Any] = {}
     if ending == ".seg.nrrd":
         meta["segments"] = _segments_from_metadata(itk_image)
@@ -587,4 +603,5 @@ def read_grid(path: str | Path) -> tuple[tuple[int, ...], Geometry]:
         dim = min(reader.GetDimension(), 3)
         direction = np.asarray(reader.GetDirection()).reshape(reader.GetDimension(), -1)[:dim, :dim]
         shape = tuple(int(s) for s in reader.GetSize()[:dim])
-        return shape, Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)
+        geometry = Geometry.create(reader.GetSpacing()[:dim], reader.GetOrigin()[:dim], direction)
+        return shape, _in_pixels_if_unstated(path, geometry)

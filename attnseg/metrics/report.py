@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -56,11 +56,23 @@ TABLE_METRICS = {
     "NSD": "NSD",
     "BoundaryOffset": "offset (mm)",
 }
+PIXELS_NOTE = (
+    "Distances, volumes and the NSD tolerance are in pixels (px): these pictures store no pixel size. "
+    "`attnseg evaluate --pixel-size MM` states it."
+)
+# The unit of every distance of a report: mm, or pixels for pictures that store no pixel size
+# (attnseg.data.pixel_size); a report never averages the two.
+MM, PIXELS = "mm", "px"
+# Report keys whose names claim mm, and what they are called in a report in pixels.
+_PIXEL_KEYS = {"volume_pred_mm3": "volume_pred_px", "volume_ref_mm3": "volume_ref_px"}
+# cases.csv: a column is the only place its unit can be written, so the distances of a report in pixels say it.
+_PIXEL_COLUMNS = {**_PIXEL_KEYS, "HD95": "HD95_px", "ASSD": "ASSD_px", "BoundaryOffset": "BoundaryOffset_px"}
 
 
 @dataclass(frozen=True)
 class EvaluationCase:
-    """One case to evaluate: label maps ``(X, Y[, Z])`` (or ``(1, X, Y[, Z])``) and the voxel size in mm."""
+    """One case to evaluate: label maps ``(X, Y[, Z])`` (or ``(1, X, Y[, Z])``) and the voxel size in ``unit``
+    (mm; ``'px'`` with a spacing of 1 for a picture that stores no pixel size)."""
 
     case_id: str
     prediction: np.ndarray
@@ -68,6 +80,7 @@ class EvaluationCase:
     spacing: Sequence[float]
     prediction_file: str | None = None
     reference_file: str | None = None
+    unit: str = MM
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class CaseResult:
     spacing: tuple[float, ...]
     prediction_file: str | None = None
     reference_file: str | None = None
+    unit: str = MM
 
 
 @dataclass
@@ -87,13 +101,15 @@ class EvaluationReport:
 
     Attributes:
         labels: the evaluated classes, name -> label value.
-        nsd_tolerance_mm: the NSD tolerance used.
+        nsd_tolerance_mm: the NSD tolerance used, in ``unit`` (the name is nnU-Net's and the API's).
         cases: one CaseResult per case, in the order given.
+        unit: of every distance, the spacing and the NSD tolerance: ``'mm'``, or ``'px'`` (pictures).
     """
 
     labels: dict[str, int]
     nsd_tolerance_mm: float
     cases: list[CaseResult] = field(default_factory=list)
+    unit: str = MM
 
     def values(self, name: str, key: str) -> np.ndarray:
         """The per-case values of metric ``key`` for class ``name``."""
@@ -210,7 +226,35 @@ def evaluate_cases(
         report.cases.append(result)
     if not report.cases:
         raise DataError("no case to evaluate")
+    report.unit = common_unit(report.cases)
     return report
+
+
+class Measured(Protocol):
+    """A case with a distance unit: an EvaluationCase, a CaseResult, or a pair of files yet to be read."""
+
+    @property
+    def case_id(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
+
+
+def common_unit(cases: Iterable[Measured]) -> str:
+    """The distance unit all ``cases`` share; DataError naming the cases of each unit when they mix mm and
+    pixels: a mean over both would be a number in no unit at all."""
+    by_unit: dict[str, list[str]] = {}
+    for case in cases:
+        by_unit.setdefault(case.unit, []).append(str(case.case_id))
+    if len(by_unit) == 1:
+        return next(iter(by_unit))
+    listed = "; ".join(
+        f"{len(ids)} in {unit} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" for unit, ids in by_unit.items()
+    )
+    raise DataError(
+        f"the cases mix distance units: {listed}. Pictures that store no pixel size are measured in pixels; "
+        "evaluate them apart from the others, or state their pixel size (attnseg evaluate --pixel-size)"
+    )
 
 
 def evaluate_case(
@@ -220,6 +264,8 @@ def evaluate_case(
     of ``classes`` included; errors name the case and its files."""
     case = _as_case(item)
     case_id = str(case.case_id)
+    if case.unit not in (MM, PIXELS):
+        raise DataError(f"case {case_id!r}: unknown distance unit {case.unit!r} (expected {MM!r} or {PIXELS!r})")
     try:
         spacing = check_spacing(case.spacing)
         metrics = label_metrics(
@@ -228,7 +274,7 @@ def evaluate_case(
     except DataError as error:
         files = ", ".join(f for f in (case.prediction_file, case.reference_file) if f)
         raise DataError(f"case {case_id!r}" + (f" ({files})" if files else "") + f": {error}") from error
-    return CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file)
+    return CaseResult(case_id, metrics, spacing, case.prediction_file, case.reference_file, case.unit)
 
 
 def _json_number(value: Any) -> Any:
@@ -247,12 +293,20 @@ def summary_dict(report: EvaluationReport) -> dict[str, Any]:
       "metrics": {"<label value>": {metric: value, ..., "empty": ...}}}]``;
     * ours: ``std`` and ``n_defined`` (same layout as ``mean``), ``labels`` (name -> value),
       ``nsd_tolerance_mm``, ``n_cases``, ``empty_counts`` (``{"<label value>": {"both", "prediction",
-      "reference"}}``), ``flagged`` (list from :meth:`EvaluationReport.flagged`), ``empty_policy``.
+      "reference"}}``), ``flagged`` (list from :meth:`EvaluationReport.flagged`), ``empty_policy``,
+      ``distance_unit`` (``"mm"``).
+
+    A report in pixels (pictures that store no pixel size) says ``"distance_unit": "px"``, and its keys that
+    name mm are named in pixels: ``nsd_tolerance_px``, ``volume_pred_px``, ``volume_ref_px``.
     """
     key_of = {name: str(value) for name, value in report.labels.items()}
+    renamed = _PIXEL_KEYS if report.unit == PIXELS else {}
+
+    def numbers(metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {renamed.get(k, k): _json_number(v) for k, v in metrics.items()}
 
     def by_value(per_name: Mapping[str, Any]) -> dict[str, Any]:
-        return {key_of[name]: {k: _json_number(v) for k, v in d.items()} for name, d in per_name.items()}
+        return {key_of[name]: numbers(d) for name, d in per_name.items()}
 
     per_case = [
         {
@@ -260,7 +314,7 @@ def summary_dict(report: EvaluationReport) -> dict[str, Any]:
             "reference_file": c.reference_file,
             "case_id": c.case_id,
             "spacing": list(c.spacing),
-            "metrics": {key_of[n]: {k: _json_number(v) for k, v in m.as_dict().items()} for n, m in c.metrics.items()},
+            "metrics": {key_of[n]: numbers(m.as_dict()) for n, m in c.metrics.items()},
         }
         for c in report.cases
     ]
@@ -271,11 +325,12 @@ def summary_dict(report: EvaluationReport) -> dict[str, Any]:
         "std": by_value(report.std()),
         "n_defined": by_value(report.defined()),
         "labels": dict(report.labels),
-        "nsd_tolerance_mm": report.nsd_tolerance_mm,
+        f"nsd_tolerance_{report.unit}": report.nsd_tolerance_mm,
         "n_cases": len(report.cases),
         "empty_counts": by_value(report.empty_counts()),
         "flagged": report.flagged(),
         "empty_policy": EMPTY_POLICY_TEXT,
+        "distance_unit": report.unit,
     }
 
 
@@ -285,13 +340,14 @@ def write_summary_json(report: EvaluationReport, path: str | os.PathLike[str], o
 
 
 def case_rows(report: EvaluationReport) -> list[dict[str, Any]]:
-    """One row per (case, class) with the :data:`CSV_COLUMNS`."""
+    """One row per (case, class) with the :func:`csv_columns` of the report's unit."""
+    renamed = _PIXEL_COLUMNS if report.unit == PIXELS else {}
     return [
         {
             "case_id": c.case_id,
             "label": name,
             "label_value": report.labels[name],
-            **m.as_dict(),
+            **{renamed.get(k, k): v for k, v in m.as_dict().items()},
             "prediction_file": c.prediction_file or "",
             "reference_file": c.reference_file or "",
         }
@@ -300,9 +356,16 @@ def case_rows(report: EvaluationReport) -> list[dict[str, Any]]:
     ]
 
 
+def csv_columns(unit: str = MM) -> tuple[str, ...]:
+    """The per-case CSV's columns: :data:`CSV_COLUMNS`, whose distances and volumes are named in pixels
+    (``HD95_px``, ``volume_pred_px``...) when ``unit`` is ``'px'``, so that no column in pixels reads as mm."""
+    renamed = _PIXEL_COLUMNS if unit == PIXELS else {}
+    return tuple(renamed.get(column, column) for column in CSV_COLUMNS)
+
+
 def case_csv(report: EvaluationReport) -> str:
-    """The per-case CSV as text: a header of :data:`CSV_COLUMNS`, one row per (case, class); NaN as ``nan``."""
-    return csv_text(case_rows(report), CSV_COLUMNS)
+    """The per-case CSV as text: a header of :func:`csv_columns`, one row per (case, class); NaN as ``nan``."""
+    return csv_text(case_rows(report), csv_columns(report.unit))
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -327,15 +390,25 @@ def _cell(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def table_headers(unit: str = MM, nsd_tolerance: float | None = None) -> dict[str, str]:
+    """:data:`TABLE_METRICS` with the distances' ``unit`` written in (``HD95 (px)``), and the NSD header with its
+    tolerance (``NSD@1mm``, ``NSD@2px``) when one is given."""
+    headers = {key: header.replace(f"({MM})", f"({unit})") for key, header in TABLE_METRICS.items()}
+    if nsd_tolerance:
+        headers["NSD"] = f"NSD@{nsd_tolerance:g}{unit}"
+    return headers
+
+
 def markdown_table(report: EvaluationReport) -> str:
     """Mean ± sample std per class and metric over the cases, a foreground-mean row, and the empty-mask counts.
 
-    Distances are in mm with 2 decimals, the rest with 3. The ``empty P/R/both`` column counts the
+    Distances are in the report's unit (mm; pixels for pictures that store no pixel size, said under the
+    table) with 2 decimals, the rest with 3. The ``empty P/R/both`` column counts the
     cases whose prediction, reference or both had no voxel of the class; the flagged ones (P, R) are
     left out of the distance means.
     """
     means, stds, empties = report.mean(), report.std(), report.empty_counts()
-    headers = {**TABLE_METRICS, "NSD": f"NSD@{report.nsd_tolerance_mm:g}mm"}
+    headers = table_headers(report.unit, report.nsd_tolerance_mm)
     digits = {k: 2 if k in ("HD95", "ASSD", "BoundaryOffset") else 3 for k in headers}
     lines = [
         "| class | " + " | ".join(headers.values()) + " | empty P/R/both |",
@@ -348,7 +421,8 @@ def markdown_table(report: EvaluationReport) -> str:
     foreground = report.foreground_mean()
     cells = [_cell(foreground[k], float("nan"), digits[k]) for k in headers]
     lines.append("| foreground mean | " + " | ".join(cells) + " | |")
-    return "\n".join(lines) + f"\n\n{len(report.cases)} cases. Empty masks: {EMPTY_POLICY_TEXT}.\n"
+    text = "\n".join(lines) + f"\n\n{len(report.cases)} cases. Empty masks: {EMPTY_POLICY_TEXT}.\n"
+    return text + (PIXELS_NOTE + "\n" if report.unit == PIXELS else "")
 
 
 def write_markdown(report: EvaluationReport, path: str | os.PathLike[str], overwrite: bool = False) -> Path:

@@ -36,7 +36,7 @@ from typing import Any
 from attnseg import __version__
 from attnseg.errors import DataError
 from attnseg.fileio import write_text
-from attnseg.metrics.report import TABLE_METRICS
+from attnseg.metrics.report import MM, PIXELS_NOTE, TABLE_METRICS, table_headers
 from attnseg.visualize import html
 from attnseg.visualize.curves import progress_figure, read_log
 from attnseg.visualize.drawing import figure_png
@@ -226,7 +226,7 @@ def _summary_section(run: RunFolder, model, summary, history, qc: dict[str, Any]
         foreground = summary.get("foreground_mean", {})
         items.append(("cases evaluated", str(summary.get("n_cases", len(summary.get("metric_per_case", []))))))
         items.append(("foreground mean Dice", html.number(foreground.get("Dice"))))
-        items.append(("foreground mean HD95 (mm)", html.number(foreground.get("HD95"), 2)))
+        items.append((f"foreground mean HD95 ({_unit(summary)})", html.number(foreground.get("HD95"), 2)))
     if summary is None and qc is not None:  # predictions without references: the verdicts are the news
         counts = qc.get("summary", {})
         verdicts = counts.get("verdicts", {})
@@ -271,8 +271,8 @@ def _training_section(history: list[dict[str, float]]) -> str:
 def _class_section(summary: dict[str, Any]) -> str:
     labels = summary.get("labels") or {}
     names = {str(value): name for name, value in labels.items()}
-    tolerance = summary.get("nsd_tolerance_mm")
-    headers = ["class", *(f"NSD@{tolerance:g}mm" if k == "NSD" and tolerance else h for k, h in TABLE_METRICS.items())]
+    unit = _unit(summary)
+    headers = ["class", *table_headers(unit, summary.get(f"nsd_tolerance_{unit}")).values()]
     headers.append("empty P/R/both")
     rows = []
     for value, means in summary.get("mean", {}).items():
@@ -294,9 +294,12 @@ def _class_section(summary: dict[str, Any]) -> str:
         + [html.number(foreground.get(k), 2 if k in DISTANCES else 3) for k in TABLE_METRICS]
         + [""]
     )
-    caption = f"Mean ± sample standard deviation over {summary.get('n_cases', 'the')} cases; distances in mm."
+    caption = f"Mean ± sample standard deviation over {summary.get('n_cases', 'the')} cases; distances in {unit}."
     policy = summary.get("empty_policy")
     note = f'<p class="note">Empty masks: {html.escape(policy)}.</p>' if policy else ""
+    if unit != MM:
+        note += f'<p class="note">{html.escape(PIXELS_NOTE)}</p>'
+
     return html.table(headers, rows, table_id="metrics-per-class", caption=caption) + note
 
 
@@ -314,7 +317,7 @@ def _case_section(summary: dict[str, Any]) -> str:
     ordered = sorted(per_case, key=lambda c: (math.isnan(mean_dice(c)), mean_dice(c)))
     headers = ["case", "mean Dice"]
     for value in values:
-        headers += [f"{names.get(value, value)} Dice", f"{names.get(value, value)} HD95 (mm)"]
+        headers += [f"{names.get(value, value)} Dice", f"{names.get(value, value)} HD95 ({_unit(summary)})"]
     headers.append("flags")
     rows = []
     for case in ordered:
@@ -334,6 +337,11 @@ def _case_section(summary: dict[str, Any]) -> str:
         rows.append(row)
     caption = f"{len(per_case)} cases, worst mean Dice first."
     return html.table(headers, rows, table_id="metrics-per-case", caption=caption)
+
+
+def _unit(summary: dict[str, Any]) -> str:
+    """The distance unit of an evaluation: its ``distance_unit``, mm for summaries written before it existed."""
+    return str(summary.get("distance_unit", MM))
 
 
 def _pictures(paths: list[Path], note: str) -> str:

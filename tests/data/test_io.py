@@ -93,13 +93,18 @@ def test_multichannel_and_four_d(tmp_path, oblique):
         read_image(tmp_path / "m.nrrd", spatial_dims=2)
 
 
-def test_png_and_tiff_hold_2d_images_with_spacing(tmp_path):
+def test_png_holds_2d_images_with_spacing_and_tiff_in_pixels(tmp_path):
     g = Geometry.create([0.5, 0.25])
     array = np.arange(30, dtype=np.uint8).reshape(1, 5, 6)
-    for ending in (".png", ".tif", ".tiff"):
-        image = read_image(write_image(tmp_path / f"s{ending}", array, g))
-        assert np.array_equal(image.array, array)
-        assert image.geometry.allclose(g, atol=1e-6)
+    image = read_image(write_image(tmp_path / "s.png", array, g))  # ITK's sCAL chunk: the subject's scale
+    assert np.array_equal(image.array, array)
+    assert image.geometry.allclose(g, atol=1e-6)
+    for ending in (".tif", ".tiff"):  # resolution tags are a print size (dpi): read as 1 x 1 pixels
+        unit = Geometry.create([1.0, 1.0])
+        image = read_image(write_image(tmp_path / f"s{ending}", array, unit))
+        assert np.array_equal(image.array, array) and image.geometry.allclose(unit)
+        with pytest.raises(DataError, match="TIFF cannot store this image's geometry"):
+            write_image(tmp_path / f"mm{ending}", array, g)
     rgb = np.random.default_rng(0).integers(0, 255, (3, 5, 6)).astype(np.uint8)
     assert read_image(write_image(tmp_path / "rgb.png", rgb, g)).channels == 3
 
