@@ -17,7 +17,7 @@ the others are and nothing is reported. The classes are the labels given (a data
 without them, the values the references hold, all cases together, so that a class absent from some cases
 is never a problem. Metrics are written as nnU-Net-style ``summary.json``, a per-case CSV and a Markdown
 table; on request, one overlay picture per case (:func:`write_overlays`) shows where prediction and reference
-disagree, over the scan when it can be found, and :func:`measure_sides` says on which sides of the patient
+disagree, over the scan when it can be found, and :func:`case_sides` says on which sides of the patient
 the masks fall short or reach beyond, and which pieces of the references they miss whole
 (:mod:`attnseg.metrics.sides`).
 
@@ -170,11 +170,14 @@ def _grid_problem(prediction: Path, pred_grid: Grid, reference: Path, ref_grid: 
     return None
 
 
-def _load_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> EvaluationCase:
+def _read_pair(pair: MaskPair, seg_labels: dict[str, int] | None = None) -> tuple[Image, Image]:
     """Read both masks of ``pair`` on one grid; a SEG's segments get ``seg_labels``' values by name (else
     their numbers)."""
     prediction = read_mask(pair.prediction, pair.grid, seg_labels)  # shapes agree: pair_cases checked
-    reference = read_mask(pair.reference, pair.grid, seg_labels)
+    return prediction, read_mask(pair.reference, pair.grid, seg_labels)
+
+
+def _evaluation_case(pair: MaskPair, prediction: Image, reference: Image) -> EvaluationCase:
     spacing = reference.geometry.spacing
     if pair.pixel_size is not None and not pair.stored:
         spacing = pair.pixel_size * (len(spacing) // len(pair.pixel_size))  # one value: square pixels
@@ -215,14 +218,25 @@ class Classes:
 
 
 def _evaluate_pair(
-    pair: MaskPair, classes: Classes, nsd_tolerance_mm: float, seg_labels: dict[str, int] | None
-) -> CaseResult | list[str]:
-    """Read one pair (in a worker process or this one) and compute its metrics; the problems instead when a
-    mask holds values that are not classes (metrics would count those voxels as background)."""
-    case = _load_pair(pair, seg_labels)
-    sides = ((case.prediction_file, case.prediction), (case.reference_file, case.reference))
-    problems = [problem for problem in (classes.stray(path, mask) for path, mask in sides) if problem]
-    return problems or evaluate_case(case, check_labels(classes.labels), nsd_tolerance_mm)
+    pair: MaskPair,
+    classes: Classes,
+    nsd_tolerance_mm: float,
+    seg_labels: dict[str, int] | None,
+    images: dict[str, Path] | None = None,
+) -> tuple[CaseResult, Sides | None] | list[str]:
+    """Read one pair (in a worker process or this one) and compute its metrics, and its sides when ``images``
+    is given (``{}``: no scans) from the same read, each mask read once; the problems instead when a mask
+    holds values that are not classes (metrics would count those voxels as background)."""
+    prediction, reference = _read_pair(pair, seg_labels)
+    case = _evaluation_case(pair, prediction, reference)
+    masks = ((case.prediction_file, case.prediction), (case.reference_file, case.reference))
+    problems = [problem for problem in (classes.stray(path, mask) for path, mask in masks) if problem]
+    if problems:
+        return problems
+    result = evaluate_case(case, check_labels(classes.labels), nsd_tolerance_mm)
+    if images is None:
+        return result, None
+    return result, case_sides(pair, prediction, reference, classes.labels, images.get(pair.case_id))
 
 
 def _reference_values(pair: MaskPair) -> set[int]:
@@ -252,6 +266,15 @@ def _map(function: Callable[[T], R], items: list[T], num_workers: int) -> Iterat
 
 
 def evaluate_folders(
+    predictions: str | Path, reference: str | Path, labels: dict[str, int] | None = None, **options: Any
+) -> tuple[EvaluationReport | None, list[str]]:
+    """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match.
+    ``options``: those of :func:`evaluate_folders_and_sides` but ``images`` (no sides)."""
+    report, _, problems = evaluate_folders_and_sides(predictions, reference, labels, **options)
+    return report, problems
+
+
+def evaluate_folders_and_sides(
     predictions: str | Path,
     reference: str | Path,
     labels: dict[str, int] | None = None,
@@ -260,8 +283,12 @@ def evaluate_folders(
     num_workers: int = 0,
     sources: SourceSeries | None = None,
     pixel_size: tuple[float, ...] | None = None,
-) -> tuple[EvaluationReport | None, list[str]]:
-    """Evaluate every pair; returns (report, []) or (None, problems) when the folders do not match.
+    images: dict[str, Path] | None = None,
+) -> tuple[EvaluationReport | None, Sides | None, list[str]]:
+    """Evaluate every pair, and with ``images`` (case id -> scan; ``{}``: none) measure its :class:`Sides` as
+    it is read (:func:`case_sides`): each mask is read once, and only the small per-case results are kept, so
+    a 600-case CT run holds one pair at a time (per worker). Returns (report, sides or None, []) or (None,
+    None, problems) when the folders do not match.
 
     Distances are in mm; pairs of pictures that store no pixel size (:mod:`attnseg.data.pixel_size`) are
     measured in pixels, the NSD tolerance then in pixels too, and the report says so, unless ``pixel_size``
@@ -279,29 +306,32 @@ def evaluate_folders(
     reference = reference_folder(Path(reference))
     pairing = pair_cases(Path(predictions), reference, sources, labels)
     if pairing.problems:
-        return None, pairing.problems
+        return None, None, pairing.problems
     if not pairing.pairs:
-        return None, [f"{predictions}: no masks to evaluate"]
+        return None, None, [f"{predictions}: no masks to evaluate"]
     if pixel_size is not None:
         pairing.pairs = [replace(pair, pixel_size=tuple(pixel_size)) for pair in pairing.pairs]
     try:
         common_unit(pairing.pairs)
     except DataError as error:
-        return None, [str(error)]
+        return None, None, [str(error)]
     if labels:
         classes = Classes(labels)
     else:  # the references' values, all cases together: a class absent from some cases is still one
         classes = Classes(_labels_from_values(_map(_reference_values, pairing.pairs, num_workers)), inferred=True)
     check_labels(classes.labels)  # a bad label list is refused before any mask is read
-    evaluate = partial(_evaluate_pair, classes=classes, nsd_tolerance_mm=nsd_tolerance_mm, seg_labels=labels)
+    evaluate = partial(
+        _evaluate_pair, classes=classes, nsd_tolerance_mm=nsd_tolerance_mm, seg_labels=labels, images=images
+    )
     # lazily, in this process (one pair in memory at a time) or in workers; only the small results are kept
     results = _map(evaluate, pairing.pairs, num_workers)
     results = list(tqdm(results, "evaluate", len(pairing.pairs), unit="case", disable=not progress))
     problems = [problem for result in results if isinstance(result, list) for problem in result]
     if problems:
-        return None, problems
-    cases = [result for result in results if isinstance(result, CaseResult)]
-    return evaluate_cases(cases, classes.labels, nsd_tolerance_mm=nsd_tolerance_mm), []
+        return None, None, problems
+    done = [result for result in results if isinstance(result, tuple)]
+    report = evaluate_cases([case for case, _ in done], classes.labels, nsd_tolerance_mm=nsd_tolerance_mm)
+    return report, None if images is None else Sides.joined(case for _, case in done if case is not None), []
 
 
 def write_reports(report: EvaluationReport, folder: str | Path, overwrite: bool = False) -> dict[str, Path]:
@@ -427,6 +457,20 @@ class Sides:
     quarters: dict[str, list[list[float]]] = field(default_factory=dict)  # class -> per case, with a scan
     skipped: list[str] = field(default_factory=list)
 
+    @classmethod
+    def joined(cls, cases: Iterable[Sides]) -> Sides:
+        """The cases' sides in one, in their order (as if measured one case after the other)."""
+        out = cls()
+        for case in cases:
+            out.rows.extend(case.rows)
+            out.pieces.extend(case.pieces)
+            for name, count in case.piece_counts.items():
+                out.piece_counts[name] = out.piece_counts.get(name, 0) + count
+            for name, quarters in case.quarters.items():
+                out.quarters.setdefault(name, []).extend(quarters)
+            out.skipped.extend(case.skipped)
+        return out
+
     def mean_by_side(self, name: str) -> dict[str, float]:
         """Class ``name``'s mean signed distance per side, the mean over its cases."""
         out = {}
@@ -437,31 +481,23 @@ class Sides:
         return out
 
 
-def measure_sides(
-    report: EvaluationReport,
-    images: dict[str, Path] | None = None,
-    seg_labels: dict[str, int] | None = None,
-    sources: SourceSeries | None = None,
-) -> Sides:
-    """:class:`Sides` of every 3-D case and foreground class of ``report`` whose reference is not empty, the
-    masks reoriented to RAS; with ``images`` (case id -> scan), also the intensities of the missed voxels."""
-    sides, images, sources = Sides(), images or {}, sources or SourceSeries()
-    foreground = {name: value for name, value in report.labels.items() if value != 0}
-    for case in report.cases:
-        prediction, reference = _read_case_masks(case, seg_labels, sources)
-        if reference.spatial_dims != 3:
-            sides.skipped.append(case.case_id)
-            continue
-        turn = reorientation(reference.geometry)
-        pred, ref = turn.apply(prediction.array)[0], turn.apply(reference.array)[0]
-        ras = turn.geometry(reference.geometry, reference.spatial_shape)
-        spacing, axes = ras.spacing, ras.ras_affine[:3, :3] / np.asarray(ras.spacing)  # unit voxel axes, RAS
-        scan = images.get(case.case_id)
-        picture = turn.apply(read_image(scan).array)[0] if scan is not None else None
-        if picture is not None and picture.shape != ref.shape:
-            raise DataError(f"{scan}: shape {picture.shape} differs from its reference {case.reference_file}")
-        for name, value in foreground.items():
-            _measure_class(sides, case.case_id, name, pred == value, ref == value, spacing, axes, picture)
+def case_sides(pair: MaskPair, prediction: Image, reference: Image, labels: dict[str, int], scan: Path | None) -> Sides:
+    """:class:`Sides` of one case: each foreground class of ``labels`` whose reference is not empty, the masks
+    reoriented to RAS (a 2-D case is skipped); with ``scan``, also the intensities of the missed voxels."""
+    sides = Sides()
+    if reference.spatial_dims != 3:
+        sides.skipped.append(pair.case_id)
+        return sides
+    turn = reorientation(reference.geometry)
+    pred, ref = turn.apply(prediction.array)[0], turn.apply(reference.array)[0]
+    ras = turn.geometry(reference.geometry, reference.spatial_shape)
+    spacing, axes = ras.spacing, ras.ras_affine[:3, :3] / np.asarray(ras.spacing)  # unit voxel axes, RAS
+    picture = turn.apply(read_image(scan).array)[0] if scan is not None else None
+    if picture is not None and picture.shape != ref.shape:
+        raise DataError(f"{scan}: shape {picture.shape} differs from its reference {pair.reference}")
+    for name, value in labels.items():
+        if value != 0:
+            _measure_class(sides, pair.case_id, name, pred == value, ref == value, spacing, axes, picture)
     return sides
 
 

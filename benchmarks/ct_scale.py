@@ -91,7 +91,8 @@ def same_outputs(a: Path, b: Path) -> str:
             return "masks DIFFER"
         if first.geometry != second.geometry:
             return "geometries DIFFER"
-    for name in ("qc.json", "evaluation/summary.json", "evaluation/cases.csv", "evaluation/sides.csv"):
+    reports = ("qc.json", "evaluation/summary.json", "evaluation/cases.csv", "evaluation/sides.csv")
+    for name in (*reports, "evaluation/pieces_missed.csv", "evaluation/summary.md"):
         if not (a / name).exists():
             continue
         if (a / name).read_text().replace(str(a), "") != (b / name).read_text().replace(str(b), ""):

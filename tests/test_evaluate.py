@@ -128,21 +128,27 @@ def test_labels_come_from_the_dataset(make_nnunet):
 
 
 def test_worker_processes_give_the_serial_reports(folders, tmp_path):
-    """Six cases of different overlap, labels found from the values: the reports of 2 worker processes are
-    the serial ones, byte for byte (case order included)."""
+    """Six cases of different overlap, labels found from the values, sides measured as each pair is read
+    (scans for some cases, class 1 missed in four, class 2 absent from two): the reports of 2 worker
+    processes are the serial ones, byte for byte (case order included)."""
     pred, ref, _ = folders
     geometry = Geometry.create([1.0, 1.0, 2.0], [5.0, -3.0, 1.0])
+    scans = tmp_path / "scans"
     for shift, case in enumerate(("c", "d", "e", "f")):
         reference = np.zeros((1, 10, 10, 10), np.uint8)
         reference[0, 2:7, 3:6, 2:6] = 2
-        write_image(ref / f"{case}.nii.gz", reference, geometry)
         write_image(pred / f"{case}.nii.gz", np.roll(reference, shift, axis=2), geometry)
+        reference[0, 8:, 8:, 8:] = 1  # class 1, which the prediction misses
+        write_image(ref / f"{case}.nii.gz", reference, geometry)
+        write_image(scans / f"{case}_0000.nii.gz", np.arange(1000, dtype=np.float32).reshape(1, 10, 10, 10), geometry)
     for workers in ("0", "2"):
         args = ["evaluate", str(pred), str(ref), "-o", str(tmp_path / workers), "--num-workers", workers]
-        assert main([*args, "--no-progress"]) == 0
-    for name in ("summary.json", "cases.csv", "summary.md"):
+        assert main([*args, "--no-progress", "--sides", "--images", str(scans)]) == 0
+    for name in ("summary.json", "cases.csv", "summary.md", "sides.csv", "pieces_missed.csv"):
         assert (tmp_path / "0" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
     assert json.loads((tmp_path / "2" / "summary.json").read_text())["n_cases"] == 6
+    sides = (tmp_path / "2" / "sides.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in sides[:: len(SIDES)]] == list("abcdef")
 
 
 def test_overlays_over_scans_named_like_the_cases(folders, tmp_path, capsys):

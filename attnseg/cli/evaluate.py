@@ -13,7 +13,7 @@ from attnseg.cli.options import Verbs
 from attnseg.errors import ConfigError
 
 if TYPE_CHECKING:
-    from attnseg.data.mask_files import SourceSeries
+    from attnseg.evaluate import Sides
     from attnseg.metrics import EvaluationReport
 
 
@@ -131,17 +131,10 @@ def shift_note(name: str, offset: float, assd: float, name_the_label: bool = Fal
     )
 
 
-def report_sides(
-    report: EvaluationReport,
-    args: argparse.Namespace,
-    folder: Path,
-    seg_labels: dict[str, int] | None,
-    sources: SourceSeries,
-) -> dict[str, Path]:
-    """Measure, print and write where the masks fall short or reach beyond, side by side (``--sides``)."""
-    from attnseg.evaluate import find_images, measure_sides, missed_heights, sides_table, write_sides
+def report_sides(report: EvaluationReport, sides: Sides, args: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """Print and write where the masks fall short or reach beyond, side by side (``--sides``)."""
+    from attnseg.evaluate import missed_heights, sides_table, write_sides
 
-    sides = measure_sides(report, find_images(args.reference, args.images), seg_labels, sources)
     print("\nby side of the patient (mean mm from the reference's surface to the mask's: + beyond it, - short of it):")
     print(sides_table(sides, report.labels))
     heights = missed_heights(sides)
@@ -167,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from attnseg.evaluate import (
         OVERLAY_FOLDER,
         SIDES_FILES,
-        evaluate_folders,
+        evaluate_folders_and_sides,
         evaluate_qc,
         find_images,
         find_labels,
@@ -180,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     # a dataset folder's dataset.json, or the one above a labelsTr/ folder (None: names from the values)
     labels = find_labels(Path(args.reference), Path(args.labels) if args.labels else None)
     sources = SourceSeries(args.source_series)
-    report, problems = evaluate_folders(
+    report, sides, problems = evaluate_folders_and_sides(
         args.predictions,
         args.reference,
         labels,
@@ -189,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         sources=sources,
         pixel_size=pixel_size(args.pixel_size),
+        images=find_images(args.reference, args.images) if args.sides else None,  # sides measured as pairs are read
     )
     if report is None:
         print(f"attnseg: error: {len(problems)} problem(s); nothing was evaluated:", file=sys.stderr)
@@ -209,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     if shifts and not args.sides and any(len(case.spacing) == 3 for case in report.cases):
         print("(`--sides` says on which sides of the patient, and which pieces of the references are missed whole)")
     if args.sides:
-        paths.update(report_sides(report, args, folder, labels, sources))
+        paths.update(report_sides(report, sides, args, folder))
     print(f"\nwrote {', '.join(str(p) for p in paths.values())}")
     qc = evaluate_qc(report, args.predictions, folder, overwrite=args.overwrite)
     if qc is not None:

@@ -14,9 +14,14 @@ Box = tuple[tuple[int, int], ...]
 def nonzero_bbox(array: np.ndarray) -> Box:
     """Bounding box ``((start, stop), ...)`` of voxels non-zero in any channel of ``(C, *S)``; all if none."""
     mask = array[0] != 0 if len(array) == 1 else np.any(array != 0, axis=0)
+    return mask_bbox(mask) or tuple((0, int(s)) for s in mask.shape)
+
+
+def mask_bbox(mask: np.ndarray) -> Box | None:
+    """Bounding box ``((start, stop), ...)`` of the true voxels of a boolean ``mask``; None if there are none."""
     if not mask.any():
-        return tuple((0, int(s)) for s in mask.shape)
-    flags = mask.view(np.uint8)
+        return None
+    flags = np.ascontiguousarray(mask).view(np.uint8)
     box = []
     for axis, size in enumerate(mask.shape):
         # (before, axis, after): the maximum over the leading axis first runs over whole contiguous rows,

@@ -136,11 +136,13 @@ def preprocess_case(
     _check_input(image, plan, label)
     turn = reorientation(image.geometry, plan.orientation) if plan.orientation is not None else None
     geometry = turn.geometry(image.geometry, image.spatial_shape) if turn is not None else image.geometry
-    array = np.asarray(image.array, dtype=np.float32)
+    # reordered and converted in one copy, from the stored dtype (int16 on a CT): a transpose and flips are
+    # exact, so the values are those of converting first, without a float32 copy in the stored order
+    stored = turn.view(image.array) if turn is not None else image.array
+    array = np.ascontiguousarray(stored, dtype=np.float32)
     indices = _to_class_indices(np.asarray(label.array[0]), plan, label) if label is not None else None
-    if turn is not None:
-        array = turn.apply(array)
-        indices = turn.apply(indices, leading=0) if indices is not None else None
+    if turn is not None and indices is not None:
+        indices = turn.apply(indices, leading=0)
     if plan.crop_to_nonzero:
         # nnU-Net crops to the image's non-zero box; we also keep any labelled voxel outside it rather
         # than silently cut foreground away (at inference there is no label and the image box is used)

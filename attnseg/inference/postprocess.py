@@ -16,18 +16,31 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from attnseg.data.arrays import crop, mask_bbox
+
 LARGEST_COMPONENT = "largest_component"
 
 
 def keep_largest_components(classes: np.ndarray, foreground: Iterable[int]) -> np.ndarray:
-    """Keep the largest face-connected component of each foreground class; the rest becomes background (0)."""
+    """Keep the largest face-connected component of each foreground class; the rest becomes background (0).
+
+    Each class is labelled within its bounding box, not over the whole grid: its components and their
+    numbering (raster order of their first voxels) are the same there, so the result is identical, while
+    the int32 labels and their masks cover an organ's box instead of a whole CT (0.3 GiB a class on
+    512 x 512 x 300).
+    """
     out = classes.copy()
     for value in foreground:
-        components, count = ndimage.label(classes == value)
+        mask = classes == value
+        box = mask_bbox(mask)
+        if box is None:
+            continue
+        inside = crop(mask, box)
+        components, count = ndimage.label(inside)
         if count > 1:
             sizes = np.bincount(components.ravel())
             sizes[0] = 0
-            out[(components > 0) & (components != sizes.argmax())] = 0
+            crop(out, box)[inside & (components != sizes.argmax())] = 0
     return out
 
 

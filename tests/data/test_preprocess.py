@@ -118,6 +118,28 @@ def test_restore_probabilities_in_the_stored_order_as_the_reordered_copy(turn, b
     np.testing.assert_array_equal(restored, expected)
 
 
+@pytest.mark.parametrize(
+    "direction",
+    [np.eye(3), np.diag([-1.0, -1.0, 1.0]), np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])],
+    ids=["LPS", "RAS", "transposed-and-flipped"],  # directions in LPS, as ITK stores them
+)
+def test_an_int16_scan_is_reoriented_before_its_float32_copy(direction):
+    """Reordering the stored int16 and converting in the same copy gives, bit for bit, what converting to
+    float32 first gave (a transpose and flips are exact), and leaves the image as it was."""
+    rng = np.random.default_rng(2)
+    stored = rng.integers(-1024, 1500, (1, 14, 11, 9)).astype(np.int16)
+    stored[:, :2] = 0  # a zero border to crop
+    g = Geometry.create([0.7, 0.8, 1.25], [5.0, -3.0, 2.0], direction)
+    plan = _plan(spatial_dims=3, target=(1.0, 1.0, 1.0), scheme="ct", orientation="RAS")
+    scan = Image(stored.copy(), g)
+    pre = preprocess_case(scan, plan)
+    converted = preprocess_case(Image(stored.astype(np.float32), g), plan)
+    np.testing.assert_array_equal(scan.array, stored)
+    assert pre.image.dtype == converted.image.dtype == np.float32
+    np.testing.assert_array_equal(pre.image, converted.image)
+    assert pre.properties.to_dict() == converted.properties.to_dict()
+
+
 def test_tiny_lesion_survives_resampling():
     """A lesion of a few voxels (well below 0.1% of the volume) is not lost by label resampling."""
     shape = (60, 60, 20)

@@ -10,7 +10,12 @@ from scipy import ndimage
 
 from attnseg.cli import main
 from attnseg.data import read_image, write_image
-from attnseg.inference.postprocess import LARGEST_COMPONENT, decide, single_component_classes
+from attnseg.inference.postprocess import (
+    LARGEST_COMPONENT,
+    decide,
+    keep_largest_components,
+    single_component_classes,
+)
 from attnseg.inference.predictor import Predictor
 from attnseg.model_dir import ModelDir
 
@@ -40,10 +45,33 @@ def _largest_by_hand(classes: np.ndarray, values: list[int]) -> np.ndarray:
     out = classes.copy()
     for value in values:
         pieces, count = ndimage.label(classes == value)
+        if count == 0:  # the class is absent
+            continue
         sizes = [int((pieces == piece).sum()) for piece in range(1, count + 1)]
         biggest = 1 + sizes.index(max(sizes))
         out[(pieces > 0) & (pieces != biggest)] = 0
     return out
+
+
+def test_largest_component_within_the_box_equals_the_whole_grid():
+    """Labelling each class within its bounding box gives the whole-grid result: pieces touching the grid's
+    faces and corners, many pieces with ties in size (the first in raster order wins both ways), a class
+    spanning the whole grid, a class absent, 2-D and 3-D."""
+    rng = np.random.default_rng(3)
+    for shape in [(9, 7), (6, 8, 5), (1, 5, 4)]:
+        for _ in range(20):
+            classes = rng.choice(4, size=shape, p=[0.4, 0.3, 0.2, 0.1]).astype(np.uint8)
+            for values in ([1, 2, 3], [3], [1, 5]):  # 5: absent
+                np.testing.assert_array_equal(
+                    keep_largest_components(classes, values), _largest_by_hand(classes, values)
+                )
+    edges = np.zeros((6, 6, 6), np.uint8)
+    edges[0, 0, 0] = edges[5, 5, 5] = 1  # two single voxels in opposite corners: a tie, the first is kept
+    edges[0, :, 4:] = 2  # 12 voxels on one face
+    edges[5, :5, :] = 2  # 30 on the opposite face: the larger piece comes second in raster order
+    kept = keep_largest_components(edges, [1, 2, 3])
+    np.testing.assert_array_equal(kept, _largest_by_hand(edges, [1, 2, 3]))
+    assert kept[0, 0, 0] == 1 and kept[5, 5, 5] == 0 and kept[0, 0, 4] == 0 and kept[5, 0, 0] == 2
 
 
 def _pieces(mask: np.ndarray, value: int) -> int:
