@@ -1,6 +1,8 @@
 """The documentation can be followed as written: every `attnseg` command shown in a code block of the README
 and of docs/*.md parses with the real command-line parser (the verb exists and has a --help, every option
-shown exists for that verb), and every relative link leads to a file that exists."""
+shown exists for that verb), every relative link leads to a file that exists and its #anchor to a heading of it,
+every source file named in backticks exists, and every copy of the evaluation table's header is the one
+`attnseg evaluate` prints."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from attnseg.cli import build_parser
+from attnseg.metrics.report import table_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -113,3 +116,48 @@ def test_relative_links_lead_to_files(page):
         if not (page.parent / path).exists():
             broken.append(target)
     assert broken == [], f"{page.name}: links to missing files {broken}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    headings = re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_link_anchors_lead_to_headings(page):
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        path, _, anchor = target.partition("#")
+        if not anchor or re.match(r"[a-z]+:", path):
+            continue
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.exists() and anchor not in _anchors(linked):
+            broken.append(target)
+    assert broken == [], f"{page.name}: links to missing headings {broken}"
+
+
+# `tests/test_x.py`, `attnseg/data/io.py`, `benchmarks/qc_cost.py`: a file the reader is sent to read or run
+SOURCE = re.compile(r"`((?:attnseg|tests|benchmarks)/[a-z0-9_/]+\.py)`")  # VERB.py: a placeholder
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_source_files_named_exist(page):
+    missing = [name for name in SOURCE.findall(page.read_text()) if not (ROOT / name).exists()]
+    assert missing == [], f"{page.name}: names source files that do not exist {missing}"
+
+
+def test_evaluation_tables_shown_have_the_columns_printed():
+    """A docs copy of the table `attnseg evaluate` prints (its header row) has the columns it prints now: a column
+    added to the tool (the boundary offset's) shows up as a failure here, not as a reader's surprise."""
+    printed = "| class | " + " | ".join(table_headers("mm", 1.0).values()) + " | empty P/R/both |"
+    shown = [
+        (f"{page.name}:{number}", line.strip())
+        for page in PAGES
+        for number, line in enumerate(page.read_text().splitlines(), start=1)
+        if line.startswith("| class | Dice |")
+    ]
+    assert shown, "no copy of the evaluation table found in the docs"
+    assert [where for where, line in shown if line != printed] == [], printed

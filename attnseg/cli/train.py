@@ -39,9 +39,10 @@ The configuration is YAML with the sections network, data, optimizer, scheduler,
 default). Unknown keys and wrong types are errors that name the key. A network may bring its own training
 recipe (the multi-scale networks: Adam, lr 5e-4, betas (0.9, 0.99), no weight decay or clipping, CE); it
 fills the keys you have not set.
-The output folder becomes a model directory for `attnseg predict`: config.yaml, plan.json, labels.json,
-weights.safetensors (best validation Dice), checkpoint/last.pt (resume), runtime.json (memory layout and
-mixed precision, and why), log.csv, progress.png, tensorboard/.
+The output folder becomes a model directory for `attnseg predict`: config.yaml, network.json, plan.json,
+labels.json, weights.safetensors (best validation Dice), checkpoint/last.pt (resume), runtime.json (memory
+layout and mixed precision, and why), calibration.json, postprocessing.json, MODEL_CARD.md, log.csv,
+progress.png, tensorboard/, and .train.lock (held while the run writes: a second run on it is refused).
 
 Speed: training.layout (channels_last, contiguous) and training.amp (bf16, fp16, off) default to auto: a
 few training steps of every candidate are timed on the first batch and the fastest is kept (bf16 or fp16
