@@ -31,7 +31,8 @@ def good_image(ending: str, seed: int = 0) -> tuple[np.ndarray, Geometry]:
     """A valid image for ``ending``: noise (so compression cannot hide a truncation), int16 or uint8."""
     rng = np.random.default_rng(seed)
     if ending in PLANE_ENDINGS:
-        return rng.integers(0, 255, (1, *SHAPE_2D)).astype(np.uint8), Geometry.create([0.8, 0.8])
+        # a picture format stores pixels, not mm (a TIFF no pixel size at all): 1 x 1
+        return rng.integers(0, 255, (1, *SHAPE_2D)).astype(np.uint8), Geometry.create([1.0, 1.0])
     return rng.integers(-500, 1500, (1, *SHAPE_3D)).astype(np.int16), Geometry.create([0.9, 0.9, 2.5])
 
 
