@@ -6,7 +6,8 @@ A clinical user predicts on CT volumes of 512 x 512 x 300-600 slices (0.7 x 0.7 
 LPS), not the small volumes of the tests. This writes such a volume (:mod:`benchmarks.ct_phantom`: a body
 ellipse, a spine, liver, kidneys and spleen) and its reference mask, trains a small 3D Attention U-Net for a
 few steps on four 3 mm phantoms (the model's plan resamples the CT to 3 mm, reorients it to RAS and undoes
-both), then runs, as separate processes, ``attnseg predict`` (with and without ``--tta``) and ``attnseg
+both), then runs, as separate processes, ``attnseg predict`` (with and without ``--tta``, with and without
+``--no-qc``: without quality control the mask is made without the probabilities) and ``attnseg
 evaluate --sides`` once with the code of ``--baseline-ref`` (exported with ``git archive``) and once with
 this checkout, interleaved, ``--repeats`` times. Each process's wall time, CPU time (user + system: another
 user's load moves it less) and peak resident set (``wait4``'s ``ru_maxrss``, what ``/usr/bin/time -v``
@@ -112,13 +113,16 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model, scans, reference = prepare(work, args.slices)
     trees = {"baseline": export_tree(args.baseline_ref, work / "baseline_tree"), "current": ROOT}
-    commands = {"predict": []} if args.no_tta else {"predict": [], "predict --tta": ["--tta"]}
+    commands = {"predict": [], "predict --no-qc": ["--no-qc"]}
+    if not args.no_tta:
+        commands.update({"predict --tta": ["--tta"], "predict --tta --no-qc": ["--tta", "--no-qc"]})
     figures: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     agreement = {}
     for attempt in range(args.repeats):
         for command, extra in commands.items():
+            suffix = "".join(f"_{option.strip('-').replace('-', '_')}" for option in extra)  # _tta_no_qc
             for name, tree in trees.items():
-                out = work / f"{name}{'_tta' if extra else ''}"
+                out = work / f"{name}{suffix}"
                 shutil.rmtree(out, ignore_errors=True)
                 predict = ["predict", "-m", str(model), "-i", str(scans), "-o", str(out), "--no-progress", *extra]
                 figures.setdefault((command, name), []).append(run(tree, predict, work / f"{name}.log"))
@@ -133,7 +137,6 @@ def main() -> None:
                     evaluate += ["-o", str(out / "evaluation"), "--sides", "--images", str(scans), "--no-progress"]
                     figures.setdefault(("evaluate --sides", name), []).append(run(tree, evaluate, work / f"{name}.log"))
             if attempt == 0:
-                suffix = "_tta" if extra else ""
                 agreement[command] = same_outputs(work / f"baseline{suffix}", work / f"current{suffix}")
     rows = []
     for command in [*commands, "evaluate --sides"]:

@@ -43,6 +43,7 @@ _EXPORTS = {
     "preprocess_case": "preprocess",
     "preprocess_cases": "preprocess",
     "preprocess_dataset": "preprocess",
+    "restore_channel": "preprocess",
     "restore_prediction": "preprocess",
     "restore_probabilities": "preprocess",
     "PatchDataset": "sampling",

@@ -348,11 +348,8 @@ def restore_probabilities(prediction: np.ndarray | torch.Tensor, properties: Cas
     Scores are resampled linearly to the cropped grid; outside the crop the background has probability 1.
     (Pass probabilities, not logits, if you want probabilities back: outside the crop is filled with 1/0.)
     """
-    scores = _as_numpy(prediction).astype(np.float32, copy=False)
+    scores = _checked_scores(prediction, properties)
     k = len(properties.class_values)
-    if scores.ndim != len(properties.shape) + 1 or scores.shape[0] != k:
-        raise DataError(f"prediction of shape {scores.shape} is not ({k}, *{properties.resampled_shape})")
-    _check_grid(scores.shape[1:], properties)
     scores = resample(scores, properties.cropped_shape)
     # the result is assembled in the stored voxel order through a view on the reoriented grid: one volume of
     # K channels, where a zero-filled grid, the paste and a reordered copy held three (a CT's air is not 0, so
@@ -363,6 +360,35 @@ def restore_probabilities(prediction: np.ndarray | torch.Tensor, properties: Cas
         out[0], out[1:] = 1.0, 0.0
     view[(slice(None), *(slice(a, b) for a, b in properties.bbox))] = scores
     return out
+
+
+def restore_channel(prediction: np.ndarray | torch.Tensor, properties: CaseProperties, channel: int) -> np.ndarray:
+    """One class's scores of ``(K, *S)`` on the network's grid -> ``(*original)`` float32 on the original grid:
+    ``restore_probabilities(prediction, properties)[channel]`` bit for bit, one channel at full resolution.
+
+    Linear resampling treats every channel on its own with the same weights (the same interpolation
+    call on one channel of the contiguous scores), and the paste and the background fill only copy, so
+    the values are those of the whole volume; a caller that needs only the class map
+    (:func:`attnseg.data.arrays.argmax_channels`) holds one channel of a CT instead of K.
+    """
+    scores = _checked_scores(prediction, properties)
+    resampled = resample(scores[channel : channel + 1], properties.cropped_shape)[0]
+    out = np.empty(properties.stored_shape, dtype=np.float32)
+    if properties.cropped_shape != properties.shape:
+        out[...] = 1.0 if channel == 0 else 0.0  # outside the crop the background is certain
+    view = properties.reoriented_view(out[None])[0]
+    view[tuple(slice(a, b) for a, b in properties.bbox)] = resampled
+    return out
+
+
+def _checked_scores(prediction: np.ndarray | torch.Tensor, properties: CaseProperties) -> np.ndarray:
+    """``prediction`` as float32 ``(K, *S)`` scores on the case's preprocessed grid, or a DataError."""
+    scores = _as_numpy(prediction).astype(np.float32, copy=False)
+    k = len(properties.class_values)
+    if scores.ndim != len(properties.shape) + 1 or scores.shape[0] != k:
+        raise DataError(f"prediction of shape {scores.shape} is not ({k}, *{properties.resampled_shape})")
+    _check_grid(scores.shape[1:], properties)
+    return scores
 
 
 def restore_prediction(prediction: np.ndarray | torch.Tensor, properties: CaseProperties) -> np.ndarray:

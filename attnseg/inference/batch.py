@@ -375,9 +375,10 @@ class _RunOnRank:
 
     def _finish(self, index: int, prepared: PreparedImage, means: list[torch.Tensor]) -> Path | None:
         """Back to the image's grid, then the outputs this run writes, the mask last (in the writer thread)."""
-        mask, probabilities = self.predictor.finish(prepared, means)
-        self._assess(index, prepared, mask, probabilities)
         outputs, to_write = self.plan.outputs[index], self.plan.surveys[index].to_write
+        # without probabilities to write, the predictor keeps them only if its quality control needs them
+        mask, probabilities = self.predictor.finish(prepared, means, outputs.probabilities in to_write)
+        self._assess(index, prepared, mask, probabilities)
         if outputs.probabilities in to_write:
             write_image(outputs.probabilities, probabilities, prepared.image.geometry, overwrite=self.overwrite)
         if outputs.mask not in to_write:
@@ -385,7 +386,7 @@ class _RunOnRank:
         self.predictor.write_mask(outputs.mask, mask, prepared.image, self.overwrite, outputs.dicom)
         return outputs.mask
 
-    def _assess(self, index: int, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray) -> None:
+    def _assess(self, index: int, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray | None) -> None:
         """The case's quality control, when the predictor has one; a check that breaks is reported and
         costs the case nothing (its mask is still written)."""
         assess = getattr(self.predictor, "assess", None)

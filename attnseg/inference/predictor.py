@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attnseg.data import Image, Plan, PreprocessedCase, preprocess_case, restore_probabilities, write_image
-from attnseg.data.arrays import argmax_classes
+from attnseg.data import (
+    Image,
+    Plan,
+    PreprocessedCase,
+    preprocess_case,
+    restore_channel,
+    restore_probabilities,
+    write_image,
+)
+from attnseg.data.arrays import argmax_channels, argmax_classes
 from attnseg.data.dicom import write_dicom_series
 from attnseg.data.dicom_seg import SEG_ENDING, Algorithm, WrittenSeg, write_seg
 from attnseg.device import resolve_device
@@ -215,14 +223,40 @@ class Predictor:
             copies += 1
         return total / copies
 
-    def finish(self, prepared: PreparedImage, means: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    def finish(
+        self, prepared: PreparedImage, means: Sequence[torch.Tensor], probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(mask, probabilities) on the image's grid from :meth:`forward`'s output: every model's
-        probabilities count once in the ensemble average, taken on the image's grid."""
-        # in place, the same float32 operations as ``a * n``, ``a + b``, ``a / n``, skipped where they multiply
-        # or divide by 1: on a CT each new array is a volume of K channels (1.3 GB for 4 classes, 512 x 512 x 300)
+        probabilities count once in the ensemble average, taken on the image's grid.
+
+        ``probabilities=False`` (the caller writes none): unless quality control needs them, they are not
+        kept (None) and the mask comes from one class at a time (:meth:`_classes_by_channel`): the same
+        mask, without the K-channel volume (1.3 GB for 4 classes on a 512 x 512 x 300 CT).
+        """
+        if not probabilities and not self.quality_control:
+            scores, classes = None, self._classes_by_channel(prepared, means)
+        else:
+            scores = self._restored(prepared, means, None)
+            classes = argmax_classes(scores)
+        if self.largest_component_classes:
+            classes = keep_largest_components(classes, self.largest_component_classes)
+        values = np.asarray(self.models[0].plan.class_values)
+        dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
+        return values.astype(dtype)[classes][None], scores
+
+    def _restored(self, prepared: PreparedImage, means: Sequence[torch.Tensor], channel: int | None) -> np.ndarray:
+        """The ensemble's mean probabilities on the image's grid: ``(K, *S)``, or one class's ``(*S)``.
+
+        In place, the same float32 operations as ``a * n``, ``a + b``, ``a / n``, skipped where they multiply
+        or divide by 1: on a CT each new array is a volume of K channels (1.3 GB for 4 classes, 512 x 512 x
+        300). Elementwise, so one channel's values are those of the whole volume's.
+        """
         probabilities = None
         for (case, members), mean in zip(prepared.groups, means, strict=True):
-            restored = restore_probabilities(mean, case.properties)
+            if channel is None:
+                restored = restore_probabilities(mean, case.properties)
+            else:
+                restored = restore_channel(mean, case.properties, channel)
             if len(members) > 1:
                 restored *= len(members)
             if probabilities is None:
@@ -231,18 +265,18 @@ class Predictor:
                 probabilities += restored
         if len(self.models) > 1:
             probabilities /= len(self.models)
-        classes = argmax_classes(probabilities)
-        if self.largest_component_classes:
-            classes = keep_largest_components(classes, self.largest_component_classes)
-        values = np.asarray(self.models[0].plan.class_values)
-        dtype = np.uint8 if values.min() >= 0 and values.max() <= 255 else np.int32
-        return values.astype(dtype)[classes][None], probabilities
+        return probabilities
+
+    def _classes_by_channel(self, prepared: PreparedImage, means: Sequence[torch.Tensor]) -> np.ndarray:
+        """``argmax_classes`` of the restored probabilities, restored one class at a time (a running maximum)."""
+        count = len(self.labels)
+        return argmax_channels((self._restored(prepared, means, k) for k in range(count)), count)
 
     def assess(
-        self, case_id: str, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray
+        self, case_id: str, prepared: PreparedImage, mask: np.ndarray, probabilities: np.ndarray | None
     ) -> CaseQC | None:
         """The quality control of one finished case (None when switched off); see :mod:`attnseg.inference.qc`."""
-        if not self.quality_control:
+        if not self.quality_control or probabilities is None:
             return None
         plan = self.models[0].plan
         return assess_case(

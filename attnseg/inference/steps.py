@@ -49,8 +49,11 @@ class StepwisePredictor(Protocol):
     def forward(self, prepared: PreparedImage) -> list[torch.Tensor]:
         """The networks (the thread that owns the device)."""
 
-    def finish(self, prepared: PreparedImage, means: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        """(mask, probabilities) on the image's grid (the writer thread)."""
+    def finish(
+        self, prepared: PreparedImage, means: Sequence[torch.Tensor], probabilities: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mask, probabilities) on the image's grid (the writer thread); the probabilities may be None
+        when ``probabilities`` is False (the run writes none), so a predictor need not hold them."""
 
     def write_mask(self, path: Path, mask: np.ndarray, image: Image, overwrite: bool, dicom: bool) -> None:
         """Write the mask with the image's geometry, or as a DICOM series in the image's study."""

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnseg.data.arrays import argmax_channels, argmax_classes
 from attnseg.data.dataset import load_dataset
 from attnseg.data.geometry import Geometry
 from attnseg.data.io import Image, read_image, write_image
@@ -17,6 +18,7 @@ from attnseg.data.preprocess import (
     preprocess_case,
     preprocess_dataset,
     resample,
+    restore_channel,
     restore_prediction,
     restore_probabilities,
 )
@@ -94,11 +96,12 @@ def test_restore_probabilities_fills_background_outside_the_crop():
     np.testing.assert_array_equal(probs[:, 0, 0, 0], [1.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize(
-    "turn",
-    [None, Reorientation((0, 1, 2), (True, True, False)), Reorientation((2, 0, 1), (False, True, True))],
-    ids=["stored-as-planned", "LPS-to-RAS", "transposed-and-flipped"],
-)
+# the reorientations of the restore tests: none, LPS to RAS (two flips), and a transpose with flips
+TURNS = [None, Reorientation((0, 1, 2), (True, True, False)), Reorientation((2, 0, 1), (False, True, True))]
+TURN_IDS = ["stored-as-planned", "LPS-to-RAS", "transposed-and-flipped"]
+
+
+@pytest.mark.parametrize("turn", TURNS, ids=TURN_IDS)
 @pytest.mark.parametrize("bbox", [((0, 6), (0, 5), (0, 4)), ((1, 5), (2, 5), (0, 3))], ids=["whole", "cropped"])
 def test_restore_probabilities_in_the_stored_order_as_the_reordered_copy(turn, bbox):
     """Written straight into the stored order through a view, the probabilities are, bit for bit, those of
@@ -116,6 +119,42 @@ def test_restore_probabilities_in_the_stored_order_as_the_reordered_copy(turn, b
     assert restored.dtype == np.float32 and restored.flags.c_contiguous
     assert restored.shape == (3, *properties.stored_shape) == expected.shape
     np.testing.assert_array_equal(restored, expected)
+
+
+@pytest.mark.parametrize("turn", TURNS, ids=TURN_IDS)
+@pytest.mark.parametrize("bbox", [((0, 7), (0, 5), (0, 9)), ((1, 6), (2, 5), (0, 8))], ids=["whole", "cropped"])
+def test_one_channel_at_a_time_is_the_whole_volume_bit_for_bit(turn, bbox):
+    """``restore_channel`` is each channel of ``restore_probabilities`` bit for bit (5 classes, an odd
+    count; every axis resampled, up and down, with a flipped orientation), and the running argmax over
+    the channels is the whole volume's class map, ties and NaNs included."""
+    shape, resampled = (7, 5, 9), (3, 4, 5)
+    properties = CaseProperties(
+        Geometry.create([1.0, 1.0, 1.0]), shape, bbox, resampled, (2.0, 1.0, 1.5), (0, 1, 2, 3, 4), turn
+    )
+    scores = np.random.default_rng(3).random((5, *resampled), dtype=np.float32)
+    scores[2] = scores[1]  # ties: the first class wins
+    scores[3, 0, 0, 0] = np.nan  # argmax treats NaN as the largest
+    whole = restore_probabilities(scores, properties)
+    channels = [restore_channel(torch.from_numpy(scores), properties, k) for k in range(5)]
+    for k, channel in enumerate(channels):
+        assert channel.dtype == np.float32 and channel.shape == properties.stored_shape
+        np.testing.assert_array_equal(channel, whole[k])
+        assert channel.tobytes() == np.ascontiguousarray(whole[k]).tobytes()  # -0.0 and NaN payloads too
+    classes = argmax_channels(iter(channels), 5)
+    assert classes.dtype == np.uint8
+    np.testing.assert_array_equal(classes, argmax_classes(whole))
+    assert np.isnan(whole).any() and (classes == 3).any() and not (classes == 2).any()
+
+
+def test_argmax_channels_nan_ties_and_many_classes():
+    """The first NaN wins, as numpy's argmax; beyond 256 classes the map is uint16."""
+    scores = np.array([[0.5, np.nan, 0.2, 0.1], [np.nan, 0.3, 0.2, np.nan], [0.9, np.nan, 0.2, 0.0]], np.float32)
+    classes = argmax_channels((row.copy() for row in scores), 3)
+    np.testing.assert_array_equal(classes, scores.argmax(0))
+    many = np.zeros((300, 2), dtype=np.float32)
+    many[299, 0] = 1.0
+    wide = argmax_channels((row.copy() for row in many), 300)
+    assert wide.dtype == np.uint16 and wide.tolist() == [299, 0]
 
 
 @pytest.mark.parametrize(

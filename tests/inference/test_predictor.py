@@ -124,6 +124,21 @@ def test_tta_ensemble_probabilities_and_largest_component(trained_model, tiny_da
         assert ndimage.label(mask.array[0] == value)[1] <= 1  # one component per class at most
 
 
+def test_the_mask_without_probabilities_is_the_same(trained_model, tiny_dataset, tmp_path):
+    """With no probabilities to write and quality control off, an ensemble's mask is made one class at a
+    time, without the probabilities: the same mask, byte for byte, as from the whole volume."""
+    other = _perturbed_copy(trained_model, tmp_path / "other")
+    predictor = Predictor([trained_model, other], quality_control=False, amp="off")
+    prepared = predictor.prepare(read_image(_asymmetric_scan(tiny_dataset, tmp_path)))
+    means = predictor.forward(prepared)
+    mask, probabilities = predictor.finish(prepared, means)
+    lean, none = predictor.finish(prepared, means, probabilities=False)
+    assert none is None and probabilities is not None
+    assert lean.dtype == mask.dtype and lean.tobytes() == mask.tobytes()
+    predictor.quality_control = True  # quality control reads them: kept
+    assert predictor.finish(prepared, means, probabilities=False)[1] is not None
+
+
 def _copies_by_hand(model_dirs: list[Path], image, flips) -> list[np.ndarray]:
     """Every mirrored copy's mask of every member, by hand: on the plan's grid, slice by slice, the argmax
     of the softmax of the flipped slices' logits, flipped back."""
