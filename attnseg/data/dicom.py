@@ -498,10 +498,23 @@ def _series_volume(folder: Path, array: np.ndarray, geometry: Geometry) -> np.nd
     return array[0]
 
 
-def _encode_pixels(folder: Path, volume: np.ndarray) -> _Pixels:
-    """Stored integers and the rescale that maps them back (exact for integers; see write_dicom_series)."""
+def decimal_string(value: float) -> str:
+    """``value`` as a DICOM decimal string (VR DS) of at most 16 characters, to about 1e-14 relative.
+
+    pydicom's ``format_number_as_ds`` rounds to 16 characters but counts the digits before rounding, so a
+    value just below a power of ten gets one character too many: 9.999999999999996 (the slice spacing
+    of the built-in ``ctchest`` scan, as NRRD stores it) became ``"10.00000000000000"``, 17 characters,
+    which pydicom warns about and a strict reader refuses. The rounded text is exact, so formatting the
+    number it stands for again gives the short form (``"10.0"``).
+    """
     from pydicom.valuerep import format_number_as_ds
 
+    text = format_number_as_ds(float(value))
+    return text if len(text) <= 16 else format_number_as_ds(float(text))
+
+
+def _encode_pixels(folder: Path, volume: np.ndarray) -> _Pixels:
+    """Stored integers and the rescale that maps them back (exact for integers; see write_dicom_series)."""
     if volume.dtype == bool:
         volume = volume.astype(np.uint8)
     if volume.dtype.kind not in "iuf":
@@ -518,8 +531,8 @@ def _encode_pixels(folder: Path, volume: np.ndarray) -> _Pixels:
         shifted = (volume.astype(np.int64) - int(low)).astype(np.uint16)
         return _Pixels(shifted, "1", str(int(low)), low, high)
     # Quantise with the slope and intercept as they will be read back from their decimal strings.
-    slope = format_number_as_ds((high - low) / (_LEVELS - 1) or 1.0)
-    intercept = format_number_as_ds(low)
+    slope = decimal_string((high - low) / (_LEVELS - 1) or 1.0)
+    intercept = decimal_string(low)
     stored = np.rint((volume.astype(np.float64) - float(intercept)) / float(slope))
     return _Pixels(np.clip(stored, 0, _LEVELS - 1).astype(np.uint16), slope, intercept, low, high)
 
@@ -545,7 +558,6 @@ def _write_slices(
 ) -> None:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    from pydicom.valuerep import format_number_as_ds
 
     shared = _series_dataset(pixels, geometry, identity, description)
     slices = pixels.stored.shape[2]
@@ -558,7 +570,7 @@ def _write_slices(
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in geometry.index_to_world([0, 0, k])]
+        ds.ImagePositionPatient = [decimal_string(float(v)) for v in geometry.index_to_world([0, 0, k])]
         data = np.ascontiguousarray(pixels.stored[:, :, k].T).astype(pixels.stored.dtype.newbyteorder("<")).tobytes()
         ds.PixelData = data + b"\0" * (len(data) % 2)  # DICOM values have even length
         ds.save_as(staging / f"IM{k + 1:0{digits}d}.dcm", enforce_file_format=True)
@@ -568,7 +580,6 @@ def _series_dataset(pixels: _Pixels, geometry: Geometry, identity: dict[str, str
     """The attributes every slice of the series shares (all but SOPInstanceUID, position, number, pixels)."""
     from pydicom.dataset import Dataset
     from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
-    from pydicom.valuerep import format_number_as_ds
 
     from attnseg import __version__
 
@@ -590,17 +601,17 @@ def _series_dataset(pixels: _Pixels, geometry: Geometry, identity: dict[str, str
     ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
     direction, spacing = geometry.direction_matrix, geometry.spacing
-    ds.ImageOrientationPatient = [format_number_as_ds(float(v)) for v in (*direction[:, 0], *direction[:, 1])]
-    ds.PixelSpacing = [format_number_as_ds(spacing[1]), format_number_as_ds(spacing[0])]  # between rows, columns
-    ds.SliceThickness = ds.SpacingBetweenSlices = format_number_as_ds(spacing[2])
+    ds.ImageOrientationPatient = [decimal_string(float(v)) for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [decimal_string(spacing[1]), decimal_string(spacing[0])]  # between rows, columns
+    ds.SliceThickness = ds.SpacingBetweenSlices = decimal_string(spacing[2])
     ds.Rows, ds.Columns = pixels.stored.shape[1], pixels.stored.shape[0]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     bits = 8 * pixels.stored.dtype.itemsize
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
     ds.PixelRepresentation = int(pixels.stored.dtype.kind == "i")
     ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = pixels.slope, pixels.intercept, "US"
-    ds.WindowCenter = format_number_as_ds((pixels.low + pixels.high) / 2)
-    ds.WindowWidth = format_number_as_ds(max(pixels.high - pixels.low, 1.0))
+    ds.WindowCenter = decimal_string((pixels.low + pixels.high) / 2)
+    ds.WindowWidth = decimal_string(max(pixels.high - pixels.low, 1.0))
     return ds
 
 

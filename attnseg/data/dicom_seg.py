@@ -181,7 +181,8 @@ def write_seg(
 def _source_headers(path: Path, image: Any) -> list[Any]:
     """The headers of the series ``image`` was read from, in slice order, with empty type-2 attributes added."""
     import pydicom
-    from pydicom.valuerep import format_number_as_ds
+
+    from attnseg.data.dicom import decimal_string
 
     files = image.meta.get("files")
     if image.path is None or not files or not Path(image.path).is_dir():
@@ -200,7 +201,7 @@ def _source_headers(path: Path, image: Any) -> list[Any]:
                 f"{Path(image.path) / name}: {', '.join(differs)} differ from {files[0]}; the slices of one series "
                 "must share them for a SEG to reference them"
             )
-    spacing = format_number_as_ds(float(image.geometry.spacing[2]))
+    spacing = decimal_string(float(image.geometry.spacing[2]))
     for header in headers:
         for keyword in _TYPE2:
             if keyword not in header:

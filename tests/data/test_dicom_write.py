@@ -181,3 +181,49 @@ def test_what_dicom_slices_cannot_hold_is_a_clear_error(tmp_path, oblique):
     with pytest.raises(DataError, match=r"NaN or infinite values"):
         dicom.write_dicom_series(tmp_path / "a", np.full((1, *SHAPE), np.nan, np.float32), oblique)
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def _decimal_strings(header: pydicom.Dataset) -> dict[str, list[str]]:
+    """Every DS attribute of ``header`` as the text stored in the file."""
+    found: dict[str, list[str]] = {}
+    for element in header:
+        if element.VR == "DS":
+            values = element.value if element.VM > 1 else [element.value]
+            found[element.keyword] = [getattr(v, "original_string", None) or str(v) for v in values]
+    return found
+
+
+def test_decimal_strings_fit_16_characters_on_the_ctchest_geometry(tmp_path, recwarn):
+    """The built-in ctchest scan as NRRD stores it: slice spacing 9.999999999999996, axes flipped in x and y.
+
+    pydicom formatted the spacing as "10.00000000000000" (17 characters, over the DS limit of 16, with a
+    warning); it must be written "10.0", and the series must still read back to the same grid.
+    """
+    geometry = Geometry.create(
+        [3.0468759536743195, 3.0468759536743195, 9.999999999999996],
+        [193.09599304199222, 216.39599609374994, -200.25],
+        np.diag([-0.9999999999999999, -0.9999999999999999, 1.0]),
+    )
+    folder = dicom.write_dicom_series(tmp_path / "scan", np.zeros((1, 4, 3, 2), np.int16), geometry)
+    for header in _headers(folder):
+        strings = _decimal_strings(header)
+        assert all(len(s) <= 16 for values in strings.values() for s in values), strings
+        assert strings["SliceThickness"] == strings["SpacingBetweenSlices"] == ["10.0"]
+        assert strings["ImageOrientationPatient"] == [
+            "-1.0000000000000",
+            "0.0",
+            "0.0",
+            "0.0",
+            "-1.0000000000000",
+            "0.0",
+        ]
+    assert not [w for w in recwarn if "exceeds the maximum length" in str(w.message)]
+    assert read_image(folder).geometry.allclose(geometry, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(9.999999999999996, "10.0"), (-9.999999999999996, "-10.0"), (99.99999999999997, "100.0"), (-200.25, "-200.25")],
+)
+def test_decimal_string_rounds_up_to_a_shorter_number(value, text):
+    assert dicom.decimal_string(value) == text
