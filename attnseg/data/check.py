@@ -25,6 +25,7 @@ import numpy as np
 
 from attnseg.data.arrays import nonzero_bbox
 from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
+from attnseg.data.hounsfield import hounsfield_problem, is_ct_channel
 from attnseg.data.io import Image, pixel_size_stored, read_label
 from attnseg.data.orientation import CANONICAL, reorientation
 from attnseg.errors import DataError
@@ -268,7 +269,7 @@ def _check_case(
     except DataError as error:
         problems.append(_problem_from(error, case.images[0]))
         return None
-    image_ok = _check_image(image, case, num_channels, problems)
+    image_ok = _check_image(image, case, num_channels, problems, _ct_channels(dataset))
     if case.label is None:
         expected = f"labelsTr/{case.id}{dataset.file_ending}" if dataset.layout == "nnunet" else "a label file"
         problems.append(Problem("error", str(case.images[0]), f"no label for this image (expected {expected})"))
@@ -308,10 +309,17 @@ def _check_test_case(dataset: Dataset, case: Case, num_channels: int | None, pro
     except DataError as error:
         problems.append(_problem_from(error, case.images[0]))
         return
-    _check_image(image, case, num_channels, problems)
+    _check_image(image, case, num_channels, problems, _ct_channels(dataset))
 
 
-def _check_image(image: Image, case: Case, num_channels: int | None, problems: list[Problem]) -> bool:
+def _check_image(
+    image: Image,
+    case: Case,
+    num_channels: int | None,
+    problems: list[Problem],
+    ct_channels: frozenset[int] = frozenset(),
+) -> bool:
+    """Channels as declared, finite intensities, not constant, and (``ct_channels``) in Hounsfield units."""
     ok = True
     if num_channels is not None and image.channels != num_channels:
         problems.append(
@@ -337,7 +345,14 @@ def _check_image(image: Image, case: Case, num_channels: int | None, problems: l
             # some cases) cannot be told apart from a failed export or a blank series.
             which = "" if one_file or image.channels == 1 else f" (channel {channel})"
             problems.append(Problem("warning", where, f"constant image{which}: every voxel is {values.flat[0]:g}"))
+        elif channel in ct_channels and (not_hu := hounsfield_problem(values)):
+            problems.append(Problem("warning", where, not_hu))
     return ok
+
+
+def _ct_channels(dataset: Dataset) -> frozenset[int]:
+    """The channels dataset.json names CT (nnU-Net's convention, as the ``ct`` normalisation reads it)."""
+    return frozenset(int(c) for c, name in dataset.channel_names.items() if is_ct_channel(str(name)))
 
 
 def _is_constant(values: np.ndarray) -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 
 from attnseg.data.check import Fingerprint, fingerprint_dataset
 from attnseg.data.dataset import Dataset, load_dataset
+from attnseg.data.hounsfield import is_ct_channel
 from attnseg.data.orientation import CANONICAL, check_orientation_code
 from attnseg.errors import ConfigError, DataError
 from attnseg.fileio import read_json, write_json
@@ -348,7 +349,7 @@ def scheme_for_channel(name: str) -> Scheme:
     """nnU-Net's channel-name convention (CT -> ct, noNorm -> none, rescale_to_0_1 -> rescale, zscore ->
     zscore); any other name (MR, T1, FLAIR, ...) -> robust_zscore."""
     key = name.strip().lower()
-    if key == "ct":
+    if is_ct_channel(key):
         return "ct"
     if key in ("nonorm", "none"):
         return "none"
