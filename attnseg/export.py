@@ -30,6 +30,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -227,19 +228,42 @@ def _quiet_export() -> Iterator[None]:
                 logger.setLevel(level)
 
 
+# Terminal colour codes, which torch's ONNX exporter puts in its messages.
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+# How many of an error's chained causes the one-line message quotes.
+_CAUSES_QUOTED = 2
+# What `attnseg export` offers when ONNX fails: the formats that trace the network rather than export it.
+ONNX_ALTERNATIVES = "--format torchscript or --format monai-bundle export it at any size (docs/export.md)"
+
+
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = _ANSI_ESCAPE.sub("", str(error)).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _failure_reason(error: BaseException) -> str:
+    """The error's first line and those of its first chained causes: torch's ONNX exporter wraps every
+    failure in an error whose first line says only that step 1/3 failed; the reason is in its cause."""
+    parts = [_first_line(error).removesuffix("Next steps:").strip()]
+    cause = error.__cause__
+    while cause is not None and len(parts) <= _CAUSES_QUOTED:
+        parts.append(f"{type(cause).__name__}: {_first_line(cause)}")
+        cause = cause.__cause__
+    return " <- ".join(parts)
+
+
+def _failure_message(exporter: str, model: nn.Module, error: BaseException, hint: str = "") -> str:
+    return f"{exporter} of {type(model).__name__} failed: {_failure_reason(error)}{hint}"
 
 
 @contextlib.contextmanager
 def _export_failure(exporter: str, model: nn.Module, hint: str = "") -> Iterator[None]:
-    """An exporter's failure becomes one AttnsegError naming the network and the first line of the cause
-    (chained): the exporters' messages run to pages of traces."""
+    """An exporter's failure becomes one AttnsegError naming the network, the first lines of the error and
+    its causes, and ``hint`` (the cause is chained): the exporters' messages run to pages of traces."""
     try:
         yield
     except Exception as error:
-        raise AttnsegError(f"{exporter} of {type(model).__name__} failed{hint}: {_first_line(error)}") from error
+        raise AttnsegError(_failure_message(exporter, model, error, hint)) from error
 
 
 def _onnx_dynamic() -> Any:
@@ -305,7 +329,7 @@ def export_onnx(
     dynamic_spatial, multiple = _resolve_spatial(model, dynamic_spatial, spatial_multiple)
     output = _eager(model, x)
     trace_input, dims = _onnx_trace_shapes(x, dynamic_batch, dynamic_spatial, dynamic)
-    failure = _export_failure("ONNX export", model, " (try dynamic_spatial=False)" if dynamic_spatial else "")
+    failure = _export_failure("ONNX export", model, "; try dynamic_spatial=False" if dynamic_spatial else "")
     with _eval_mode(model), atomic_path(path, overwrite) as temporary, _quiet_export(), failure:
         network = PadToMultiple(model, multiple).eval() if dynamic_spatial and multiple and multiple > 1 else model
         torch.onnx.export(
@@ -601,7 +625,15 @@ def export_model_dir(
     check_writable(side, overwrite)
     example = torch.randn(1, plan.num_channels, *plan.patch_size)
     exporter = export_onnx if fmt == "onnx" else export_torchscript
-    result = exporter(network, example, path, overwrite=overwrite)
+    try:
+        result = exporter(network, example, path, overwrite=overwrite)
+    except AttnsegError as error:
+        if fmt != "onnx" or error.__cause__ is None:
+            raise
+        # export_onnx's hint names its Python argument; here the user has the command line's formats.
+        raise AttnsegError(
+            _failure_message("ONNX export", network, error.__cause__, f"; {ONNX_ALTERNATIVES}")
+        ) from error.__cause__
     checker = onnx_parity if fmt == "onnx" else torchscript_parity
     parity = checker(network, path, parity_inputs(example, dynamic_batch=True, dynamic_spatial=result.dynamic_spatial))
     in_plane = [s for axis, s in enumerate(plan.target_spacing) if axis != plan.slice_axis]

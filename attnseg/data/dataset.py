@@ -212,6 +212,21 @@ def _channel_names(spec: Mapping[str, Any], key: str, source: Path) -> dict[str,
     return dict(sorted(names.items(), key=lambda item: int(item[0])))
 
 
+def declared_channel_names(folder: str | Path) -> tuple[Path, list[str]] | None:
+    """The channel names that the dataset.json in ``folder`` or beside it (an nnU-Net ``imagesTs`` sits
+    next to its dataset.json) declares, in channel order, with that file; None where there is none or it
+    names no channels. Prediction compares them with the model's: file ``CASE_000k`` is read as the
+    model's channel k, and nothing in the voxels says that a T2 was put where the model wants a T1ce."""
+    folder = Path(folder)
+    for source in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if not source.is_file():
+            continue
+        spec = read_json(source)
+        key = next((k for k in ("channel_names", "modality") if isinstance(spec, dict) and k in spec), None)
+        return None if key is None else (source, list(_channel_names(spec, key, source).values()))
+    return None
+
+
 # ---- nnU-Net v2 ------------------------------------------------------------------------------------
 def _load_nnunet(root: Path, spec: dict[str, Any]) -> Dataset:
     source = root / "dataset.json"

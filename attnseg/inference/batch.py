@@ -298,7 +298,7 @@ def _list_cases(
     """The cases, their outputs and a fresh run id (the shared counters' keys); or the user's error, which
     rank 0 sends to every rank so that all of them stop with it."""
     try:
-        cases = find_cases(inputs, predictor.num_channels)
+        cases = find_cases(inputs, predictor.num_channels, getattr(predictor, "channel_names", None))
         default = getattr(predictor, "dicom_output_format", None)  # the model's choice for DICOM inputs
         endings = [ending or (default if case.is_dicom else None) for case in cases]
         outputs = [output_paths(case, output, e, probabilities) for case, e in zip(cases, endings, strict=True)]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from attnseg.data.dataset import MISSING_CHANNEL_FILE, channel_file
+from attnseg.data.dataset import MISSING_CHANNEL_FILE, channel_file, declared_channel_names
 from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
@@ -88,7 +88,9 @@ class CaseSurvey:
     problem: str | None = None
 
 
-def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> list[InputCase]:
+def find_cases(
+    inputs: str | Path | Sequence[str | Path], num_channels: int, channel_names: Sequence[str] | None = None
+) -> list[InputCase]:
     """The cases in ``inputs``: image files, folders of image files, or DICOM series folders.
 
     Files named nnU-Net style (``case_0000.nii.gz``, ``case_0001.nii.gz``) are grouped into one case
@@ -98,8 +100,13 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
     is ``dicom`` or ``dicom-seg``). A folder without image files may be a tree
     of series folders, or hold several series side by side: each image series is one case
     (:func:`~attnseg.data.dicom_tree.find_dicom_series`).
+
+    With the model's ``channel_names``, a dataset.json in or beside an input folder (or a file's folder)
+    that declares other channels, or the same in another order, is an error (:func:`check_channel_names`).
     """
     paths = [Path(inputs)] if isinstance(inputs, (str, Path)) else [Path(p) for p in inputs]
+    if channel_names is not None:
+        check_channel_names(paths, channel_names)
     files: list[Path] = []
     cases: list[InputCase] = []
     for path in paths:
@@ -128,6 +135,33 @@ def find_cases(inputs: str | Path | Sequence[str | Path], num_channels: int) -> 
     if duplicates:
         raise DataError(f"several inputs would write the same output: {', '.join(duplicates[:5])}")
     return cases
+
+
+def check_channel_names(paths: Iterable[Path], channel_names: Sequence[str]) -> None:
+    """Refuse scans whose dataset.json declares channels other than the model's, in name or order.
+
+    File ``CASE_000k`` is fed to the model as its channel k whatever it holds; a T2 where the model learnt
+    a T1ce gives a confident, wrong mask and no error (the channels' intensities overlap too much to
+    notice it from the voxels). The dataset.json beside the scans is the one statement of what each file
+    holds, so it is checked; names are compared without case, and folders without one cannot be checked.
+    """
+    folders = dict.fromkeys(p if p.is_dir() else p.parent for p in paths)
+    for folder in folders:
+        declared = declared_channel_names(folder)
+        if declared is None:
+            continue
+        source, names = declared
+        if [n.strip().lower() for n in names] != [n.strip().lower() for n in channel_names]:
+            raise DataError(
+                f"{source}: the scans' channels are {_numbered(names)}, but the model was trained on "
+                f"{_numbered(channel_names)}; each CASE_000k file is read as the model's channel k, so rename "
+                f"the files to the model's order (or correct {source.name} if it is wrong); nothing was predicted"
+            )
+
+
+def _numbered(names: Sequence[str]) -> str:
+    """``_0000=T1, _0001=T1ce``: channel names by the file suffix that holds them."""
+    return ", ".join(f"_{c:04d}={name}" for c, name in enumerate(names))
 
 
 def _group_channels(files: Iterable[Path], num_channels: int) -> list[InputCase]:

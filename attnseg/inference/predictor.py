@@ -106,6 +106,8 @@ class Predictor:
                     f"{self.models[0].model_dir.path}: {self.labels}; an ensemble needs the same labels"
                 )
         self.num_channels = self.models[0].plan.num_channels
+        # What each channel file must hold (CASE_000k: channel k), checked against the scans' dataset.json.
+        self.channel_names = list(self.models[0].plan.channel_names)
         self.dicom_output_format = self._dicom_output_format()
         self._algorithm: Algorithm | None = None
         self.written_segs: list[WrittenSeg] = []  # every SEG this predictor wrote, with its UIDs

@@ -124,7 +124,7 @@ def _run_on_scan(predictor: Predictor, inputs: str | Path | Sequence[str | Path]
     """Steps 1 and 2, and the predictions of step 3: read and preprocess the scan, run the network with its
     maps as channels, put each prediction back on the scan's grid (post-processed as ``attnseg predict``)."""
     loaded = predictor.models[0]
-    cases = find_cases(inputs, predictor.num_channels)
+    cases = find_cases(inputs, predictor.num_channels, predictor.channel_names)
     if len(cases) != 1:
         raise ConfigError(f"give one scan (its channel files, or one DICOM folder); found {len(cases)} cases")
     case_id, paths = cases[0].case_id, cases[0].paths

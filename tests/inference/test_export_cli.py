@@ -67,3 +67,25 @@ def test_export_onnx_from_a_model_dir_as_the_readme_says(trained_model, tmp_path
     assert main(["export", "-m", str(model), "--format", "onnx"]) == 2  # keeps the earlier export
     assert "exists; pass overwrite=True" in capsys.readouterr().err
     assert main(["export", "-m", str(model), "--format", "onnx", "--overwrite"]) == 0
+
+
+def test_guided_network_onnx_failure_says_why_and_what_to_use_instead(tmp_path, capsys):
+    """torch.export cannot export the guided network at any spatial size (docs/export.md). The command said
+    only torch's wrapper line, with terminal colour codes, and advised `dynamic_spatial=False`, a Python
+    argument the command line does not have; now: the reason from the cause, and the formats that work."""
+    from tests.fixtures import nnunet_builder
+
+    data = nnunet_builder(tmp_path)(cases=3, shape=(20, 18, 6), classes=2)
+    model = tmp_path / "ms"
+    train = ["train", "--dataset", str(data), "--output", str(model), "--network", "ms_guided_cpu", "--epochs", "1"]
+    assert main([*train, "--no-progress", "--set", "training.iterations_per_epoch=1", "--set", "training.amp=off"]) == 0
+    capsys.readouterr()
+    assert main(["export", "-m", str(model), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX export of MultiScaleGuidedAttentionNet failed: Failed to export the model with torch.export." in err
+    assert "<- NotImplementedError: " in err  # the reason, from the wrapper's cause
+    assert err.rstrip().endswith(
+        "; --format torchscript or --format monai-bundle export it at any size (docs/export.md)"
+    )
+    assert "\x1b[" not in err and "dynamic_spatial" not in err
+    assert not (model / "model.onnx").exists()

@@ -291,3 +291,39 @@ def test_prediction_runs_as_the_training_chose_unless_told_otherwise(trained_mod
     assert np.mean(mask_bf16 == mask_fp32) > 0.98
     (model / ModelDir.RUNTIME).unlink()  # a model directory from before runtime.json: the default
     assert Predictor([model]).models[0].runtime.name == "channels_last/fp32"
+
+
+def test_predict_refuses_scans_whose_dataset_json_orders_the_channels_otherwise(
+    trained_model, tiny_dataset, tmp_path, capsys
+):
+    """The model learnt channel 0 as "MR"; scans whose dataset.json says _0000 holds "CT" would be fed to it as
+    MR with no error. predict and visualize refuse them, naming the file and both orders; a dataset.json that
+    agrees (any case) is accepted."""
+    scans = tmp_path / "Dataset009_Other"
+    shutil.copytree(tiny_dataset / "imagesTr", scans / "imagesTs")
+    spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0}, "file_ending": ".nii.gz"}
+    (scans / "dataset.json").write_text(json.dumps(spec))
+    args = [
+        "predict",
+        "-m",
+        str(trained_model),
+        "-i",
+        str(scans / "imagesTs"),
+        "-o",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    assert main(args) == 2
+    expected = (
+        f"{scans / 'dataset.json'}: the scans' channels are _0000=CT, but the model was trained on _0000=MR; "
+        "each CASE_000k file is read as the model's channel k"
+    )
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))
+    scan = scans / "imagesTs" / "case_000_0000.nii.gz"
+    assert main(["visualize", "-m", str(trained_model), "-i", str(scan), "-o", str(tmp_path / "vis")]) == 2
+    assert expected in capsys.readouterr().err
+
+    spec["channel_names"] = {"0": "mr"}
+    (scans / "dataset.json").write_text(json.dumps(spec))
+    assert main(args) == 0
