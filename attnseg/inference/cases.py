@@ -18,6 +18,7 @@ from attnseg.data.dicom import check_series_target, series_voxel_count
 from attnseg.data.dicom_seg import SEG_ENDING, is_seg_file, seg_grid
 from attnseg.data.dicom_tree import find_dicom_series
 from attnseg.data.geometry import Geometry
+from attnseg.data.hounsfield import is_ct_channel
 from attnseg.data.io import (
     EXTENSIONS,
     file_ending,
@@ -144,6 +145,7 @@ def check_channel_names(paths: Iterable[Path], channel_names: Sequence[str]) -> 
     a T1ce gives a confident, wrong mask and no error (the channels' intensities overlap too much to
     notice it from the voxels). The dataset.json beside the scans is the one statement of what each file
     holds, so it is checked; names are compared without case, and folders without one cannot be checked.
+    A one-channel model is held only to CT or not CT (:func:`_same_channels`).
     """
     folders = dict.fromkeys(p if p.is_dir() else p.parent for p in paths)
     for folder in folders:
@@ -151,12 +153,21 @@ def check_channel_names(paths: Iterable[Path], channel_names: Sequence[str]) -> 
         if declared is None:
             continue
         source, names = declared
-        if [n.strip().lower() for n in names] != [n.strip().lower() for n in channel_names]:
+        if not _same_channels(names, channel_names):
             raise DataError(
                 f"{source}: the scans' channels are {_numbered(names)}, but the model was trained on "
                 f"{_numbered(channel_names)}; each CASE_000k file is read as the model's channel k, so rename "
                 f"the files to the model's order (or correct {source.name} if it is wrong); nothing was predicted"
             )
+
+
+def _same_channels(declared: Sequence[str], model: Sequence[str]) -> bool:
+    """The same channels in the same order, names compared without case. One channel against one has no
+    order to get wrong and a loose name ("MR", "T1", "T1w" for one scan): only CT against another modality
+    counts there (the two are normalised on different scales)."""
+    if len(declared) == len(model) == 1:
+        return is_ct_channel(declared[0]) == is_ct_channel(model[0])
+    return [n.strip().lower() for n in declared] == [n.strip().lower() for n in model]
 
 
 def _numbered(names: Sequence[str]) -> str:

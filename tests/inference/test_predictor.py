@@ -327,3 +327,22 @@ def test_predict_refuses_scans_whose_dataset_json_orders_the_channels_otherwise(
     spec["channel_names"] = {"0": "mr"}
     (scans / "dataset.json").write_text(json.dumps(spec))
     assert main(args) == 0
+
+
+def test_a_one_channel_model_is_not_held_to_its_channel_name(tmp_path):
+    """One channel has no order to get wrong: "T1w" beside the scans of a model trained on "T1" is no error;
+    an MR scan for a CT model is."""
+    import json
+
+    from attnseg.inference.cases import check_channel_names
+
+    (tmp_path / "imagesTs").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1w"}, "labels": {"background": 0}}))
+    check_channel_names([tmp_path / "imagesTs"], ["T1"])  # no error
+    with pytest.raises(DataError, match="the scans' channels are _0000=T1w, but the model was trained on _0000=CT"):
+        check_channel_names([tmp_path / "imagesTs"], ["CT"])  # normalised on another scale
+    with pytest.raises(DataError, match="the scans' channels are _0000=T1w, _0001=T2"):
+        (tmp_path / "dataset.json").write_text(
+            json.dumps({"channel_names": {"0": "T1w", "1": "T2"}, "labels": {"background": 0}})
+        )
+        check_channel_names([tmp_path / "imagesTs"], ["T1", "T2"])
