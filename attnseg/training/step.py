@@ -14,11 +14,15 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from attnseg.errors import ConfigError
 from attnseg.runtime import Runtime, fastest, runtime_candidates
 from attnseg.timing import time_call
 from attnseg.training.budget import RUNTIME_TIMING_SHARE, TimeBudget, format_duration, refuse_if_short
 from attnseg.training.config import Config
 from attnseg.training.optim import build_optimizer
+
+# torch's batch norm, training on one value per channel (a batch of 1 whose deepest map is one voxel)
+_BATCH_NORM_ONE_VALUE = "Expected more than 1 value per channel when training"
 
 
 class TrainStep:
@@ -45,8 +49,18 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler("cuda", enabled=runtime.amp == "fp16")
 
     def forward_loss(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        with self.runtime.autocast():
-            return self.loss_fn(self.model(self.runtime.prepare_input(image)), label)
+        try:
+            with self.runtime.autocast():
+                return self.loss_fn(self.model(self.runtime.prepare_input(image)), label)
+        except ValueError as error:
+            if _BATCH_NORM_ONE_VALUE not in str(error):
+                raise
+            raise ConfigError(
+                f"a training step on a batch of {tuple(image.shape)}: the network's deepest feature map is one "
+                f"voxel per channel here, and batch normalisation needs more than one value per channel to "
+                f"train ({error}); use a batch of 2 or more (data.batch_size, or --batch for attnseg profile) or "
+                "a larger patch (data.patch_size, --size)"
+            ) from error
 
     def update(self, loss: torch.Tensor) -> None:
         """Backward from ``loss`` and one optimizer step."""
