@@ -51,6 +51,7 @@ from attnseg.data.dicom import is_series_target, read_dicom_series, write_dicom_
 from attnseg.data.geometry import Geometry
 from attnseg.data.image import WRITE_ATOL, WRITE_RTOL, Image, from_sitk
 from attnseg.data.metaimage import missing_data
+from attnseg.data.nrrd import missing_data as missing_nrrd_data
 from attnseg.data.pixel_size import stores_pixel_size
 from attnseg.data.png_palette import palette_indices
 from attnseg.errors import DataError, OutputExistsError
@@ -534,13 +535,16 @@ def missing_voxel_data(path: str | Path) -> str | None:
 
     A header-only look (:func:`read_grid`) takes a copy cut short for a finished file; this is the check
     that a file is whole without decoding it where the format allows: a NIfTI's size (``.nii``) or its
-    gzip trailer's length (``.nii.gz``), a MetaImage's data (:func:`attnseg.data.metaimage.missing_data`).
-    Other formats: None (their readers fail on short data when the file is read).
+    gzip trailer's length (``.nii.gz``), a MetaImage's data (:func:`attnseg.data.metaimage.missing_data`), an
+    NRRD's attached data (:func:`attnseg.data.nrrd.missing_data`). Other formats: None (their readers fail on
+    short data when the file is read).
     """
     path = Path(path)
     kind = EXTENSIONS[file_ending(path)]
     if kind == "MetaImage":
         return missing_data(path)
+    if kind == "NRRD":
+        return missing_nrrd_data(path)
     if kind != "NIfTI":
         return None
     import nibabel as nib

@@ -34,7 +34,7 @@ def _header(path: Path) -> tuple[dict[str, str], int]:
                 return header, stream.tell()
 
 
-def _payload_bytes(source: Path, offset: int, compressed: bool) -> int:
+def payload_bytes(source: Path, offset: int, compressed: bool) -> int:
     """How many bytes of voxel data ``source`` holds from ``offset`` on (after decompression)."""
     with open(source, "rb") as stream:
         stream.seek(offset)
@@ -68,7 +68,7 @@ def missing_data(path: Path) -> str | None:
     for size in dims:
         needed *= size
     try:
-        found = _payload_bytes(source, offset if data_file == "LOCAL" else 0, compressed)
+        found = payload_bytes(source, offset if data_file == "LOCAL" else 0, compressed)
     except zlib.error as error:
         return f"MetaImage compressed voxel data is corrupt ({error})"
     if found < needed:

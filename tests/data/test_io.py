@@ -199,7 +199,32 @@ def test_missing_voxel_data_tells_a_file_cut_after_its_header_from_a_whole_one(t
     assert read_grid(tmp_path / "cut.nii.gz")[0] == (40, 40, 20)
     cut = missing_voxel_data(tmp_path / "cut.nii.gz")
     assert cut.startswith("its gzip stream is cut short or damaged after 32,352 bytes")
-    assert missing_voxel_data(write_image(tmp_path / "x.nrrd", labels, oblique)) is None  # not checked here
+    assert missing_voxel_data(write_image(tmp_path / "x.nrrd", labels, oblique)) is None  # whole
+
+
+def test_missing_voxel_data_of_nrrd_files_cut_after_their_header(tmp_path, oblique):
+    """ITK's gzip NRRD, a raw one written by hand (16-bit, 4 x 3 x 2: 48 bytes), and a .seg.nrrd: whole, then cut."""
+    labels = np.random.default_rng(0).integers(0, 3, (1, 40, 40, 20)).astype(np.uint8)
+    for name in ("mask.nrrd", "mask.seg.nrrd"):
+        whole = write_image(tmp_path / name, labels, oblique)
+        assert missing_voxel_data(whole) is None
+        content = whole.read_bytes()
+        cut = tmp_path / f"cut_{name}"
+        cut.write_bytes(content[: len(content) - 200])  # the gzip stream ends early
+        assert read_grid(cut)[0] == (40, 40, 20)
+        reason = missing_voxel_data(cut)
+        assert reason is not None and reason.endswith("needs 32,000; is it truncated?"), reason
+    header = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 3 2\nencoding: raw\nendian: little\n\n"
+    raw = tmp_path / "raw.nrrd"
+    raw.write_bytes(header + bytes(48))
+    assert missing_voxel_data(raw) is None
+    raw.write_bytes(header + bytes(47))
+    assert missing_voxel_data(raw) == (
+        "NRRD file holds 47 bytes of voxel data where its header (sizes 4 3 2, short, raw) needs 48; is it truncated?"
+    )
+    detached = tmp_path / "detached.nhdr.nrrd"
+    detached.write_bytes(header.replace(b"\n\n", b"\ndata file: elsewhere.raw\n\n"))
+    assert missing_voxel_data(detached) is None  # not checked: its reader names the missing file
 
 
 def test_unsupported_extension_and_missing_file(tmp_path):
