@@ -41,13 +41,27 @@ def calibrate(
         probabilities.append(predicted.numpy())
         labels.append(np.asarray(case.label))
     p, y = pooled_sample(probabilities, labels)
-    temperature = fit_temperature(p, y)
+    return temperature_record(p, y, [case.id for case in cases])
+
+
+def temperature_record(p: np.ndarray, y: np.ndarray, case_ids: Sequence[str]) -> dict[str, Any]:
+    """``calibration.json``'s content for the pooled probabilities ``p`` ``(N, K)`` and labels ``y`` of the
+    validation cases: the fitted temperature, whether it is applied, and the ECE before and after."""
+    fitted = fit_temperature(p, y)
+    before, after = expected_calibration_error(p, y), expected_calibration_error(scaled(p, fitted), y)
+    # The fit minimises the likelihood, not the ECE; on few validation voxels the two can disagree. A
+    # temperature that makes the calibration it is kept for worse, on the very cases it was fitted on, is
+    # not applied (the quality control's predicted Dice reads the calibrated probabilities).
+    kept = after <= before
     return {
-        "temperature": temperature,
-        "at_range_limit": range_limit(temperature),
-        "ece_before": expected_calibration_error(p, y),
-        "ece_after": expected_calibration_error(scaled(p, temperature), y),
-        "fitted_on": [case.id for case in cases],
+        "temperature": fitted if kept else 1.0,
+        "fitted_temperature": fitted,
+        "kept": kept,
+        "at_range_limit": range_limit(fitted),
+        "ece_before": before,
+        "ece_after": after if kept else before,
+        "ece_fitted": after,
+        "fitted_on": list(case_ids),
         "voxels": len(y),
     }
 
@@ -69,10 +83,14 @@ def range_limit(temperature: float) -> str | None:
 def calibration_line(result: dict[str, Any]) -> str:
     """What training prints of its calibration: the temperature, the ECE before and after, and a fit at the
     range's end named for what it means."""
-    line = (
-        f"calibration: temperature {result['temperature']:.3g} on {len(result['fitted_on'])} validation case(s); "
-        f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f}"
-    )
+    cases = f"{len(result['fitted_on'])} validation case(s)"
+    if not result.get("kept", True):
+        return (
+            f"calibration: temperature {result['fitted_temperature']:.3g} fitted on {cases} would raise the ECE "
+            f"{result['ece_before']:.3f} -> {result['ece_fitted']:.3f}; not applied (temperature 1)"
+        )
+    ece = f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f}"
+    line = f"calibration: temperature {result['temperature']:.3g} on {cases}; {ece}"
     if result.get("at_range_limit") == "high":
         line += (
             " (at the top of its range: the model is barely trained, or its validation cases unlike its training ones)"

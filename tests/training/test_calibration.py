@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from attnseg.metrics.calibration import fit_temperature
 from attnseg.training.calibration import calibration_line, range_limit
@@ -37,3 +38,24 @@ def test_an_ordinary_fit_is_within_the_range():
     line = calibration_line(_result(temperature))
     assert line == "calibration: temperature 5.42 on 2 validation case(s); ECE 0.300 -> 0.100"
     assert range_limit(math.exp(-3.0)) == "low" and range_limit(1.0) is None
+
+
+def test_a_temperature_that_raises_the_ece_it_was_fitted_on_is_not_applied():
+    """70 voxels at 0.95, all right, and 30 at 0.99, half right. With 15 bins both fall in the top bin:
+    confidence 0.7 * 0.95 + 0.3 * 0.99 = 0.962, accuracy 0.85, ECE 0.112. The likelihood's temperature (2.55)
+    spreads them to 0.760 (bin 12, accuracy 1: 0.7 * 0.240) and 0.859 (bin 13, accuracy 0.5: 0.3 * 0.359):
+    ECE 0.276, worse. The fit is recorded, temperature 1 is applied."""
+    from attnseg.training.calibration import temperature_record
+
+    p = np.array([[0.95, 0.05]] * 70 + [[0.99, 0.01]] * 30)
+    y = np.array([0] * 70 + [0] * 15 + [1] * 15)
+    record = temperature_record(p, y, ["case"])
+    assert record["ece_before"] == pytest.approx(0.112, abs=1e-3)
+    assert record["ece_fitted"] == pytest.approx(0.7 * 0.240 + 0.3 * 0.359, abs=2e-3)
+    assert record["kept"] is False and record["temperature"] == 1.0 and record["fitted_temperature"] > 2
+    assert record["ece_after"] == record["ece_before"]
+    line = calibration_line(record)
+    assert line.startswith("calibration: temperature 2.55 fitted on 1 validation case(s) would raise the ECE")
+    assert line.endswith("0.112 -> 0.275; not applied (temperature 1)")
+    kept = temperature_record(np.tile([[0.99, 0.01]], (100, 1)), np.array([0] * 70 + [1] * 30), ["case"])
+    assert kept["kept"] is True and kept["temperature"] == kept["fitted_temperature"]
