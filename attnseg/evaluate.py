@@ -69,20 +69,16 @@ _FIRST_CHANNEL = re.compile(r"_0000$")
 @dataclass(frozen=True)
 class MaskPair:
     """One case's prediction and reference files, and the grid to compare them on (None: their own,
-    which agree; a grid when a SEG is involved). ``pixel_size``: the mm per pixel the user stated for
+    which agree; a grid when a SEG is involved). ``stored``: both files state their pixel size (decided once,
+    by :func:`pair_cases`; a SEG, on a scan's grid, does). ``pixel_size``: the mm per pixel the user stated for
     pictures that store none (None: the files' spacing, in pixels for such pictures)."""
 
     case_id: str
     prediction: Path
     reference: Path
     grid: Grid | None = None
+    stored: bool = True
     pixel_size: tuple[float, ...] | None = None
-
-    @property
-    def stored(self) -> bool:
-        """Both files state their pixel size (a SEG, on a scan's grid, does): a predicted PNG that attnseg
-        wrote from a picture carries the picture's 1 x 1 as if it were mm, so one side is not enough."""
-        return self.grid is not None or (pixel_size_stored(self.prediction) and pixel_size_stored(self.reference))
 
     @property
     def unit(self) -> str:
@@ -147,15 +143,16 @@ def pair_cases(
         try:
             grid = pair_grid(pred_path, ref_path, sources, seg_labels)
             if grid is not None:
-                pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))
+                pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, grid))  # a SEG: on a scan's grid, in mm
                 continue
             problem = _grid_problem(pred_path, read_grid(pred_path), ref_path, read_grid(ref_path))
         except DataError as error:
             problem = str(error)
         if problem:
             pairing.problems.append(problem)
-        else:
-            pairing.pairs.append(MaskPair(case_id, pred_path, ref_path))
+        else:  # in mm only if both state their pixel size: a PNG predicted from a picture carries its 1 x 1
+            stored = pixel_size_stored(pred_path) and pixel_size_stored(ref_path)
+            pairing.pairs.append(MaskPair(case_id, pred_path, ref_path, stored=stored))
     return pairing
 
 
