@@ -349,17 +349,7 @@ def restore_probabilities(prediction: np.ndarray | torch.Tensor, properties: Cas
     (Pass probabilities, not logits, if you want probabilities back: outside the crop is filled with 1/0.)
     """
     scores = _checked_scores(prediction, properties)
-    k = len(properties.class_values)
-    scores = resample(scores, properties.cropped_shape)
-    # the result is assembled in the stored voxel order through a view on the reoriented grid: one volume of
-    # K channels, where a zero-filled grid, the paste and a reordered copy held three (a CT's air is not 0, so
-    # its crop is the whole grid and nothing is filled)
-    out = np.empty((k, *properties.stored_shape), dtype=np.float32)
-    view = properties.reoriented_view(out)
-    if properties.cropped_shape != properties.shape:
-        out[0], out[1:] = 1.0, 0.0
-    view[(slice(None), *(slice(a, b) for a, b in properties.bbox))] = scores
-    return out
+    return _on_original_grid(resample(scores, properties.cropped_shape), properties, first_class=0)
 
 
 def restore_channel(prediction: np.ndarray | torch.Tensor, properties: CaseProperties, channel: int) -> np.ndarray:
@@ -372,12 +362,24 @@ def restore_channel(prediction: np.ndarray | torch.Tensor, properties: CasePrope
     (:func:`attnseg.data.arrays.argmax_channels`) holds one channel of a CT instead of K.
     """
     scores = _checked_scores(prediction, properties)
-    resampled = resample(scores[channel : channel + 1], properties.cropped_shape)[0]
-    out = np.empty(properties.stored_shape, dtype=np.float32)
+    resampled = resample(scores[channel : channel + 1], properties.cropped_shape)
+    return _on_original_grid(resampled, properties, first_class=channel)[0]
+
+
+def _on_original_grid(scores: np.ndarray, properties: CaseProperties, first_class: int) -> np.ndarray:
+    """``(C, *cropped)`` scores of classes ``first_class``, ``first_class + 1``... pasted into ``(C, *original)``,
+    in the image's stored voxel order; outside the crop the background is certain (1, the others 0).
+
+    Assembled in the stored order through a view on the reoriented grid: one volume, where a zero-filled
+    grid, the paste and a reordered copy held three (a CT's air is not 0, so its crop is the whole grid and
+    nothing is filled)."""
+    out = np.empty((len(scores), *properties.stored_shape), dtype=np.float32)
     if properties.cropped_shape != properties.shape:
-        out[...] = 1.0 if channel == 0 else 0.0  # outside the crop the background is certain
-    view = properties.reoriented_view(out[None])[0]
-    view[tuple(slice(a, b) for a, b in properties.bbox)] = resampled
+        out[...] = 0.0
+        if first_class == 0:
+            out[0] = 1.0
+    view = properties.reoriented_view(out)
+    view[(slice(None), *(slice(a, b) for a, b in properties.bbox))] = scores
     return out
 
 
