@@ -27,6 +27,7 @@ from attnseg.data.arrays import nonzero_bbox
 from attnseg.data.dataset import Case, Dataset, Problem, load_dataset, no_cases_message
 from attnseg.data.hounsfield import hounsfield_problem, is_ct_channel
 from attnseg.data.io import Image, pixel_size_stored, read_label
+from attnseg.data.label_values import value_counts
 from attnseg.data.orientation import CANONICAL, reorientation
 from attnseg.errors import DataError
 
@@ -379,8 +380,7 @@ def _check_label(
     if array.dtype.kind == "f" and not _whole_numbers(array):
         problems.append(Problem("error", path, "label holds non-integer values; labels must be whole numbers"))
         return None
-    values, counts = np.unique(_label_as_int(array), return_counts=True)
-    found = {int(v): int(n) for v, n in zip(values, counts, strict=True)}
+    found = {int(value): count for value, count in value_counts(array).items()}  # whole numbers, checked above
     if declared is not None:
         unknown = sorted(set(found) - declared)
         if unknown:
